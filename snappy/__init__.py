@@ -23,4 +23,4 @@ def _python_snappy_clash() -> str | None:
 
 _clash = _python_snappy_clash()
 if _clash:
-    warnings.warn(_clash, ImportWarning, stacklevel=2)
+    warnings.warn(_clash, RuntimeWarning, stacklevel=2)

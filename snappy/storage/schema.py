@@ -1,0 +1,174 @@
+"""Arrow schemas of the three index tables and the record builders that fill them.
+
+documents: one row per source document (status ``indexed`` or ``failed``), keyed by doc_id.
+pages:     one row per page: size, rendered image, patch vectors (image tokens only), grid.
+regions:   one row per OCR region: boxes, text, and its sparse overlap with the page's patches.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from typing import Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from snappy.encoders.base import PageEmbedding
+from snappy.pages import Page
+from snappy.propagation import RegionOverlap
+from snappy.regions import Region, boxes_array
+
+DOCUMENTS, PAGES, REGIONS = "documents", "pages", "regions"
+KEYS = {DOCUMENTS: "doc_id", PAGES: "page_id", REGIONS: "region_id"}
+DEFAULT_DIM = 128
+
+
+@dataclass(frozen=True)
+class IndexSettings:
+    """What a document was indexed with; a change means the document must be re-indexed."""
+
+    encoder_id: str
+    ocr_engine: str
+    dpi: float
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+def doc_id_for(uri: str) -> str:
+    """Stable id of a document, from its source URI."""
+    return hashlib.sha1(uri.encode("utf-8")).hexdigest()[:16]
+
+
+def page_id_for(doc_id: str, page_number: int) -> str:
+    return f"{doc_id}-p{page_number:05d}"
+
+
+def region_id_for(page_id: str, index: int) -> str:
+    return f"{page_id}-r{index:05d}"
+
+
+def content_hash(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def documents_schema() -> pa.Schema:
+    return pa.schema([
+        pa.field("doc_id", pa.string(), nullable=False),
+        pa.field("uri", pa.string(), nullable=False),
+        pa.field("size", pa.int64()),
+        pa.field("content_hash", pa.string()),
+        pa.field("page_count", pa.int32()),
+        pa.field("status", pa.string()),  # "indexed" | "failed"
+        pa.field("error", pa.string()),
+        pa.field("indexed_at", pa.timestamp("us", tz="UTC")),
+        pa.field("encoder_id", pa.string()),
+        pa.field("ocr_engine", pa.string()),
+        pa.field("dpi", pa.float32()),
+        pa.field("settings", pa.string()),  # IndexSettings JSON
+    ])
+
+
+def pages_schema(dim: int = DEFAULT_DIM) -> pa.Schema:
+    return pa.schema([
+        pa.field("page_id", pa.string(), nullable=False),
+        pa.field("doc_id", pa.string(), nullable=False),
+        pa.field("page_number", pa.int32()),  # 1-based
+        pa.field("width", pa.int32()),  # pixels
+        pa.field("height", pa.int32()),
+        pa.field("width_pt", pa.float32()),
+        pa.field("height_pt", pa.float32()),
+        pa.field("dpi", pa.float32()),
+        pa.field("image", pa.binary()),  # the rendered page, JPEG
+        pa.field("vectors", pa.list_(pa.list_(pa.float16(), dim))),  # [n_tokens, dim] image tokens
+        pa.field("n_tokens", pa.int32()),
+        pa.field("grid", pa.string()),  # PatchGrid JSON
+        pa.field("encoder_id", pa.string()),
+    ])
+
+
+def regions_schema() -> pa.Schema:
+    return pa.schema([
+        pa.field("region_id", pa.string(), nullable=False),
+        pa.field("page_id", pa.string(), nullable=False),
+        pa.field("doc_id", pa.string(), nullable=False),
+        pa.field("page_number", pa.int32()),
+        pa.field("region_index", pa.int32()),  # reading order on the page
+        pa.field("bbox", pa.list_(pa.float32(), 4)),  # page pixels [x0, y0, x1, y1]
+        pa.field("bbox_norm", pa.list_(pa.float32(), 4)),  # divided by page size
+        pa.field("polygon", pa.list_(pa.float32())),  # flattened [x, y]*n, or null
+        pa.field("text", pa.string()),
+        pa.field("confidence", pa.float32()),
+        pa.field("level", pa.string()),
+        pa.field("area", pa.float32()),  # px^2
+        pa.field("patch_idx", pa.list_(pa.int32())),  # tokens the region overlaps
+        pa.field("patch_inter", pa.list_(pa.float32())),  # intersection areas with them, px^2
+    ])
+
+
+SCHEMAS = {DOCUMENTS: documents_schema, PAGES: pages_schema, REGIONS: regions_schema}
+
+
+def document_record(uri: str, settings: IndexSettings, *, size: int | None = None, digest: str | None = None,
+                    page_count: int | None = None, error: str | None = None) -> dict:
+    return {
+        "doc_id": doc_id_for(uri), "uri": uri, "size": size, "content_hash": digest,
+        "page_count": page_count, "status": "failed" if error else "indexed", "error": error,
+        "indexed_at": datetime.now(timezone.utc), "encoder_id": settings.encoder_id,
+        "ocr_engine": settings.ocr_engine, "dpi": settings.dpi, "settings": settings.to_json(),
+    }
+
+
+def encode_image(image, quality: int = 85) -> bytes:
+    buf = io.BytesIO()
+    image.convert("RGB").save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def page_record(doc_id: str, page: Page, embedding: PageEmbedding, encoder_id: str,
+                image_bytes: bytes | None = None) -> dict:
+    vectors = np.asarray(embedding.vectors, dtype=np.float16)  # [n_tokens, dim]
+    return {
+        "page_id": page_id_for(doc_id, page.number), "doc_id": doc_id, "page_number": page.number,
+        "width": page.width, "height": page.height, "width_pt": page.width_pt, "height_pt": page.height_pt,
+        "dpi": page.dpi, "image": image_bytes if image_bytes is not None else encode_image(page.image),
+        "vectors": vectors, "n_tokens": vectors.shape[0], "grid": embedding.grid.to_json(),
+        "encoder_id": encoder_id,
+    }
+
+
+def region_records(doc_id: str, page_number: int, regions: Sequence[Region], embedding_grid) -> list[dict]:
+    """Region rows of one page, with their overlap on the page's patch grid precomputed."""
+    page_id = page_id_for(doc_id, page_number)
+    overlap = RegionOverlap.build(embedding_grid.boxes(), boxes_array(regions))
+    idx, inter = overlap.to_lists()
+    return [{
+        "region_id": region_id_for(page_id, i), "page_id": page_id, "doc_id": doc_id,
+        "page_number": page_number, "region_index": i, "bbox": list(r.bbox), "bbox_norm": list(r.bbox_norm),
+        "polygon": [c for pt in r.polygon for c in pt] if r.polygon else None, "text": r.text,
+        "confidence": r.confidence, "level": r.level, "area": r.area,
+        "patch_idx": idx[i], "patch_inter": inter[i],
+    } for i, r in enumerate(regions)]
+
+
+def to_table(name: str, records: list[dict], dim: int = DEFAULT_DIM) -> pa.Table:
+    """Records -> an Arrow table of the named index table's schema."""
+    if name != PAGES:
+        return pa.Table.from_pylist(records, schema=SCHEMAS[name]())
+    schema = pages_schema(dim)
+    others = pa.Table.from_pylist([{k: v for k, v in r.items() if k != "vectors"} for r in records],
+                                  schema=schema.remove(schema.get_field_index("vectors")))
+    return others.add_column(schema.get_field_index("vectors"), schema.field("vectors"),
+                             vectors_array([r["vectors"] for r in records], dim))
+
+
+def vectors_array(per_page: Sequence[np.ndarray], dim: int = DEFAULT_DIM) -> pa.ListArray:
+    """``list<fixed_size_list<float16, dim>>`` from per-page ``[n_tokens, dim]`` arrays, without Python loops over rows."""
+    arrays = [np.asarray(v, dtype=np.float16).reshape(-1, dim) for v in per_page]
+    offsets = np.concatenate([[0], np.cumsum([a.shape[0] for a in arrays])]).astype(np.int32)
+    flat = np.concatenate([a.reshape(-1) for a in arrays]) if arrays else np.zeros(0, np.float16)
+    inner = pa.FixedSizeListArray.from_arrays(pa.array(flat, type=pa.float16()), dim)
+    return pa.ListArray.from_arrays(pa.array(offsets), inner)

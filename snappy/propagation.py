@@ -85,6 +85,13 @@ class RegionOverlap:
             self._weights[method] = _normalised_weights(self, method)
         return self._weights[method]
 
+    @property
+    def empty(self) -> np.ndarray:
+        """``[R]`` bool: regions that overlap no patch (they score NaN)."""
+        if "empty" not in self._weights:
+            self._weights["empty"] = np.diff(self.inter.indptr) == 0
+        return self._weights["empty"]
+
 
 def _normalised_weights(ov: RegionOverlap, method: str) -> sp.csr_matrix:
     inter = ov.inter.tocoo()
@@ -121,16 +128,15 @@ def region_scores(scores: np.ndarray, overlap: RegionOverlap, method: Method = "
     s = np.asarray(scores, dtype=np.float32)
     if s.shape != (overlap.n_patches,):
         raise ValueError(f"got {s.shape[0] if s.ndim else 0} patch scores for {overlap.n_patches} patches")
-    w = overlap.weights(method)
+    w, empty = overlap.weights(method), overlap.empty
     if method == "max":
         out = np.full(overlap.n_regions, np.nan, dtype=np.float32)
-        counts = np.diff(w.indptr)
-        nz = counts > 0
-        if nz.any():
-            out[nz] = np.maximum.reduceat(s[w.indices], w.indptr[:-1][nz])
+        if not empty.all():
+            out[~empty] = np.maximum.reduceat(s[w.indices], w.indptr[:-1][~empty])
         return out
-    out = (w @ s).astype(np.float32)
-    out[np.diff(w.indptr) == 0] = np.nan
+    out = w @ s  # [R] float32
+    if empty.any():
+        out[empty] = np.nan
     return out
 
 

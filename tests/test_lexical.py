@@ -69,3 +69,13 @@ def test_needs_regions_and_deterministic():
     e3 = LexicalEncoder(LexicalOptions(seed=1)).embed_regions(SIZE, _regions()).vectors
     assert not np.array_equal(e1, e3)
     assert normalize_piece("Café") == "cafe"
+
+
+def test_make_encoder_round_trips_the_stored_id():
+    from snappy.encoders import make_encoder
+
+    enc = make_encoder("lexical", dim=64, seed=3)
+    again = make_encoder(enc.encoder_id)
+    assert again.options == enc.options and again.encoder_id == enc.encoder_id
+    with pytest.raises(ValueError, match="bad lexical encoder id"):
+        make_encoder("lexical:zz")

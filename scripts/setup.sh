@@ -3,6 +3,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3.11}
+stamp=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
+if [ -x .venv/bin/python ] && [ "$(cat .venv/.snappy-setup 2>/dev/null)" = "$stamp" ]; then
+  exit 0  # already set up from these files
+fi
 if [ ! -x .venv/bin/python ]; then "$PY" -m venv .venv; fi
 PIP=".venv/bin/python -m pip"
 $PIP install -q --upgrade pip
@@ -20,3 +24,4 @@ if ! command -v tesseract >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v ap
     || echo "setup: tesseract-ocr not installed; its tests will be skipped"
 fi
 .venv/bin/python -c "import snappy, snappy._compat as c; c.ensure_torchvision_importable(); import colpali_engine, cv2; print('setup: ok, cv2', cv2.__version__)"
+echo "$stamp" > .venv/.snappy-setup

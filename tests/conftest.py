@@ -28,3 +28,18 @@ def sample_corpus(tmp_path_factory):
     paths, facts = write_corpus(out)
     docs, _ = build()
     return paths, facts, docs
+
+
+@pytest.fixture(scope="session")
+def ocr_corpus(sample_corpus):
+    """The sample corpus rendered at 100 dpi and OCR'd once (rapid engine): {(doc, page): (Page, regions)}."""
+    from snappy.ocr import make_ocr
+    from snappy.pages import RenderOptions, load_pages
+
+    paths, facts, docs = sample_corpus
+    ocr = make_ocr("rapid")
+    out = {}
+    for path in paths:
+        for page in load_pages(path, RenderOptions(dpi=100)):
+            out[(path.stem, page.number)] = (page, ocr.recognize(page.image))
+    return out

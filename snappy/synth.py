@@ -38,8 +38,12 @@ class TextLine:
 
     @property
     def bbox_pt(self) -> tuple[float, float, float, float]:
+        """The line box: ink extent (ascent to descent) padded by 15% of the font size above and
+        below, i.e. about the 1.2 em line height a layout annotator draws around a line."""
         ascent, descent = getAscentDescent(FONT, self.font_size)
-        return (self.x, self.y, self.x + stringWidth(self.text, FONT, self.font_size), self.y + ascent - descent)
+        pad = 0.15 * self.font_size
+        return (self.x, self.y - pad, self.x + stringWidth(self.text, FONT, self.font_size),
+                self.y + ascent - descent + pad)
 
     def bbox_px(self, dpi: float) -> tuple[float, float, float, float]:
         s = dpi / 72.0

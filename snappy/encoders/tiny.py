@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 TINY_FAMILIES = ("colqwen2.5", "colqwen2", "colidefics3")
 PROCESSOR_FAMILIES = ("colqwen2.5", "colqwen2", "colqwen3", "colpali", "colidefics3", "colsmol", "colmodernvbert")
 _FORMAT_VERSION = 1  # bump when the tiny architecture changes; it is part of the folder name
-_MARKER = "snappy-tiny.json"
+TINY_MARKER = "snappy-tiny.json"
 
 _SENTENCES = [
     "The quarterly revenue grew by twelve percent compared to last year.",
@@ -53,6 +53,12 @@ def default_cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "snappy"
 
 
+def tiny_model_dir(family: str = "colqwen2.5", seed: int = 0, cache_dir: str | os.PathLike | None = None) -> Path:
+    """Where ``build_tiny_model`` puts a model by default: ``<cache>/tiny/<family>-s<seed>-v<version>``."""
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    return root / "tiny" / f"{normalize_family(family)}-s{seed}-v{_FORMAT_VERSION}"
+
+
 def _train_tokenizer(special: list[str], pad: str, vocab_size: int = 400, **named: str):
     """Byte-level BPE trained on a few sentences, with ``special`` as atomic tokens."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -69,7 +75,7 @@ def _train_tokenizer(special: list[str], pad: str, vocab_size: int = 400, **name
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=pad, **named)
 
 
-def _family(family: str) -> str:
+def normalize_family(family: str) -> str:
     f = family.lower().replace("_", ".")
     aliases = {"colqwen2.5": "colqwen2.5", "colqwen25": "colqwen2.5", "colqwen2": "colqwen2",
                "colqwen3": "colqwen3", "colpali": "colpali", "colidefics3": "colidefics3",
@@ -90,7 +96,7 @@ def build_tiny_processor(family: str = "colqwen2.5", **image_kwargs: Any):
     from snappy._compat import ensure_torchvision_importable
 
     ensure_torchvision_importable()
-    fam = _family(family)
+    fam = normalize_family(family)
     if fam in ("colqwen2", "colqwen2.5", "colqwen3"):
         import colpali_engine as ce
         from transformers import Qwen2VLImageProcessor
@@ -200,15 +206,15 @@ def _tiny_processor_for_model(family: str):
 def build_tiny_model(family: str = "colqwen2.5", out_dir: str | os.PathLike | None = None, seed: int = 0) -> Path:
     """Build (or reuse) a tiny random ``family`` model + processor folder and return its path.
 
-    ``out_dir`` defaults to ``default_cache_dir()/tiny/<family>-s<seed>-v<version>``. A complete
+    ``out_dir`` defaults to ``tiny_model_dir(family, seed)``. A complete
     folder (marker file present) is reused as is; a new one is built in a temporary sibling
     folder and renamed into place, so concurrent builders never see a half-written folder.
     """
-    fam = _family(family)
+    fam = normalize_family(family)
     if fam not in TINY_FAMILIES:
         raise ValueError(f"no tiny model for family {family!r}; expected one of {TINY_FAMILIES}")
-    out = Path(out_dir) if out_dir is not None else default_cache_dir() / "tiny" / f"{fam}-s{seed}-v{_FORMAT_VERSION}"
-    if (out / _MARKER).is_file():
+    out = Path(out_dir) if out_dir is not None else tiny_model_dir(fam, seed)
+    if (out / TINY_MARKER).is_file():
         return out
     import torch
 
@@ -223,13 +229,13 @@ def build_tiny_model(family: str = "colqwen2.5", out_dir: str | os.PathLike | No
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
         meta = {"family": fam, "seed": seed, "version": _FORMAT_VERSION, "weights_sha256": _weights_hash(tmp)}
-        (tmp / _MARKER).write_text(json.dumps(meta, indent=1))
-        if out.exists() and not (out / _MARKER).is_file():
+        (tmp / TINY_MARKER).write_text(json.dumps(meta, indent=1))
+        if out.exists() and not (out / TINY_MARKER).is_file():
             shutil.rmtree(out)  # an incomplete folder from an interrupted build
         try:
             os.rename(tmp, out)
         except OSError:
-            if not (out / _MARKER).is_file():  # lost a race: another process finished first
+            if not (out / TINY_MARKER).is_file():  # lost a race: another process finished first
                 raise
     finally:
         if tmp.exists():
@@ -240,7 +246,7 @@ def build_tiny_model(family: str = "colqwen2.5", out_dir: str | os.PathLike | No
 
 def tiny_family(path: str | os.PathLike) -> str | None:
     """The family recorded in a tiny model folder, or None for other folders."""
-    marker = Path(path) / _MARKER
+    marker = Path(path) / TINY_MARKER
     if not marker.is_file():
         return None
     return json.loads(marker.read_text())["family"]

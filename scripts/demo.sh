@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The main job on one machine: set-up, index samples/ (a local Ray, a local Lance folder), query.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0  # the local Ray binds 127.0.0.1 only
+INDEX=${INDEX:-.snappy-index}
+OCR=${OCR:-rapid}
+ENCODER=${ENCODER:-lexical}
+.venv/bin/snappy index samples --index "$INDEX" --encoder "$ENCODER" --ocr "$OCR"
+.venv/bin/snappy inspect "$INDEX"
+.venv/bin/snappy query "$INDEX" "zephyr turbine megawatts" --top-pages 2 --overlay out/zephyr.png
+.venv/bin/snappy query "$INDEX" "how much cardamom" --top-pages 1 --json

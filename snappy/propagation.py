@@ -156,8 +156,9 @@ class Threshold:
     - ``top`` (``top3``): the k best;
     - ``fixed`` (``0.4``): scores >= value (absolute; the only rule that may keep a flat page).
 
-    Relative rules keep nothing on a flat score map (range below ``flat_eps`` times the largest
-    magnitude): no region stands out, so none is selected. Ties at the cut are kept only if that
+    Relative rules keep nothing on a flat score map of two or more regions (range below
+    ``flat_eps`` times the largest magnitude): no region stands out, so none is selected; a lone
+    region is kept. Ties at the cut are kept only if that
     does not exceed the rule's budget (percentile: ``ceil((100-k)% * R)`` regions).
     """
 
@@ -202,7 +203,7 @@ def select_regions(scores: np.ndarray, threshold: "Threshold | str | float") -> 
         kept = valid[v >= th.value]
     else:
         scale = max(float(np.abs(v).max()), 1e-12)
-        if float(v.max() - v.min()) <= th.flat_eps * scale:
+        if v.size > 1 and float(v.max() - v.min()) <= th.flat_eps * scale:
             return np.zeros(0, dtype=np.int64)
         if th.kind == "top":
             k = int(th.value)

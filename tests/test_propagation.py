@@ -119,3 +119,8 @@ def test_ties_do_not_blow_the_budget():
     assert list(select_regions(s, "top3")) == [0]  # 3rd place is a 7-way tie
     assert list(select_regions(np.array([3.0, 2.0, 2.0, 1.0]), "top2")) == [0]
     assert list(select_regions(np.array([3.0, 2.0, 1.0, 1.0]), "top2")) == [0, 1]
+
+
+@pytest.mark.parametrize("spec", ["p50", "adaptive", "top1", "top3"])
+def test_a_lone_region_is_kept_by_relative_rules(spec):
+    assert list(select_regions(np.array([0.3]), spec)) == [0]

@@ -81,11 +81,11 @@ class IndexStore:
             raise ValueError(f"unknown table {name!r}; expected one of {tuple(KEYS)}")
         docs = sorted(set(replace_docs)) if replace_docs else []
         if not self.exists(name):
-            table = data.read_all() if isinstance(data, pa.RecordBatchReader) else data
-            _check_unique(name, table, key)
-            ds = lance.write_dataset(table, self.table_uri(name), mode="create",
+            if isinstance(data, pa.Table):
+                _check_unique(name, data, key)
+            ds = lance.write_dataset(data, self.table_uri(name), schema=data.schema, mode="create",
                                      storage_options=self.storage_options)
-            log.debug("created %s with %d rows (version %d)", name, table.num_rows, ds.version)
+            log.debug("created %s with %d rows (version %d)", name, ds.count_rows(), ds.version)
             return ds.version
         ds = self.dataset(name)
         data = _conform(data, ds.schema)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import logging
-import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
@@ -19,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import scipy.sparse as sp
 
-from snappy.encoders.base import Encoder
+from snappy.encoders import Encoder, make_encoder
 from snappy.grid import PatchGrid
 from snappy.propagation import RegionOverlap, Threshold, patch_scores, region_scores, select_regions
 from snappy.storage.schema import DOCUMENTS, PAGES, REGIONS
@@ -28,47 +27,6 @@ from snappy.storage.tables import IndexStore, sql_list
 log = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------- encoders
-
-_TINY_NAME = re.compile(r"tiny-(?P<family>[\w.]+)-s(?P<seed>\d+)-v\d+")
-
-
-def load_encoder(spec: str, **kwargs) -> Encoder:
-    """The query encoder for a CLI spec or for the ``encoder_id`` an index stored.
-
-    Specs (``lexical``, ``null``, ``tiny[:family]``, ``colqwen2.5``, an HF id or a local folder)
-    go to :func:`snappy.indexing.make_encoder`. Stored ids are parsed back: ``lexical:d128:p28:...``
-    (its options), ``null:d128``, ``colpali:<family>:<model or tiny-<family>-s<seed>-vN>:<geometry>``.
-    """
-    spec = spec.strip()
-    if spec.startswith("lexical:"):
-        from snappy.encoders.lexical import LexicalEncoder, LexicalOptions
-
-        opts = {}
-        names = {"d": "dim", "p": "patch_px", "t": "max_num_visual_tokens", "h": "hashes", "s": "seed"}
-        for part in spec.split(":")[1:]:
-            m = re.fullmatch(r"([a-z])(-?\d+)", part)
-            if not m or m[1] not in names:
-                raise ValueError(f"bad lexical encoder id {spec!r} (part {part!r})")
-            opts[names[m[1]]] = int(m[2])
-        return LexicalEncoder(LexicalOptions(**opts))
-    m = re.fullmatch(r"null:d(\d+)", spec)
-    if m:
-        from snappy.indexing import NullEncoder
-
-        return NullEncoder(int(m[1]))
-    if spec.startswith("colpali:"):
-        _, family, rest = spec.split(":", 2)
-        name = rest.rsplit(":", 1)[0] if ":" in rest else rest
-        from snappy.encoders.colpali import ColpaliEncoder, ColpaliOptions
-
-        tiny = _TINY_NAME.fullmatch(name)
-        if tiny:
-            return ColpaliEncoder.tiny(tiny["family"], seed=int(tiny["seed"]), **kwargs)
-        return ColpaliEncoder(ColpaliOptions(model=name, family=family), **kwargs)
-    from snappy.indexing import make_encoder
-
-    return make_encoder(spec, **kwargs)
-
 
 # ---------------------------------------------------------------------------- MaxSim
 
@@ -238,7 +196,7 @@ class SearchOptions:
 class Searcher:
     """Ranks an index's pages by exact MaxSim and scores their regions.
 
-    ``encoder`` is an Encoder, a spec for :func:`load_encoder`, or None (use the index's
+    ``encoder`` is an Encoder, a spec or stored id for :func:`snappy.encoders.make_encoder`, or None (use the index's
     encoder_id, built on first query). Tables are read once; :meth:`refresh` reloads them when
     a table's Lance version changed.
     """
@@ -328,7 +286,7 @@ class Searcher:
             spec = self._encoder_spec or self.encoder_id
             if spec is None:
                 raise ValueError(f"{self.store.uri}: the index has no pages, so no encoder to encode queries with")
-            self._encoder = load_encoder(spec)
+            self._encoder = make_encoder(spec)
             if self.encoder_id and self._encoder.encoder_id != self.encoder_id:
                 log.warning("query encoder %s differs from the index's encoder %s",
                             self._encoder.encoder_id, self.encoder_id)

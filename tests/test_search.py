@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from snappy.grid import GridBlock, PatchGrid
-from snappy.search import PageMatrix, Searcher, SearchOptions, load_encoder, maxsim, maxsim_reference, top_k
+from snappy.search import PageMatrix, Searcher, SearchOptions, maxsim, maxsim_reference, top_k
 from snappy.storage import PAGES, doc_id_for
 from snappy.storage.synthetic import SynthDocSpec, SynthPageSpec, write_index
 
@@ -154,14 +154,6 @@ def test_lexical_index_real_regions(tmp_path):
     got = maxsim(q, s.matrix)[0]
     order = [s.page_index[p["page_id"]] for p in pages]
     np.testing.assert_allclose(got[order], ref, rtol=1e-5, atol=1e-5)
-
-
-def test_load_encoder_parses_lexical_ids():
-    enc = load_encoder("lexical:d64:p28:t256:h4:s3")
-    assert enc.encoder_id == "lexical:d64:p28:t256:h4:s3" and enc.dim == 64
-    assert load_encoder("lexical").encoder_id.startswith("lexical:d128")
-    with pytest.raises(ValueError, match="bad lexical encoder id"):
-        load_encoder("lexical:zz")
 
 
 def test_query_actor_body(tmp_path):

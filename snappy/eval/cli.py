@@ -146,9 +146,9 @@ def _dataset_mode(dataset, fmt, annotations, index, encoder, ocr, threshold, met
         scorer = IndexScorer(Searcher(index, encoder=None if encoder == "lexical" else encoder), method)
     else:
         from snappy.ocr import make_ocr
-        from snappy.search import load_encoder
+        from snappy.encoders import make_encoder
 
-        scorer = ChainScorer(make_ocr(ocr), load_encoder(encoder), method)
+        scorer = ChainScorer(make_ocr(ocr), make_encoder(encoder), method)
     jsonl = (out / "samples.jsonl") if out else None
     result = run(samples, scorer, cfg, counter, jsonl, resume=resume, progress=progress)
     summary = summarize_records(result.records, cfg)

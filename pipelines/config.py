@@ -1,0 +1,82 @@
+"""Typed settings of an indexing run (what ``python -m pipelines.index`` parses its flags into)."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+
+from snappy.storage.fs import S3Settings
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    source: str  # local folder/file or s3://bucket/prefix
+    index: str  # local folder or s3://bucket/prefix holding the Lance tables
+
+    # What pages become (part of IndexSettings: a change re-indexes every document)
+    encoder: str = "lexical"  # lexical | null | tiny[:family] | colqwen2.5 | <hf id or folder>
+    ocr: str = "rapid"  # rapid | paddle | tesseract | none
+    dpi: float = 150.0
+
+    # Limits
+    max_pages: int | None = 2000  # per document; more -> a failed row
+    max_pixels: int | None = 40_000_000  # per rendered page; more -> a failed row
+    limit: int | None = None  # index at most this many documents (first ones by uri)
+    image_quality: int = 85  # JPEG quality of the stored page images
+
+    # Incremental behaviour
+    incremental: bool = True  # skip documents whose content hash and settings are unchanged
+    retry_failed: bool = False  # re-try unchanged documents whose decoding failed last time (read errors always are)
+    prune: bool = False  # delete documents that are no longer in the source
+
+    # Stage resources. Actor pools reserve their CPUs for the whole run: keep
+    # ocr_actors*ocr_num_cpus + embed_actors*embed_num_cpus below the cluster's CPUs.
+    render_num_cpus: float = 0.25  # per hash/render task (tasks scale with free CPUs)
+    ocr_actors: int = 1
+    ocr_num_cpus: float = 1.0
+    ocr_batch_size: int = 4  # pages per OCR call
+    embed_actors: int = 1
+    embed_num_gpus: float | None = None  # None: 1 if the cluster has GPUs, else 0 (CPU)
+    embed_num_cpus: float | None = None  # None: 0.25 (the actor's real use is its own; this is only packing)
+    embed_batch_size: int = 8  # pages per encoder call
+    records_num_cpus: float = 0.25
+    write_num_cpus: float = 0.25
+    write_rows: int = 32  # staging rows per Lance write task (~0.4 MB each: JPEG + vectors)
+    block_bytes: int = 8 * 2**20  # Ray Data block target: ~1 page of 150-dpi pixels (small blocks never stall on budgets)
+
+    # Ray
+    ray_address: str | None = None  # None: $RAY_ADDRESS (set by `ray job submit`) else a local Ray
+    ray_num_cpus: int | None = None  # local Ray only
+    ray_num_gpus: int | None = None  # local Ray only (declared GPUs; fake ones work for testing)
+    object_store_memory: int | None = None  # local Ray only, bytes
+    object_store_limit: int | None = None  # bytes of object store Ray Data may use for this job
+    progress: bool = False  # Ray Data progress bars
+
+    # Storage
+    s3: S3Settings = field(default_factory=S3Settings)  # endpoint/region/keys for s3:// source and index
+    keep_staging: bool = False  # keep the staging dataset (debugging)
+
+    def __post_init__(self) -> None:
+        for name in ("ocr_actors", "embed_actors", "ocr_batch_size", "embed_batch_size", "write_rows", "block_bytes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"IndexConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.dpi <= 0:
+            raise ValueError(f"IndexConfig.dpi must be > 0, got {self.dpi}")
+        if self.limit is not None and self.limit < 0:
+            raise ValueError(f"IndexConfig.limit must be >= 0, got {self.limit}")
+
+    def resolved(self, cluster_gpus: float) -> "IndexConfig":
+        """Fill the automatic embed resources for a cluster with ``cluster_gpus`` GPUs."""
+        gpus = self.embed_num_gpus if self.embed_num_gpus is not None else (1.0 if cluster_gpus >= 1 else 0.0)
+        cpus = self.embed_num_cpus if self.embed_num_cpus is not None else 0.25
+        return replace(self, embed_num_gpus=gpus, embed_num_cpus=cpus)
+
+    def reserved_cpus(self) -> float:
+        return self.ocr_actors * self.ocr_num_cpus + self.embed_actors * (self.embed_num_cpus or 0.0)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["s3"] = {k: v for k, v in d["s3"].items() if v is not None and "secret" not in k and "token" not in k}
+        return d
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]

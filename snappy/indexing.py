@@ -1,0 +1,204 @@
+"""Indexing one document, without Ray: bytes -> pages -> OCR regions -> patch vectors -> table rows.
+
+These plain functions are what the Ray stages in ``pipelines/`` call batch by batch; they are
+also usable on their own (a notebook, a unit test, a one-off re-index)::
+
+    enc, ocr = make_encoder("lexical"), make_ocr("rapid")
+    settings = IndexSettings(enc.encoder_id, "rapid", 150.0)
+    out = index_document("a.pdf", Path("a.pdf").read_bytes(), enc, ocr, settings)
+    store.upsert("pages", to_table("pages", out.pages), replace_docs=[out.document["doc_id"]])
+
+A document that cannot be read becomes a ``failed`` documents row with the reason
+(:class:`snappy.pages.DocumentError`); nothing else of it is written.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+import numpy as np
+from PIL import Image
+
+from snappy.encoders.base import Encoder, PageEmbedding
+from snappy.grid import PatchGrid
+from snappy.ocr.base import OcrEngine
+from snappy.pages import DocumentError, Page, RenderOptions, iter_pages
+from snappy.regions import Region
+from snappy.storage.schema import (DEFAULT_DIM, IndexSettings, content_hash, doc_id_for, document_record,
+                                   encode_image, page_record, region_records)
+
+log = logging.getLogger(__name__)
+
+# ---------------------------------------------------------------------- encoders
+class NullEncoder(Encoder):
+    """A no-op encoder (zero vectors on a ColQwen-like grid): measures the pipeline's own overhead."""
+
+    needs_regions = False
+
+    def __init__(self, dim: int = DEFAULT_DIM):
+        from snappy.encoders.lexical import LexicalOptions
+
+        self.dim = dim
+        self._opts = LexicalOptions(dim=dim)
+        self.encoder_id = f"null:d{dim}"
+
+    def grid_for(self, page_size: tuple[int, int]) -> PatchGrid:
+        from snappy.encoders.lexical import qwen_like_grid
+
+        return qwen_like_grid(page_size, self._opts)
+
+    def embed_pages(self, images, regions=None) -> list[PageEmbedding]:
+        out = []
+        for img in images:
+            grid = self.grid_for(img.size)
+            out.append(PageEmbedding(np.zeros((grid.n_tokens, self.dim), np.float16), grid))
+        return out
+
+    def embed_queries(self, texts: Sequence[str]) -> list[np.ndarray]:
+        return [np.zeros((1, self.dim), np.float32) for _ in texts]
+
+
+def make_encoder(spec: str, device: str | None = None) -> Encoder:
+    """An encoder from a spec: ``null`` (zero vectors, for overhead benchmarks) or any spec of
+    :func:`snappy.encoders.make_encoder` (``lexical``, ``tiny[:family]``, ``colqwen2.5``, an HF id or
+    folder, a stored encoder_id). ``device`` (``"cuda"``/``"cpu"``) applies to model encoders only.
+    """
+    from snappy.encoders import make_encoder as build
+
+    if spec in ("null", "none") or spec.startswith("null:"):
+        return NullEncoder()
+    if device and not spec.startswith("lexical"):
+        return build(spec, device=device)
+    return build(spec)
+
+
+# ---------------------------------------------------------------------- regions <-> JSON
+def region_to_dict(r: Region) -> dict:
+    return {"bbox": list(r.bbox), "page_size": list(r.page_size), "text": r.text, "confidence": r.confidence,
+            "level": r.level, "polygon": [list(p) for p in r.polygon] if r.polygon else None}
+
+
+def region_from_dict(d: dict) -> Region:
+    poly = tuple(tuple(p) for p in d["polygon"]) if d.get("polygon") else None
+    return Region(bbox=tuple(d["bbox"]), page_size=tuple(d["page_size"]), text=d.get("text", ""),
+                  confidence=float(d.get("confidence", 1.0)), level=d.get("level", "line"), polygon=poly)
+
+
+def regions_to_json(regions: Sequence[Region]) -> str:
+    return json.dumps([region_to_dict(r) for r in regions], separators=(",", ":"))
+
+
+def regions_from_json(s: str | None) -> list[Region]:
+    return [region_from_dict(d) for d in json.loads(s)] if s else []
+
+
+# ---------------------------------------------------------------------- page pixels
+def page_pixels(page: Page) -> bytes:
+    """The page's RGB pixels, row-major ``[height, width, 3]`` uint8, as bytes (lossless, cheap)."""
+    return page.image.convert("RGB").tobytes()
+
+
+def image_from_pixels(data: bytes, width: int, height: int) -> Image.Image:
+    return Image.frombytes("RGB", (int(width), int(height)), data)
+
+
+# ---------------------------------------------------------------------- one document
+@dataclass
+class RenderedDocument:
+    """A document's identity and hash, and its pages rendered one by one (``pages`` is lazy)."""
+
+    uri: str
+    doc_id: str
+    size: int
+    digest: str
+    pages: Iterator[Page]
+
+
+def open_document(uri: str, data: bytes, opts: RenderOptions = RenderOptions()) -> RenderedDocument:
+    """Hash the bytes and prepare lazy page rendering; DocumentError surfaces while iterating."""
+    return RenderedDocument(uri, doc_id_for(uri), len(data), content_hash(data), iter_pages(data, opts, source=uri))
+
+
+def ocr_pages(ocr: OcrEngine, images: Sequence[Image.Image]) -> list[list[Region]]:
+    """OCR regions per image; an engine error names the page's size and is re-raised."""
+    return [ocr.recognize(img) for img in images]
+
+
+def embed_pages(encoder: Encoder, images: Sequence[Image.Image],
+                regions: Sequence[Sequence[Region]]) -> list[PageEmbedding]:
+    """One embedding per image, checked against the encoder's grid."""
+    embs = encoder.embed_pages(list(images), [list(r) for r in regions] if encoder.needs_regions else None)
+    if len(embs) != len(images):
+        raise RuntimeError(f"{encoder.encoder_id}: {len(embs)} embeddings for {len(images)} pages")
+    return embs
+
+
+def page_rows(doc_id: str, page: Page, regions: Sequence[Region], embedding: PageEmbedding, encoder_id: str,
+              image_quality: int = 85) -> tuple[dict, list[dict]]:
+    """The pages row and the regions rows (overlaps precomputed) of one page."""
+    row = page_record(doc_id, page, embedding, encoder_id, encode_image(page.image, image_quality))
+    return row, region_records(doc_id, page.number, regions, embedding.grid)
+
+
+@dataclass
+class IndexedDocument:
+    document: dict  # documents row (status "indexed" or "failed")
+    pages: list[dict] = field(default_factory=list)
+    regions: list[dict] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)  # render / ocr / embed / records
+
+    @property
+    def failed(self) -> bool:
+        return self.document["status"] == "failed"
+
+
+def index_document(uri: str, data: bytes, encoder: Encoder, ocr: OcrEngine, settings: IndexSettings,
+                   render: RenderOptions | None = None, batch_size: int = 8,
+                   image_quality: int = 85) -> IndexedDocument:
+    """Index one document in this process; a DocumentError gives a ``failed`` documents row."""
+    render = render or RenderOptions(dpi=settings.dpi)
+    doc = open_document(uri, data, render)
+    secs = {"render": 0.0, "ocr": 0.0, "embed": 0.0, "records": 0.0}
+    pages, regions = [], []
+    n = 0
+    try:
+        it = iter(doc.pages)
+        while True:
+            t = time.perf_counter()
+            batch = [p for _, p in zip(range(batch_size), it)]
+            secs["render"] += time.perf_counter() - t
+            if not batch:
+                break
+            t = time.perf_counter()
+            regs = ocr_pages(ocr, [p.image for p in batch])
+            secs["ocr"] += time.perf_counter() - t
+            t = time.perf_counter()
+            embs = embed_pages(encoder, [p.image for p in batch], regs)
+            secs["embed"] += time.perf_counter() - t
+            t = time.perf_counter()
+            for page, r, e in zip(batch, regs, embs):
+                prow, rrows = page_rows(doc.doc_id, page, r, e, encoder.encoder_id, image_quality)
+                pages.append(prow)
+                regions.extend(rrows)
+            secs["records"] += time.perf_counter() - t
+            n += len(batch)
+    except DocumentError as e:
+        log.warning("%s", e)
+        return IndexedDocument(document_record(uri, settings, size=doc.size, digest=doc.digest, error=e.reason),
+                               seconds=secs)
+    record = document_record(uri, settings, size=doc.size, digest=doc.digest, page_count=n)
+    return IndexedDocument(record, pages, regions, secs)
+
+
+def error_text(exc: BaseException, uri: str) -> str:
+    """A one-line failure reason for the documents table (the DocumentError's reason, else type: message)."""
+    if isinstance(exc, DocumentError):
+        return exc.reason
+    msg = str(exc).replace(os.linesep, " ").strip()
+    if msg.startswith(f"{uri}: "):
+        msg = msg[len(uri) + 2:]
+    return f"{type(exc).__name__}: {msg}"[:2000]

@@ -1,0 +1,341 @@
+"""The indexing pipeline: sources, the Ray-free per-document path, and the Ray Data job end to end.
+
+One local Ray (2 CPUs, 2 declared fake GPUs) is shared by this module's Ray tests.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pyarrow.compute as pc
+import pytest
+
+from pipelines.config import IndexConfig
+from snappy.grid import PatchGrid
+from snappy.sources import Source
+from snappy.storage import IndexStore, IndexSettings, doc_id_for
+from snappy.synth import LETTER, SynthDoc, text_page
+
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+DPI = 100.0  # small pages keep real OCR fast; Letter = 850 x 1100 px
+
+
+def iou(a, b) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+# ---------------------------------------------------------------------- Ray-free parts
+def test_local_source_lists_documents_with_metadata(tmp_path):
+    (tmp_path / "a.pdf").write_bytes(b"%PDF-1.4 x")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "B.PNG").write_bytes(b"png")
+    (tmp_path / "notes.txt").write_text("not a document")
+    (tmp_path / ".hidden.pdf").write_bytes(b"%PDF")
+    (tmp_path / ".cache").mkdir()
+    (tmp_path / ".cache" / "c.pdf").write_bytes(b"%PDF")
+    src = Source(tmp_path)
+    docs = src.list()
+    assert [Path(d.uri).relative_to(tmp_path).as_posix() for d in docs] == ["a.pdf", "sub/B.PNG"]
+    assert docs[0].size == 10 and docs[0].mtime is not None and docs[0].etag is None
+    assert src.read(docs[0].uri) == b"%PDF-1.4 x"
+    assert src.list(limit=1) == docs[:1]
+    assert src.contains(docs[1].uri) and not src.contains(str(tmp_path) + "-other/x.pdf")
+    with pytest.raises(FileNotFoundError, match="gone.pdf"):
+        src.read(str(tmp_path / "gone.pdf"))
+    with pytest.raises(FileNotFoundError):
+        Source(tmp_path / "missing").list()
+
+
+def test_s3_source_lists_and_reads_through_a_local_endpoint():
+    pytest.importorskip("moto")
+    import boto3
+    import pickle
+    import socket
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    try:
+        endpoint = f"http://127.0.0.1:{port}"
+        creds = {"aws_access_key_id": "test", "aws_secret_access_key": "test", "aws_region": "us-east-1",
+                 "aws_endpoint": endpoint}
+        client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                              aws_access_key_id="test", aws_secret_access_key="test")
+        client.create_bucket(Bucket="docs")
+        for key, body in [("corpus/a.pdf", b"%PDF-a"), ("corpus/sub/b.png", b"png"), ("corpus/x.txt", b"t"),
+                          ("corpus-other/c.pdf", b"%PDF-c"), ("corpus/.hid/d.pdf", b"%PDF-d")]:
+            client.put_object(Bucket="docs", Key=key, Body=body)
+        src = Source("s3://docs/corpus", creds)
+        docs = src.list()
+        assert [d.uri for d in docs] == ["s3://docs/corpus/a.pdf", "s3://docs/corpus/sub/b.png"]
+        assert docs[0].size == 6 and docs[0].etag and docs[0].mtime
+        clone = pickle.loads(pickle.dumps(src))  # shipped to Ray workers: the client is rebuilt there
+        assert clone.read("s3://docs/corpus/a.pdf") == b"%PDF-a"
+        with pytest.raises(FileNotFoundError, match="missing.pdf"):
+            clone.read("s3://docs/corpus/missing.pdf")
+    finally:
+        server.stop()
+
+
+def test_index_document_without_ray(sample_corpus, tmp_path):
+    from snappy.indexing import index_document, make_encoder
+    from snappy.ocr import make_ocr
+    from snappy.storage import to_table
+
+    paths, _, _ = sample_corpus
+    enc, ocr = make_encoder("lexical"), make_ocr("none")
+    settings = IndexSettings(enc.encoder_id, "none", DPI)
+    report = next(p for p in paths if p.name == "annual-report.pdf")
+    out = index_document(str(report), report.read_bytes(), enc, ocr, settings)
+    assert not out.failed and out.document["page_count"] == 3 and len(out.pages) == 3
+    assert [p["page_number"] for p in out.pages] == [1, 2, 3]
+    assert (out.pages[0]["width"], out.pages[0]["height"]) == (850, 1100)
+    assert to_table("pages", out.pages).num_rows == 3
+    bad = index_document(str(tmp_path / "bad.pdf"), b"%PDF-1.4 nonsense", enc, ocr, settings)
+    assert bad.failed and "not a readable PDF" in bad.document["error"] and not bad.pages
+
+
+def test_config_validation_and_resource_check():
+    from pipelines.index import _check_resources
+
+    with pytest.raises(ValueError, match="ocr_actors"):
+        IndexConfig("s", "i", ocr_actors=0)
+    cfg = IndexConfig("s", "i", ocr_actors=2).resolved(cluster_gpus=0)
+    assert cfg.embed_num_gpus == 0 and cfg.embed_num_cpus == 0.25
+    with pytest.raises(ValueError, match="reserve 2.25 CPUs"):
+        _check_resources(cfg, {"CPU": 2})
+    gpu = IndexConfig("s", "i").resolved(cluster_gpus=2)
+    assert gpu.embed_num_gpus == 1 and gpu.embed_num_cpus == 0.25
+    _check_resources(gpu, {"CPU": 2, "GPU": 2})
+    with pytest.raises(ValueError, match="GPUs"):
+        _check_resources(IndexConfig("s", "i", embed_actors=3).resolved(2), {"CPU": 8, "GPU": 2})
+
+
+# ---------------------------------------------------------------------- Ray job
+@pytest.fixture(scope="module")
+def ray_session():
+    ray = pytest.importorskip("ray")
+    started = not ray.is_initialized()
+    if started:
+        # Fake GPUs: the embed pool asks for them, the OCR pool for none.
+        ray.init(address="local", num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    if started:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def corpus_dir(sample_corpus, tmp_path_factory) -> Path:
+    paths, _, _ = sample_corpus
+    out = tmp_path_factory.mktemp("source")
+    for p in paths:
+        shutil.copy(p, out / p.name)
+    (out / "broken.pdf").write_bytes(b"%PDF-1.7\n1 0 obj garbage, the rest of this file is missing")
+    return out
+
+
+@pytest.fixture(scope="module")
+def ocr_run(ray_session, corpus_dir, tmp_path_factory):
+    """The sample corpus + a corrupt PDF, indexed with real OCR (rapid) and the lexical encoder."""
+    from pipelines.index import run_index
+
+    index = tmp_path_factory.mktemp("index") / "idx"
+    cfg = IndexConfig(str(corpus_dir), str(index), encoder="lexical", ocr="rapid", dpi=DPI)
+    return cfg, run_index(cfg)
+
+
+def test_pipeline_writes_the_three_tables(ocr_run, sample_corpus):
+    cfg, summary = ocr_run
+    _, facts, docs = sample_corpus
+    store = IndexStore(cfg.index)
+    d = summary["documents"]
+    assert (d["listed"], d["indexed"], d["failed"], d["skipped"]) == (4, 3, 1, 0)
+    assert summary["versions"] == {"documents": 1, "pages": 1, "regions": 1}
+
+    documents = {r["uri"].rsplit("/", 1)[-1]: r for r in store.documents().to_pylist()}
+    assert set(documents) == {"annual-report.pdf", "journal-a4.pdf", "memo-landscape.pdf", "broken.pdf"}
+    assert documents["broken.pdf"]["status"] == "failed" and "not a readable PDF" in documents["broken.pdf"]["error"]
+    assert {n: documents[n]["page_count"] for n in documents if n != "broken.pdf"} == {
+        "annual-report.pdf": 3, "journal-a4.pdf": 2, "memo-landscape.pdf": 1}
+    assert all(r["encoder_id"].startswith("lexical:") and r["ocr_engine"] == "rapid" and r["dpi"] == DPI
+               for r in documents.values())
+
+    pages = store.dataset("pages").to_table().to_pylist()
+    assert len(pages) == 6 == summary["pages"]
+    assert {doc_id_for(r["uri"]) for n, r in documents.items() if n != "broken.pdf"} == {p["doc_id"] for p in pages}
+    sizes = {(p["width"], p["height"]) for p in pages}
+    assert sizes == {(850, 1100), (827, 1170), (1100, 850)}  # Letter, A4, landscape Letter at 100 dpi
+    for p in pages:
+        grid = PatchGrid.from_json(p["grid"])
+        assert grid.page_size == (p["width"], p["height"])
+        assert p["n_tokens"] == grid.n_tokens == len(p["vectors"]) and len(p["vectors"][0]) == 128
+        assert p["image"][:2] == b"\xff\xd8"  # JPEG
+
+    regions = store.dataset("regions").to_table()
+    assert regions.num_rows == summary["regions"] > 6 * 10
+    assert set(pc.unique(regions.column("page_id")).to_pylist()) == {p["page_id"] for p in pages}
+    # Overlaps were precomputed against each page's own grid: recompute a few.
+    grids = {p["page_id"]: PatchGrid.from_json(p["grid"]) for p in pages}
+    for r in regions.slice(0, 40).to_pylist():
+        boxes = grids[r["page_id"]].boxes()
+        x0, y0, x1, y1 = r["bbox"]
+        inter = (np.clip(np.minimum(boxes[:, 2], x1) - np.maximum(boxes[:, 0], x0), 0, None)
+                 * np.clip(np.minimum(boxes[:, 3], y1) - np.maximum(boxes[:, 1], y0), 0, None))
+        assert r["patch_idx"] == np.flatnonzero(inter > 0).tolist()
+        np.testing.assert_allclose(r["patch_inter"], inter[inter > 0], rtol=1e-4)
+
+    # Real OCR found the facts where the generator put them (PP-OCR boxes are looser than the ink).
+    by_page = {(p["doc_id"], p["page_number"]): p["page_id"] for p in pages}
+    rows = regions.to_pylist()
+    uris = {n.removesuffix(".pdf"): r["uri"] for n, r in documents.items()}
+    for fact in facts:
+        page_id = by_page[(doc_id_for(uris[fact.doc]), fact.page_number)]
+        truth = next(doc for doc in docs if doc.name == fact.doc).pages[fact.page_number - 1].line_boxes_px(
+            fact.line_text, DPI)[0]
+        best = max((iou(r["bbox"], truth) for r in rows if r["page_id"] == page_id), default=0.0)
+        assert best >= 0.4, (fact, best)
+
+
+def test_embed_actors_hold_the_gpus_and_ocr_actors_none(ocr_run):
+    _, summary = ocr_run
+    embed, ocr = summary["workers"]["embed"], summary["workers"]["ocr"]
+    assert len(embed) == 1 and len(ocr) == 1
+    assert embed[0]["gpu_ids"] in (["0"], ["1"])  # a fake GPU: the encoder still runs on CPU
+    assert embed[0]["device"] == "cpu"
+    assert ocr[0]["gpu_ids"] == [] and ocr[0]["pid"] != embed[0]["pid"]
+    assert set(summary["stage_seconds"]) == {"render", "ocr", "embed", "records"}
+    assert summary["stage_seconds"]["ocr"] > 0
+
+
+def test_same_corpus_twice_changes_nothing(ocr_run):
+    from pipelines.index import run_index
+
+    cfg, first = ocr_run
+    store = IndexStore(cfg.index)
+    before = store.count_rows()
+    again = run_index(cfg)
+    d = again["documents"]
+    assert (d["indexed"], d["failed"], d["skipped"]) == (0, 0, 4)  # unchanged docs and the known-bad one
+    assert store.count_rows() == before == {"documents": 4, "pages": 6, "regions": first["regions"]}
+    assert again["versions"] == first["versions"] and again["committed"] == {}
+
+
+def test_full_reindex_update_and_prune(ray_session, corpus_dir, tmp_path):
+    """No OCR here (fast): idempotent full re-index, a changed document replaced, a vanished one pruned."""
+    from pipelines.index import run_index
+
+    src = tmp_path / "src"
+    shutil.copytree(corpus_dir, src)
+    cfg = IndexConfig(str(src), str(tmp_path / "idx"), encoder="lexical", ocr="none", dpi=72.0)
+    store = IndexStore(cfg.index)
+    first = run_index(cfg)
+    counts = store.count_rows()
+    assert counts["documents"] == 4 and counts["pages"] == 6
+
+    full = run_index(replace(cfg, incremental=False))
+    assert full["documents"]["indexed"] == 3 and store.count_rows() == counts
+    assert full["versions"]["pages"] == first["versions"]["pages"] + 1  # one commit per table per run
+    page_ids = store.dataset("pages").to_table(columns=["page_id"]).column("page_id")
+    assert len(pc.unique(page_ids)) == len(page_ids)
+
+    # annual-report shrinks to one page: its old pages 2-3 must go; memo disappears.
+    import random
+
+    SynthDoc("annual-report", [text_page(LETTER, ["A shorter report."], random.Random(1))]).write_pdf(
+        src / "annual-report.pdf")
+    (src / "memo-landscape.pdf").unlink()
+    upd = run_index(replace(cfg, prune=True))
+    assert (upd["documents"]["indexed"], upd["documents"]["pruned"], upd["documents"]["skipped"]) == (1, 1, 2)
+    report_id = doc_id_for(str(src / "annual-report.pdf"))
+    pages = store.dataset("pages").to_table(columns=["doc_id", "page_number"]).to_pylist()
+    assert sorted(p["page_number"] for p in pages if p["doc_id"] == report_id) == [1]
+    assert len(pages) == 3  # 1 (report) + 2 (journal)
+    uris = store.documents(columns=["uri"]).column("uri").to_pylist()
+    assert str(src / "memo-landscape.pdf") not in uris and len(uris) == 3
+
+
+def test_changed_settings_reindex_everything(ray_session, corpus_dir, tmp_path):
+    from pipelines.index import run_index
+
+    cfg = IndexConfig(str(corpus_dir / "memo-landscape.pdf"), str(tmp_path / "idx"), encoder="lexical",
+                      ocr="none", dpi=72.0)
+    assert run_index(cfg)["documents"]["indexed"] == 1
+    assert run_index(cfg)["documents"]["skipped"] == 1
+    again = run_index(replace(cfg, dpi=60.0))
+    assert again["documents"]["indexed"] == 1
+    page = IndexStore(cfg.index).dataset("pages").to_table().to_pylist()
+    assert len(page) == 1 and (page[0]["width"], page[0]["height"]) == (660, 510)
+
+
+@pytest.mark.slow
+def test_tiny_colqwen25_runs_the_whole_pipeline(ray_session, corpus_dir, tmp_path):
+    from pipelines.index import run_index
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("annual-report.pdf", "memo-landscape.pdf"):  # portrait and landscape pages
+        shutil.copy(corpus_dir / name, src / name)
+    cfg = IndexConfig(str(src), str(tmp_path / "idx"), encoder="tiny:colqwen2.5", ocr="none", dpi=72.0,
+                      embed_batch_size=2)
+    summary = run_index(cfg)
+    assert summary["documents"]["indexed"] == 2
+    pages = IndexStore(cfg.index).dataset("pages").to_table().to_pylist()
+    assert len(pages) == 4 and len({(p["width"], p["height"]) for p in pages}) == 2
+    for p in pages:
+        grid = PatchGrid.from_json(p["grid"])
+        assert p["encoder_id"].startswith("colpali:colqwen2.5:tiny-")
+        assert p["n_tokens"] == grid.n_tokens == len(p["vectors"]) > 0
+        assert np.isfinite(np.asarray(p["vectors"], np.float32)).all()
+
+
+@pytest.mark.slow
+def test_s3_source_and_s3_index_through_a_local_endpoint(ray_session, sample_corpus):
+    """s3:// in, s3:// out (moto on 127.0.0.1): listing, reading in workers, staging and commits on S3."""
+    pytest.importorskip("moto")
+    import socket
+
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    from pipelines.index import run_index
+    from snappy.storage.fs import S3Settings
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    try:
+        endpoint = f"http://127.0.0.1:{port}"
+        client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                              aws_access_key_id="test", aws_secret_access_key="test")
+        client.create_bucket(Bucket="docs")
+        client.create_bucket(Bucket="index")
+        paths, _, _ = sample_corpus
+        for p in paths:
+            client.upload_file(str(p), "docs", f"corpus/{p.name}")
+        s3 = S3Settings(endpoint=endpoint, region="us-east-1", access_key_id="test", secret_access_key="test")
+        cfg = IndexConfig("s3://docs/corpus", "s3://index/snappy", encoder="lexical", ocr="none", dpi=72.0, s3=s3)
+        summary = run_index(cfg)
+        assert summary["documents"]["indexed"] == 3 and summary["pages"] == 6
+        store = IndexStore(cfg.index, s3)
+        assert store.count_rows() == {"documents": 3, "pages": 6, "regions": 0}
+        assert sorted(store.documents(columns=["uri"]).column("uri").to_pylist()) == [
+            f"s3://docs/corpus/{p.name}" for p in sorted(paths)]
+        keys = [o["Key"] for o in client.list_objects_v2(Bucket="index").get("Contents", [])]
+        assert not any("_staging" in k for k in keys)  # the staging dataset was removed
+        assert run_index(cfg)["documents"]["skipped"] == 3
+    finally:
+        server.stop()

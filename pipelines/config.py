@@ -13,7 +13,7 @@ class IndexConfig:
 
     # What pages become (part of IndexSettings: a change re-indexes every document)
     encoder: str = "lexical"  # lexical | null | tiny[:family] | colqwen2.5 | <hf id or folder>
-    ocr: str = "rapid"  # rapid | paddle | tesseract | none
+    ocr: str = "paddle"  # paddle (production default) | rapid | tesseract | none
     dpi: float = 150.0
 
     # Limits

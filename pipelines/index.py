@@ -43,7 +43,7 @@ log = logging.getLogger("pipelines.index")
 # ---------------------------------------------------------------------- settings
 def describe_encoder(spec: str) -> tuple[str, int]:
     """(encoder_id, dim) of an encoder spec. Model encoders load only their processor here, not weights."""
-    from snappy.indexing import make_encoder
+    from snappy.encoders import make_encoder
 
     enc = make_encoder(spec, device="cpu" if spec not in ("lexical", "null", "none") else None)
     return enc.encoder_id, int(enc.dim)
@@ -290,7 +290,7 @@ def _run_pipeline(config: IndexConfig, source: Source, uris: list[str], dim: int
                               fn_kwargs={"source": source, "render": render, "image_quality": config.image_quality})
         ds = ds.map_batches(
             OcrStage, compute=ActorPoolStrategy(size=config.ocr_actors), num_cpus=config.ocr_num_cpus,
-            batch_size=config.ocr_batch_size, batch_format="pyarrow", fn_constructor_kwargs={"ocr": config.ocr})
+            batch_size=config.ocr_batch_size, batch_format="pyarrow", fn_constructor_kwargs={"ocr": config.ocr, "threads": max(1, round(config.ocr_num_cpus))})
         embed_resources = {"num_cpus": config.embed_num_cpus}
         if config.embed_num_gpus:
             embed_resources["num_gpus"] = config.embed_num_gpus
@@ -332,29 +332,15 @@ def _commit(store: IndexStore, staging, settings: IndexSettings, dim: int, prune
     if staging is not None:
         out["pages"] = staging.count_rows(filter=f"kind = '{PAGE}' AND error IS NULL")
         out["pages"] -= _count_failed_pages(staging, failed)
-        out["committed"][PAGES] = _upsert(store, PAGES, _pages_reader(staging, failed, dim), replace_docs)
+        out["committed"][PAGES] = store.upsert(PAGES, _pages_reader(staging, failed, dim), replace_docs=replace_docs)
         counted = _CountingReader(_regions_reader(staging, failed))
-        out["committed"][REGIONS] = _upsert(store, REGIONS, counted.reader(), replace_docs)
+        out["committed"][REGIONS] = store.upsert(REGIONS, counted.reader(), replace_docs=replace_docs)
         out["regions"] = counted.rows
     else:
         out["committed"][PAGES] = store.upsert(PAGES, to_table(PAGES, [], dim), replace_docs=replace_docs)
         out["committed"][REGIONS] = store.upsert(REGIONS, to_table(REGIONS, []), replace_docs=replace_docs)
     out["committed"][DOCUMENTS] = store.upsert(DOCUMENTS, doc_table, replace_docs=list(pruned) or None)
     return out
-
-
-def _upsert(store: IndexStore, name: str, reader: pa.RecordBatchReader, replace_docs: Sequence[str]) -> int:
-    """``store.upsert`` streaming from ``reader``; one commit either way.
-
-    IndexStore.upsert reads a reader whole into memory when it creates a table (to check key
-    uniqueness); a first run over a large corpus must stream, so creation writes the reader directly.
-    """
-    if not store.exists(name):
-        import lance
-
-        return lance.write_dataset(reader, store.table_uri(name), mode="create",
-                                   storage_options=store.storage_options).version
-    return store.upsert(name, reader, replace_docs=replace_docs)
 
 
 def _count_failed_pages(staging, failed: pa.Array) -> int:

@@ -27,9 +27,10 @@ from typing import Iterator
 import numpy as np
 import pyarrow as pa
 
-from snappy.indexing import (embed_pages, error_text, image_from_pixels, make_encoder, page_pixels, regions_from_json,
+from snappy.encoders import make_encoder
+from snappy.indexing import (embed_pages, error_text, image_from_pixels, page_pixels, regions_from_json,
                              regions_to_json)
-from snappy.pages import DocumentError, Page, RenderOptions, iter_pages
+from snappy.pages import Page, RenderOptions, iter_pages
 from snappy.sources import Source
 from snappy.storage.schema import (content_hash, doc_id_for, encode_image, page_id_for, pages_schema, region_records,
                                    regions_schema, vectors_array)
@@ -184,10 +185,18 @@ def _set_column(batch: pa.Table, name: str, values, type_=None) -> pa.Table:
 class OcrStage:
     """OCR actor: the engine is built once; each call recognises a batch of pages."""
 
-    def __init__(self, ocr: str = "rapid"):
-        from snappy.ocr import make_ocr
+    def __init__(self, ocr: str = "paddle", threads: int | None = None):
+        from dataclasses import fields, replace
 
-        self.engine = make_ocr(ocr)
+        from snappy.ocr import make_ocr, parse_ocr_options
+
+        options = parse_ocr_options(ocr)
+        # ONNX Runtime takes every core by default: cap it at the actor's CPUs so pools don't oversubscribe.
+        names = {f.name for f in fields(options)}
+        for knob in ("num_threads", "cpu_threads"):  # rapid, paddle
+            if threads and knob in names and getattr(options, knob) is None:
+                options = replace(options, **{knob: threads})
+        self.engine = make_ocr(options)
         self.worker = worker_info("cpu")
         log.info("OCR actor ready: %s %s", ocr, self.worker)
 

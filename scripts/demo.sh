@@ -5,7 +5,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0  # the local Ray binds 127.0.0.1 only
 INDEX=${INDEX:-.snappy-index}
-OCR=${OCR:-rapid}
+OCR=${OCR:-paddle}
 ENCODER=${ENCODER:-lexical}
 .venv/bin/snappy index samples --index "$INDEX" --encoder "$ENCODER" --ocr "$OCR"
 .venv/bin/snappy inspect "$INDEX"

@@ -42,7 +42,7 @@ def index(
     source: str = typer.Argument(..., help="folder, file or s3://bucket/prefix of PDFs and images"),
     index_dir: str = typer.Option(..., "--index", help="index location: folder or s3://bucket/prefix"),
     encoder: str = typer.Option("lexical", help="lexical | tiny[:family] | colqwen2.5 | <hf id or model folder>"),
-    ocr: str = typer.Option("rapid", help="rapid | paddle | tesseract | none"),
+    ocr: str = typer.Option("paddle", help="paddle (PaddleOCR, the production default) | rapid | tesseract | none"),
     dpi: float = typer.Option(150.0, help="PDF render resolution"),
     limit: Optional[int] = typer.Option(None, help="index at most this many documents"),
     max_pages: Optional[int] = typer.Option(2000, help="per document; more pages -> a failed row"),

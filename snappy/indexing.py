@@ -3,7 +3,7 @@
 These plain functions are what the Ray stages in ``pipelines/`` call batch by batch; they are
 also usable on their own (a notebook, a unit test, a one-off re-index)::
 
-    enc, ocr = make_encoder("lexical"), make_ocr("rapid")
+    enc, ocr = snappy.encoders.make_encoder("lexical"), snappy.ocr.make_ocr("rapid")
     settings = IndexSettings(enc.encoder_id, "rapid", 150.0)
     out = index_document("a.pdf", Path("a.pdf").read_bytes(), enc, ocr, settings)
     store.upsert("pages", to_table("pages", out.pages), replace_docs=[out.document["doc_id"]])
@@ -20,61 +20,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
-import numpy as np
 from PIL import Image
 
 from snappy.encoders.base import Encoder, PageEmbedding
-from snappy.grid import PatchGrid
 from snappy.ocr.base import OcrEngine
 from snappy.pages import DocumentError, Page, RenderOptions, iter_pages
 from snappy.regions import Region
-from snappy.storage.schema import (DEFAULT_DIM, IndexSettings, content_hash, doc_id_for, document_record,
+from snappy.storage.schema import (IndexSettings, content_hash, doc_id_for, document_record,
                                    encode_image, page_record, region_records)
 
 log = logging.getLogger(__name__)
-
-# ---------------------------------------------------------------------- encoders
-class NullEncoder(Encoder):
-    """A no-op encoder (zero vectors on a ColQwen-like grid): measures the pipeline's own overhead."""
-
-    needs_regions = False
-
-    def __init__(self, dim: int = DEFAULT_DIM):
-        from snappy.encoders.lexical import LexicalOptions
-
-        self.dim = dim
-        self._opts = LexicalOptions(dim=dim)
-        self.encoder_id = f"null:d{dim}"
-
-    def grid_for(self, page_size: tuple[int, int]) -> PatchGrid:
-        from snappy.encoders.lexical import qwen_like_grid
-
-        return qwen_like_grid(page_size, self._opts)
-
-    def embed_pages(self, images, regions=None) -> list[PageEmbedding]:
-        out = []
-        for img in images:
-            grid = self.grid_for(img.size)
-            out.append(PageEmbedding(np.zeros((grid.n_tokens, self.dim), np.float16), grid))
-        return out
-
-    def embed_queries(self, texts: Sequence[str]) -> list[np.ndarray]:
-        return [np.zeros((1, self.dim), np.float32) for _ in texts]
-
-
-def make_encoder(spec: str, device: str | None = None) -> Encoder:
-    """An encoder from a spec: ``null`` (zero vectors, for overhead benchmarks) or any spec of
-    :func:`snappy.encoders.make_encoder` (``lexical``, ``tiny[:family]``, ``colqwen2.5``, an HF id or
-    folder, a stored encoder_id). ``device`` (``"cuda"``/``"cpu"``) applies to model encoders only.
-    """
-    from snappy.encoders import make_encoder as build
-
-    if spec in ("null", "none") or spec.startswith("null:"):
-        return NullEncoder()
-    if device and not spec.startswith("lexical"):
-        return build(spec, device=device)
-    return build(spec)
-
 
 # ---------------------------------------------------------------------- regions <-> JSON
 def region_to_dict(r: Region) -> dict:

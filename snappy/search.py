@@ -324,7 +324,7 @@ class Searcher:
             return [[] for _ in query_vectors]
         idx, scores = self.rank(query_vectors, top_pages)
         wanted = sorted({int(i) for i in idx.ravel()})
-        regions = self._regions_of([self.page_ids[i] for i in wanted])
+        regions = self.regions_of([self.page_ids[i] for i in wanted])
         out = []
         for q, row, srow in zip(query_vectors, idx, scores):
             results = []
@@ -335,7 +335,7 @@ class Searcher:
         return out
 
     # ------------------------------------------------------------------ regions
-    def _regions_of(self, page_ids: Sequence[str]) -> dict[str, pa.Table]:
+    def regions_of(self, page_ids: Sequence[str]) -> dict[str, pa.Table]:
         """Region rows of these pages, per page_id, in reading order."""
         if not page_ids or REGIONS not in self.loaded_versions:
             return {}

@@ -133,7 +133,7 @@ def test_predictions_mode_rescores_a_run_per_page(chain_run):
     register(app)
     res = CliRunner().invoke(app, ["eval", "--predictions", str(out), "--json"])
     assert res.exit_code == 0, res.output
-    obj = json.loads(res.output)
+    obj = json.loads(res.stdout)
     assert obj["n_scored"] == s["n_scored"]
     assert obj["mean_iou"] == pytest.approx(s["systems"]["method"]["mean_iou"])
     assert obj["precision"]["region_recall"] == pytest.approx(s["systems"]["method"]["precision"]["region_recall"])

@@ -90,7 +90,7 @@ def test_cli_json(runs):
     _, files = runs
     res = CliRunner().invoke(_app(), ["eval", "--predictions", str(files["colqwen3-4b"]), "--json"])
     assert res.exit_code == 0, res.output
-    obj = json.loads(res.output)
+    obj = json.loads(res.stdout)
     assert obj["n_scored"] == 1619 and obj["n_failed"] == 4
     assert round(obj["mean_iou"], 3) == 0.569
     assert {k: round(v, 3) for k, v in obj["hit_rate"].items()} == {"0.25": 0.844, "0.5": 0.597, "0.7": 0.358}
@@ -103,7 +103,7 @@ def test_cli_joins_the_annotations_for_page_splits(runs, anchors_dir):
     ann = anchors_dir / "bbox-docvqa" / "benchmark_v2.sample10.jsonl"
     res = CliRunner().invoke(_app(), ["eval", "-p", str(files["colqwen3-4b"]), "--dataset", str(ann), "--json"])
     assert res.exit_code == 0, res.output
-    obj = json.loads(res.output)
+    obj = json.loads(res.stdout)
     # the first 10 annotation records are single-page; their ids join the run's sample ids
     assert obj["single_page"]["n_scored"] == 10 and obj["multi_page"]["n_scored"] == 0
 

@@ -90,7 +90,8 @@ def test_s3_source_lists_and_reads_through_a_local_endpoint():
 
 
 def test_index_document_without_ray(sample_corpus, tmp_path):
-    from snappy.indexing import index_document, make_encoder
+    from snappy.encoders import make_encoder
+    from snappy.indexing import index_document
     from snappy.ocr import make_ocr
     from snappy.storage import to_table
 
@@ -206,6 +207,51 @@ def test_pipeline_writes_the_three_tables(ocr_run, sample_corpus):
             fact.line_text, DPI)[0]
         best = max((iou(r["bbox"], truth) for r in rows if r["page_id"] == page_id), default=0.0)
         assert best >= 0.4, (fact, best)
+
+
+def test_searcher_on_the_pipeline_index_finds_each_fact(ocr_run, sample_corpus):
+    """Query -> top page right, and the top region's box overlaps the fact's line (IoU >= 0.5)."""
+    from snappy.search import Searcher
+
+    cfg, _ = ocr_run
+    _, facts, docs = sample_corpus
+    searcher = Searcher(cfg.index)
+    results = searcher.query_batch([f.query for f in facts], top_pages=2, threshold="p50")
+    for fact, pages in zip(facts, results):
+        top = pages[0]
+        assert (top.uri.rsplit("/", 1)[-1], top.page_number) == (f"{fact.doc}.pdf", fact.page_number), fact.query
+        truth = next(d for d in docs if d.name == fact.doc).pages[fact.page_number - 1].line_boxes_px(
+            fact.line_text, DPI)
+        best_region = top.regions[0]
+        assert max(iou(best_region.bbox, t) for t in truth) >= 0.5, (fact.query, best_region.text)
+        n_regions = searcher.regions_of([top.page_id])[top.page_id].num_rows
+        assert 1 <= len(top.regions) <= (n_regions + 1) // 2  # p50 keeps at most half the page
+
+
+def test_cli_index_then_query(ray_session, corpus_dir, tmp_path):
+    """`snappy index` (progress display, summary) then `snappy query --json` on what it wrote."""
+    from typer.testing import CliRunner
+
+    from snappy.cli import app
+
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(corpus_dir / "memo-landscape.pdf", src)
+    shutil.copy(corpus_dir / "broken.pdf", src)
+    index = tmp_path / "idx"
+    runner = CliRunner()
+    r = runner.invoke(app, ["index", str(src), "--index", str(index), "--encoder", "lexical", "--ocr", "none",
+                            "--dpi", "72", "--json"])
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    assert (summary["documents"]["indexed"], summary["documents"]["failed"]) == (1, 1)
+    r = runner.invoke(app, ["inspect", str(index), "--json"])
+    assert r.exit_code == 0 and "broken.pdf" in r.stdout
+    r = runner.invoke(app, ["query", str(index), "anything", "--json"])
+    assert r.exit_code == 0, r.output
+    (page,) = json.loads(r.stdout)
+    assert page["uri"].endswith("memo-landscape.pdf") and page["page_number"] == 1
+    assert page["regions"] == []  # no OCR, no regions
 
 
 def test_embed_actors_hold_the_gpus_and_ocr_actors_none(ocr_run):

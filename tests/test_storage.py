@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 
 from snappy.grid import PatchGrid
-from snappy.storage import DOCUMENTS, PAGES, REGIONS, IndexStore, doc_id_for, fs, to_table
+from snappy.storage import DOCUMENTS, PAGES, REGIONS, IndexStore, doc_id_for, fs
 from snappy.storage.synthetic import SynthDocSpec, SynthPageSpec, write_index
 
 GRID = PatchGrid.uniform("test", (400, 400), 4, 4)  # 16 patches of 100x100 px

@@ -20,19 +20,22 @@ __all__ = ["Encoder", "PageEmbedding", "LexicalEncoder", "LexicalOptions", "Null
 _TINY_NAME = re.compile(r"tiny-(?P<family>[\w.]+)-s(?P<seed>\d+)-v\d+")
 
 
-def make_encoder(spec: str = "lexical", **options) -> Encoder:
+def make_encoder(spec: str = "lexical", device: str | None = None, **options) -> Encoder:
     """An encoder from a spec or stored id (see module doc); ``options`` go to its options class
-    (e.g. ``device="cuda"``, ``batch_size=8`` for colpali-engine models; ``dim=`` for lexical)."""
+    (e.g. ``batch_size=8`` for colpali-engine models; ``dim=`` for lexical). ``device`` (``cpu``,
+    ``cuda``, ``cuda:N``) applies to model encoders only; the others run on NumPy."""
     spec = spec.strip()
     if spec == "lexical":
         return LexicalEncoder(LexicalOptions(**options))
     if spec.startswith("lexical:"):
         return LexicalEncoder(_parse_lexical_id(spec))
-    m = re.fullmatch(r"null(?::d(\d+))?", spec)
+    m = re.fullmatch(r"(?:null|none)(?::d(\d+))?", spec)
     if m:
         return NullEncoder(int(m[1] or options.get("dim", 128)))
     from snappy.encoders.colpali import ColpaliEncoder, ColpaliOptions  # torch: only when asked
 
+    if device:
+        options["device"] = device
     if spec == "tiny" or spec.startswith("tiny:"):
         return ColpaliEncoder.tiny(spec.partition(":")[2] or "colqwen2.5", **options)
     if spec.startswith("colpali:"):

@@ -88,7 +88,7 @@ def eval_command(
     annotations: Optional[str] = typer.Option(None, "--annotations", help="BBox-DocVQA annotation JSONL if not in the dataset folder."),
     index: Optional[str] = typer.Option(None, "--index", help="Read pages from this snappy index instead of running OCR + encoder."),
     encoder: str = typer.Option("lexical", "--encoder", help="Encoder spec (lexical, tiny, colqwen2.5, an HF id or folder)."),
-    ocr: str = typer.Option("rapid", "--ocr", help="OCR engine (rapid, paddle, tesseract)."),
+    ocr: str = typer.Option("paddle", "--ocr", help="OCR engine (paddle, rapid, tesseract)."),
     threshold: str = typer.Option("p50", "--threshold", help="p50 | adaptive[:k] | topK | a number"),
     method: str = typer.Option("iou", "--method", help="Region scoring: iou (paper) | max | mean | ior"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (summary.json, samples.jsonl, report.md, figures)."),

@@ -145,7 +145,7 @@ class IndexScorer:
         grid = s.grid(i)
         q = s.encoder.embed_queries([query])[0]
         ps = patch_scores(q, s.matrix.page(i).astype(np.float32), reduce=self.reduce)
-        table = s._regions_of([pid]).get(pid)  # the Searcher's reader of a page's region rows
+        table = s.regions_of([pid]).get(pid)
         w, h = (int(v) for v in s.page_size[i])
         regions = []
         if table is not None and table.num_rows:

@@ -372,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", required=True, help="folder, file or s3://bucket/prefix of documents")
     p.add_argument("--index", required=True, help="index location (folder or s3://bucket/prefix)")
     p.add_argument("--encoder", default=d.encoder, help="lexical | null | tiny[:family] | colqwen2.5 | <hf id or folder>")
-    p.add_argument("--ocr", default=d.ocr, help="rapid | paddle | tesseract | none")
+    p.add_argument("--ocr", default=d.ocr, help="paddle | rapid | tesseract | none")
     p.add_argument("--dpi", type=float, default=d.dpi)
     p.add_argument("--max-pages", type=int, default=d.max_pages)
     p.add_argument("--max-pixels", type=int, default=d.max_pixels)

@@ -178,3 +178,29 @@ def test_index_scorer_matches_the_chain(chain_run, synth_set, ocr_corpus, tmp_pa
         assert [p["pred_idx"] for p in a["pages"]] == [p["pred_idx"] for p in b["pages"]], a["sample_id"]
     assert summarize_records(from_index.records, cfg)["systems"]["method"]["mean_iou"] == pytest.approx(
         s["systems"]["method"]["mean_iou"])
+
+
+@pytest.mark.slow
+def test_cli_runs_on_ray_actors_and_resumes(synth_set, tmp_path):
+    """`snappy eval --ray-actors 2`: the same records as a local run, streamed into samples.jsonl."""
+    path, _ = synth_set
+    app = typer.Typer()
+
+    @app.callback()
+    def main() -> None:
+        pass
+
+    register(app)
+    args = ["eval", "--dataset", str(path), "--ocr", "rapid", "--encoder", "lexical", "--limit", "3",
+            "--no-progress", "--no-tokens"]
+    local, distributed = tmp_path / "local", tmp_path / "ray"
+    assert CliRunner().invoke(app, [*args, "--out", str(local)]).exit_code == 0
+    res = CliRunner().invoke(app, [*args, "--out", str(distributed), "--ray-actors", "2"])
+    assert res.exit_code == 0, res.output
+    a, b = read_records(local / "samples.jsonl"), read_records(distributed / "samples.jsonl")
+    assert set(a) == set(b) and len(b) == 3
+    for k in a:
+        assert a[k]["pred_bboxes"] == b[k]["pred_bboxes"] and a[k]["pages"] == b[k]["pages"]
+    # resume: nothing left to do, no Ray needed, same summary
+    res = CliRunner().invoke(app, [*args, "--out", str(distributed), "--ray-actors", "2", "--json"])
+    assert res.exit_code == 0 and json.loads(res.stdout)["n_scored"] == 3

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from functools import partial
 from pathlib import Path
 from typing import List, Optional
 
@@ -102,6 +103,8 @@ def eval_command(
     no_tokens: bool = typer.Option(False, "--no-tokens", help="Skip token counts."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    ray_actors: int = typer.Option(0, "--ray-actors", help="Spread samples over N Ray actors (0: this process)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray address (default: $RAY_ADDRESS, else a local Ray)."),
 ) -> None:
     """Region-grounding evaluation: the paper's metrics, precision-aware metrics and baselines."""
     from snappy.eval.datasets import DatasetError
@@ -113,16 +116,18 @@ def eval_command(
         if not dataset:
             _fail("give --predictions FILE or --dataset PATH")
         _dataset_mode(dataset, fmt, annotations, index, encoder, ocr, threshold, method, out, limit, resume,
-                      random_repeats, seed, overlap, tiktoken_file, approx_text_tokens, no_tokens, as_json, progress)
+                      random_repeats, seed, overlap, tiktoken_file, approx_text_tokens, no_tokens, as_json, progress,
+                      ray_actors, ray_address)
     except DatasetError as e:
         _fail(str(e))
 
 
 def _dataset_mode(dataset, fmt, annotations, index, encoder, ocr, threshold, method, out, limit, resume,
-                  random_repeats, seed, overlap, tiktoken_file, approx_text_tokens, no_tokens, as_json, progress) -> None:
+                  random_repeats, seed, overlap, tiktoken_file, approx_text_tokens, no_tokens, as_json, progress,
+                  ray_actors=0, ray_address=None) -> None:
     from snappy.eval.datasets import load_dataset
     from snappy.eval.report import markdown_report, write_report
-    from snappy.eval.runner import ChainScorer, EvalConfig, IndexScorer, run, summarize_records
+    from snappy.eval.runner import EvalConfig, run, summarize_records
     from snappy.eval.tokens import TokenizerUnavailable, text_counter
     from snappy.propagation import Threshold
 
@@ -140,19 +145,23 @@ def _dataset_mode(dataset, fmt, annotations, index, encoder, ocr, threshold, met
     if limit is not None:
         samples = samples[:limit]
     cfg = EvalConfig(threshold=threshold, method=method, overlap=overlap, random_repeats=random_repeats, seed=seed)
-    if index:
-        from snappy.search import Searcher
-
-        scorer = IndexScorer(Searcher(index, encoder=None if encoder == "lexical" else encoder), method)
-    else:
-        from snappy.ocr import make_ocr
-        from snappy.encoders import make_encoder
-
-        scorer = ChainScorer(make_ocr(ocr), make_encoder(encoder), method)
+    factory = partial(make_scorer, index, encoder, ocr, method)
     jsonl = (out / "samples.jsonl") if out else None
-    result = run(samples, scorer, cfg, counter, jsonl, resume=resume, progress=progress)
+    if ray_actors > 0:
+        from pipelines.eval import evaluate_on_ray
+
+        counter_factory = None if counter is None else partial(text_counter, tiktoken_file, approx_text_tokens)
+        name = f"index:{index}" if index else f"{ocr}+{encoder}"
+        evaluate = partial(evaluate_on_ray, scorer_factory=factory, cfg=cfg, counter_factory=counter_factory,
+                           actors=ray_actors, address=ray_address)
+        result = run(samples, None, cfg, counter, jsonl, resume=resume, progress=progress, evaluate=evaluate,
+                     label=f"{name} on {ray_actors} Ray actors")
+    else:
+        scorer = factory()
+        name = scorer.name
+        result = run(samples, scorer, cfg, counter, jsonl, resume=resume, progress=progress)
     summary = summarize_records(result.records, cfg)
-    summary["scorer"] = scorer.name
+    summary["scorer"] = name
     summary["text_tokens"] = counter.name if counter else None
     if out:
         write_report(out, _clean(summary), result.records)
@@ -161,13 +170,27 @@ def _dataset_mode(dataset, fmt, annotations, index, encoder, ocr, threshold, met
         return
     if counter is not None and not counter.exact:
         typer.echo("NOTE: text token counts are APPROXIMATE (cl100k_base unavailable, --approx-text-tokens).")
-    typer.echo(paper_table([(scorer.name, summary)]))
+    typer.echo(paper_table([(name, summary)]))
     typer.echo("")
     typer.echo(systems_table(summary["systems"]))
     if out:
         typer.echo(f"\nwrote {out}/summary.json, samples.jsonl, report.md and figures")
     else:
         log.debug(markdown_report(summary))
+
+
+def make_scorer(index: str | None, encoder: str, ocr: str, method: str):
+    """The page scorer of a run: pages read from a snappy index, or OCR + encoder on each image."""
+    from snappy.eval.runner import ChainScorer, IndexScorer
+
+    if index:
+        from snappy.search import Searcher
+
+        return IndexScorer(Searcher(index, encoder=None if encoder == "lexical" else encoder), method)
+    from snappy.encoders import make_encoder
+    from snappy.ocr import make_ocr
+
+    return ChainScorer(make_ocr(ocr), make_encoder(encoder), method)
 
 
 def register(app: typer.Typer, name: str = "eval") -> None:

@@ -310,11 +310,14 @@ class RunResult:
     extra: dict = field(default_factory=dict)
 
 
-def run(samples: Sequence[EvalSample], scorer: PageScorer, cfg: EvalConfig, counter: TextCounter | None,
+def run(samples: Sequence[EvalSample], scorer: PageScorer | None, cfg: EvalConfig, counter: TextCounter | None,
         out_jsonl: str | Path | None = None, resume: bool = True, progress: bool = True,
-        on_record: Callable[[dict], None] | None = None) -> RunResult:
+        on_record: Callable[[dict], None] | None = None,
+        evaluate: Callable[[Sequence[EvalSample]], Iterable[dict]] | None = None, label: str = "") -> RunResult:
     """Evaluate ``samples``; with ``out_jsonl`` each record is appended as it is made and, when
-    ``resume``, samples already there (not failed) are skipped."""
+    ``resume``, samples already there (not failed) are skipped. ``evaluate`` replaces the local
+    loop (e.g. :func:`pipelines.eval.evaluate_on_ray`): it gets the samples still to do and
+    yields their records in any order."""
     done = read_records(out_jsonl) if (out_jsonl and resume) else {}
     todo = [s for s in samples if not (s.sample_id in done and not done[s.sample_id].get("failed"))]
     n_skipped = len(samples) - len(todo)
@@ -326,9 +329,9 @@ def run(samples: Sequence[EvalSample], scorer: PageScorer, cfg: EvalConfig, coun
         fh = open(out_jsonl, "a" if resume else "w", encoding="utf-8")
     new: dict[str, dict] = {}
     try:
-        for s in _progress(todo, progress, f"eval {scorer.name}"):
-            rec = evaluate_sample(s, scorer, cfg, counter)
-            new[s.sample_id] = rec
+        stream = evaluate(todo) if evaluate else (evaluate_sample(s, scorer, cfg, counter) for s in todo)
+        for rec in _progress(stream, progress, f"eval {label or scorer.name}", total=len(todo)):
+            new[str(rec["sample_id"])] = rec
             if fh:
                 fh.write(json.dumps(rec, separators=(",", ":")) + "\n")
                 fh.flush()
@@ -342,15 +345,15 @@ def run(samples: Sequence[EvalSample], scorer: PageScorer, cfg: EvalConfig, coun
     return RunResult(records, len(todo), n_skipped, Path(out_jsonl) if out_jsonl else None)
 
 
-def _progress(items: Sequence, enabled: bool, label: str) -> Iterable:
-    if not enabled or not items:
+def _progress(items: Iterable, enabled: bool, label: str, total: int) -> Iterable:
+    if not enabled or not total:
         yield from items
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   transient=True) as prog:
-        task = prog.add_task(label, total=len(items))
+        task = prog.add_task(label, total=total)
         for it in items:
             yield it
             prog.advance(task)

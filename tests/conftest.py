@@ -43,3 +43,37 @@ def ocr_corpus(sample_corpus):
         for page in load_pages(path, RenderOptions(dpi=100)):
             out[(path.stem, page.number)] = (page, ocr.recognize(page.image))
     return out
+
+
+@pytest.fixture()
+def s3_endpoint(monkeypatch):
+    """A moto S3 server on 127.0.0.1 (a free port) for one test; yields its http:// endpoint."""
+    pytest.importorskip("moto")
+    import socket
+
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for k in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(k, raising=False)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        yield endpoint
+    finally:
+        import urllib.request
+
+        # moto keeps its buckets in process-wide state: reset it so the next test starts empty
+        urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=10)
+        server.stop()
+
+
+@pytest.fixture()
+def s3_client(s3_endpoint):
+    import boto3
+
+    return boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1",
+                        aws_access_key_id="test", aws_secret_access_key="test")

@@ -139,9 +139,7 @@ def test_predictions_mode_rescores_a_run_per_page(chain_run):
     assert obj["precision"]["region_recall"] == pytest.approx(s["systems"]["method"]["precision"]["region_recall"])
 
 
-@pytest.mark.slow
-def test_cli_full_chain_with_real_ocr(synth_set, tmp_path):
-    path, _ = synth_set
+def _eval_app() -> typer.Typer:
     app = typer.Typer()
 
     @app.callback()
@@ -149,6 +147,13 @@ def test_cli_full_chain_with_real_ocr(synth_set, tmp_path):
         pass
 
     register(app)
+    return app
+
+
+@pytest.mark.slow
+def test_cli_full_chain_with_real_ocr(synth_set, tmp_path):
+    path, _ = synth_set
+    app = _eval_app()
     out = tmp_path / "out"
     res = CliRunner().invoke(app, ["eval", "--dataset", str(path), "--ocr", "rapid", "--encoder", "lexical",
                                    "--limit", "2", "--out", str(out), "--no-progress"])
@@ -184,13 +189,7 @@ def test_index_scorer_matches_the_chain(chain_run, synth_set, ocr_corpus, tmp_pa
 def test_cli_runs_on_ray_actors_and_resumes(synth_set, tmp_path):
     """`snappy eval --ray-actors 2`: the same records as a local run, streamed into samples.jsonl."""
     path, _ = synth_set
-    app = typer.Typer()
-
-    @app.callback()
-    def main() -> None:
-        pass
-
-    register(app)
+    app = _eval_app()
     args = ["eval", "--dataset", str(path), "--ocr", "rapid", "--encoder", "lexical", "--limit", "3",
             "--no-progress", "--no-tokens"]
     local, distributed = tmp_path / "local", tmp_path / "ray"

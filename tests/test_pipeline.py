@@ -55,38 +55,23 @@ def test_local_source_lists_documents_with_metadata(tmp_path):
         Source(tmp_path / "missing").list()
 
 
-def test_s3_source_lists_and_reads_through_a_local_endpoint():
-    pytest.importorskip("moto")
-    import boto3
+def test_s3_source_lists_and_reads_through_a_local_endpoint(s3_endpoint, s3_client):
     import pickle
-    import socket
-    from moto.server import ThreadedMotoServer
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    try:
-        endpoint = f"http://127.0.0.1:{port}"
-        creds = {"aws_access_key_id": "test", "aws_secret_access_key": "test", "aws_region": "us-east-1",
-                 "aws_endpoint": endpoint}
-        client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                              aws_access_key_id="test", aws_secret_access_key="test")
-        client.create_bucket(Bucket="docs")
-        for key, body in [("corpus/a.pdf", b"%PDF-a"), ("corpus/sub/b.png", b"png"), ("corpus/x.txt", b"t"),
-                          ("corpus-other/c.pdf", b"%PDF-c"), ("corpus/.hid/d.pdf", b"%PDF-d")]:
-            client.put_object(Bucket="docs", Key=key, Body=body)
-        src = Source("s3://docs/corpus", creds)
-        docs = src.list()
-        assert [d.uri for d in docs] == ["s3://docs/corpus/a.pdf", "s3://docs/corpus/sub/b.png"]
-        assert docs[0].size == 6 and docs[0].etag and docs[0].mtime
-        clone = pickle.loads(pickle.dumps(src))  # shipped to Ray workers: the client is rebuilt there
-        assert clone.read("s3://docs/corpus/a.pdf") == b"%PDF-a"
-        with pytest.raises(FileNotFoundError, match="missing.pdf"):
-            clone.read("s3://docs/corpus/missing.pdf")
-    finally:
-        server.stop()
+    creds = {"aws_access_key_id": "test", "aws_secret_access_key": "test", "aws_region": "us-east-1",
+             "aws_endpoint": s3_endpoint}
+    s3_client.create_bucket(Bucket="docs")
+    for key, body in [("corpus/a.pdf", b"%PDF-a"), ("corpus/sub/b.png", b"png"), ("corpus/x.txt", b"t"),
+                      ("corpus-other/c.pdf", b"%PDF-c"), ("corpus/.hid/d.pdf", b"%PDF-d")]:
+        s3_client.put_object(Bucket="docs", Key=key, Body=body)
+    src = Source("s3://docs/corpus", creds)
+    docs = src.list()
+    assert [d.uri for d in docs] == ["s3://docs/corpus/a.pdf", "s3://docs/corpus/sub/b.png"]
+    assert docs[0].size == 6 and docs[0].etag and docs[0].mtime
+    clone = pickle.loads(pickle.dumps(src))  # shipped to Ray workers: the client is rebuilt there
+    assert clone.read("s3://docs/corpus/a.pdf") == b"%PDF-a"
+    with pytest.raises(FileNotFoundError, match="missing.pdf"):
+        clone.read("s3://docs/corpus/missing.pdf")
 
 
 def test_index_document_without_ray(sample_corpus, tmp_path):
@@ -347,41 +332,24 @@ def test_tiny_colqwen25_runs_the_whole_pipeline(ray_session, corpus_dir, tmp_pat
 
 
 @pytest.mark.slow
-def test_s3_source_and_s3_index_through_a_local_endpoint(ray_session, sample_corpus):
+def test_s3_source_and_s3_index_through_a_local_endpoint(ray_session, sample_corpus, s3_endpoint, s3_client):
     """s3:// in, s3:// out (moto on 127.0.0.1): listing, reading in workers, staging and commits on S3."""
-    pytest.importorskip("moto")
-    import socket
-
-    import boto3
-    from moto.server import ThreadedMotoServer
-
     from pipelines.index import run_index
     from snappy.storage.fs import S3Settings
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    try:
-        endpoint = f"http://127.0.0.1:{port}"
-        client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                              aws_access_key_id="test", aws_secret_access_key="test")
-        client.create_bucket(Bucket="docs")
-        client.create_bucket(Bucket="index")
-        paths, _, _ = sample_corpus
-        for p in paths:
-            client.upload_file(str(p), "docs", f"corpus/{p.name}")
-        s3 = S3Settings(endpoint=endpoint, region="us-east-1", access_key_id="test", secret_access_key="test")
-        cfg = IndexConfig("s3://docs/corpus", "s3://index/snappy", encoder="lexical", ocr="none", dpi=72.0, s3=s3)
-        summary = run_index(cfg)
-        assert summary["documents"]["indexed"] == 3 and summary["pages"] == 6
-        store = IndexStore(cfg.index, s3)
-        assert store.count_rows() == {"documents": 3, "pages": 6, "regions": 0}
-        assert sorted(store.documents(columns=["uri"]).column("uri").to_pylist()) == [
-            f"s3://docs/corpus/{p.name}" for p in sorted(paths)]
-        keys = [o["Key"] for o in client.list_objects_v2(Bucket="index").get("Contents", [])]
-        assert not any("_staging" in k for k in keys)  # the staging dataset was removed
-        assert run_index(cfg)["documents"]["skipped"] == 3
-    finally:
-        server.stop()
+    s3_client.create_bucket(Bucket="docs")
+    s3_client.create_bucket(Bucket="index")
+    paths, _, _ = sample_corpus
+    for p in paths:
+        s3_client.upload_file(str(p), "docs", f"corpus/{p.name}")
+    s3 = S3Settings(endpoint=s3_endpoint, region="us-east-1", access_key_id="test", secret_access_key="test")
+    cfg = IndexConfig("s3://docs/corpus", "s3://index/snappy", encoder="lexical", ocr="none", dpi=72.0, s3=s3)
+    summary = run_index(cfg)
+    assert summary["documents"]["indexed"] == 3 and summary["pages"] == 6
+    store = IndexStore(cfg.index, s3)
+    assert store.count_rows() == {"documents": 3, "pages": 6, "regions": 0}
+    assert sorted(store.documents(columns=["uri"]).column("uri").to_pylist()) == [
+        f"s3://docs/corpus/{p.name}" for p in sorted(paths)]
+    keys = [o["Key"] for o in s3_client.list_objects_v2(Bucket="index").get("Contents", [])]
+    assert not any("_staging" in k for k in keys)  # the staging dataset was removed
+    assert run_index(cfg)["documents"]["skipped"] == 3

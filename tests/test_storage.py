@@ -1,7 +1,6 @@
 """IndexStore: Lance round trip, idempotent upserts, replace_docs in one version, s3:// on moto."""
 from __future__ import annotations
 
-import socket
 
 import numpy as np
 import pyarrow as pa
@@ -120,33 +119,12 @@ def test_fs_layer_local(tmp_path):
 # ---------------------------------------------------------------------------- s3:// on moto
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture()
-def s3_server(monkeypatch):
-    """A moto S3 server on 127.0.0.1 with bucket ``snappy``; yields the storage options."""
-    pytest.importorskip("moto")
-    from moto.server import ThreadedMotoServer
-
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    try:
-        endpoint = f"http://127.0.0.1:{port}"
-        for k in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
-            monkeypatch.delenv(k, raising=False)
-        import boto3
-
-        boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="test", aws_secret_access_key="test",
-                     region_name="us-east-1").create_bucket(Bucket="snappy")
-        yield {"aws_access_key_id": "test", "aws_secret_access_key": "test", "aws_region": "us-east-1",
-               "aws_endpoint": endpoint}
-    finally:
-        server.stop()
+def s3_server(s3_endpoint, s3_client):
+    """Bucket ``snappy`` on the test's moto server; yields Lance storage options."""
+    s3_client.create_bucket(Bucket="snappy")
+    return {"aws_access_key_id": "test", "aws_secret_access_key": "test", "aws_region": "us-east-1",
+            "aws_endpoint": s3_endpoint}
 
 
 def test_s3_store_round_trip(s3_server):

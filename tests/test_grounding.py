@@ -4,13 +4,11 @@ import numpy as np
 from snappy.encoders.lexical import LexicalEncoder
 from snappy.propagation import RegionOverlap, patch_scores, region_scores, select_regions
 from snappy.regions import boxes_array
+from snappy.eval.metrics import iou_matrix
 
 
-def iou(a, b):
-    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = iw * ih
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+def iou(a, b) -> float:
+    return float(iou_matrix([a], [b])[0, 0])
 
 
 def test_query_words_land_in_the_region_that_holds_them(sample_corpus, ocr_corpus):

@@ -23,6 +23,7 @@ from snappy.ocr import (
 )
 from snappy.ocr.models import BUNDLED_MODELS, resolve_model
 from snappy.ocr.tesseract import tesseract_available
+from snappy.eval.metrics import iou_matrix
 
 FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
 PAGE = (800, 600)  # non-square on purpose: a swapped x/y or a wrong normaliser shows up
@@ -36,11 +37,7 @@ LINES = [
 
 
 def _iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
+    return float(iou_matrix([a], [b])[0, 0])
 
 
 def _norm(s: str) -> str:

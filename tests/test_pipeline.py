@@ -19,6 +19,7 @@ from snappy.grid import PatchGrid
 from snappy.sources import Source
 from snappy.storage import IndexStore, IndexSettings, doc_id_for
 from snappy.synth import LETTER, SynthDoc, text_page
+from snappy.eval.metrics import iou_matrix
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
@@ -26,11 +27,7 @@ DPI = 100.0  # small pages keep real OCR fast; Letter = 850 x 1100 px
 
 
 def iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
+    return float(iou_matrix([a], [b])[0, 0])
 
 
 # ---------------------------------------------------------------------- Ray-free parts

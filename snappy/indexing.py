@@ -32,23 +32,12 @@ from snappy.storage.schema import (IndexSettings, content_hash, doc_id_for, docu
 log = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------- regions <-> JSON
-def region_to_dict(r: Region) -> dict:
-    return {"bbox": list(r.bbox), "page_size": list(r.page_size), "text": r.text, "confidence": r.confidence,
-            "level": r.level, "polygon": [list(p) for p in r.polygon] if r.polygon else None}
-
-
-def region_from_dict(d: dict) -> Region:
-    poly = tuple(tuple(p) for p in d["polygon"]) if d.get("polygon") else None
-    return Region(bbox=tuple(d["bbox"]), page_size=tuple(d["page_size"]), text=d.get("text", ""),
-                  confidence=float(d.get("confidence", 1.0)), level=d.get("level", "line"), polygon=poly)
-
-
 def regions_to_json(regions: Sequence[Region]) -> str:
-    return json.dumps([region_to_dict(r) for r in regions], separators=(",", ":"))
+    return json.dumps([r.to_dict() for r in regions], separators=(",", ":"))
 
 
 def regions_from_json(s: str | None) -> list[Region]:
-    return [region_from_dict(d) for d in json.loads(s)] if s else []
+    return [Region.from_dict(d) for d in json.loads(s)] if s else []
 
 
 # ---------------------------------------------------------------------- page pixels

@@ -22,14 +22,18 @@ Method = Literal["iou", "ior", "mean", "max"]
 METHODS: tuple[str, ...] = ("iou", "ior", "mean", "max")
 
 
+def intersection_areas(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Dense ``[N, M]`` float64 intersection areas of two sets of ``[x0, y0, x1, y1]`` boxes."""
+    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
+    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
+    iw = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])  # [N, M]
+    ih = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
+    return np.clip(iw, 0.0, None) * np.clip(ih, 0.0, None)
+
+
 def intersection_matrix(region_boxes: np.ndarray, patch_boxes: np.ndarray) -> sp.csr_matrix:
-    """Sparse ``[R, P]`` intersection areas between region and patch boxes (``[x0,y0,x1,y1]``)."""
-    r = np.asarray(region_boxes, dtype=np.float64).reshape(-1, 4)
-    p = np.asarray(patch_boxes, dtype=np.float64).reshape(-1, 4)
-    iw = np.minimum(r[:, None, 2], p[None, :, 2]) - np.maximum(r[:, None, 0], p[None, :, 0])  # [R, P]
-    ih = np.minimum(r[:, None, 3], p[None, :, 3]) - np.maximum(r[:, None, 1], p[None, :, 1])
-    inter = np.clip(iw, 0.0, None) * np.clip(ih, 0.0, None)
-    return sp.csr_matrix(inter.astype(np.float32))
+    """Sparse ``[R, P]`` float32 intersection areas between region and patch boxes."""
+    return sp.csr_matrix(intersection_areas(region_boxes, patch_boxes).astype(np.float32))
 
 
 def _box_areas(boxes: np.ndarray) -> np.ndarray:

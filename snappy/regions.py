@@ -67,15 +67,21 @@ class Region:
         return cls(bbox=bbox, page_size=page_size, text=text, confidence=float(confidence), level=level, polygon=poly)
 
     def to_dict(self) -> dict:
+        """JSON-ready fields; ``Region.from_dict`` reads them back."""
         return {
             "bbox": list(self.bbox),
-            "bbox_norm": list(self.bbox_norm),
-            "polygon": [list(p) for p in self.polygon] if self.polygon else None,
+            "page_size": list(self.page_size),
             "text": self.text,
             "confidence": self.confidence,
             "level": self.level,
-            "page_size": list(self.page_size),
+            "polygon": [list(p) for p in self.polygon] if self.polygon else None,
         }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Region":
+        poly = tuple(tuple(p) for p in d["polygon"]) if d.get("polygon") else None
+        return cls(bbox=tuple(d["bbox"]), page_size=tuple(d["page_size"]), text=d.get("text", ""),
+                   confidence=float(d.get("confidence", 1.0)), level=d.get("level", "line"), polygon=poly)
 
 
 def boxes_array(regions: Iterable[Region]) -> np.ndarray:

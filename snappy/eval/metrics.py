@@ -17,6 +17,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from snappy import propagation
+
 HIT_THRESHOLDS: tuple[float, ...] = (0.25, 0.5, 0.7)
 DEFAULT_OVERLAP = 0.5  # region-level criterion: share of a region's area inside the GT union
 
@@ -42,11 +44,8 @@ def box_area(boxes: np.ndarray) -> np.ndarray:
 
 
 def intersection_areas(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``[N, M]`` intersection areas of two box sets."""
-    a, b = as_boxes(a), as_boxes(b)
-    iw = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
-    ih = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
-    return np.clip(iw, 0.0, None) * np.clip(ih, 0.0, None)
+    """``[N, M]`` intersection areas of two (validated) box sets."""
+    return propagation.intersection_areas(as_boxes(a), as_boxes(b))
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -19,13 +19,31 @@ class IndexConfig:
     # Limits
     max_pages: int | None = 2000  # per document; more -> a failed row
     max_pixels: int | None = 40_000_000  # per rendered page; more -> a failed row
-    limit: int | None = None  # index at most this many documents (first ones by uri)
+    max_bytes: int | None = 1 << 30  # per document file; more -> a failed row, nothing read
+    max_in_memory: int = 64 << 20  # larger documents are rendered from a file, never held in memory
+    read_timeout_s: float | None = 600.0  # reading + hashing one document (hard: the worker is replaced)
+    page_timeout_s: float | None = 300.0  # rendering / OCR / embedding one page (hard, as above)
+    max_deaths: int = 3  # a page or document that kills its worker this often fails instead
+    limit: int | None = None  # read at most this many documents this run (the rest: next run)
     image_quality: int = 85  # JPEG quality of the stored page images
 
     # Incremental behaviour
-    incremental: bool = True  # skip documents whose content hash and settings are unchanged
-    retry_failed: bool = False  # re-try unchanged documents whose decoding failed last time (read errors always are)
+    incremental: bool = True  # skip documents whose fingerprint (or content hash) and settings are unchanged
+    retry_failed: bool = False  # re-try unchanged documents that failed for a reason of their own
+    max_attempts: int = 3  # transient failures in a row before a document waits for a change
     prune: bool = False  # delete documents that are no longer in the source
+
+    # Commits: what finished is committed at least this often, so a crash loses at most one interval
+    commit_every_docs: int = 2000
+    commit_every_s: float = 600.0
+
+    # One writer at a time (snappy/storage/lease.py)
+    lease_wait_s: float = 0.0  # another run holds the index: wait this long, then exit naming it
+    lease_ttl_s: float = 300.0  # a crashed run's lease lapses after this (same host: at once)
+
+    # Housekeeping after the run (snappy/storage/housekeeping.py)
+    housekeeping: bool = True
+    retain_s: float = 3600.0  # old table versions stay readable this long (readers refresh more often)
 
     # Stage resources. Actor pools reserve their CPUs for the whole run: keep
     # ocr_actors*ocr_num_cpus + embed_actors*embed_num_cpus below the cluster's CPUs.
@@ -39,7 +57,7 @@ class IndexConfig:
     embed_batch_size: int = 8  # pages per encoder call
     records_num_cpus: float = 0.25
     write_num_cpus: float = 0.25
-    write_rows: int = 32  # staging rows per Lance write task (~0.4 MB each: JPEG + vectors)
+    write_rows: int = 64  # pages per Lance write task, i.e. per fragment before compaction (~0.4 MB each)
     block_bytes: int = 8 * 2**20  # Ray Data block target: ~1 page of 150-dpi pixels (small blocks never stall on budgets)
 
     # Ray
@@ -52,16 +70,18 @@ class IndexConfig:
 
     # Storage
     s3: S3Settings = field(default_factory=S3Settings)  # endpoint/region/keys for s3:// source and index
-    keep_staging: bool = False  # keep the staging dataset (debugging)
 
     def __post_init__(self) -> None:
-        for name in ("ocr_actors", "embed_actors", "ocr_batch_size", "embed_batch_size", "write_rows", "block_bytes"):
+        for name in ("ocr_actors", "embed_actors", "ocr_batch_size", "embed_batch_size", "write_rows", "block_bytes",
+                     "commit_every_docs", "max_attempts", "max_deaths"):
             if getattr(self, name) < 1:
                 raise ValueError(f"IndexConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.dpi <= 0:
             raise ValueError(f"IndexConfig.dpi must be > 0, got {self.dpi}")
         if self.limit is not None and self.limit < 0:
             raise ValueError(f"IndexConfig.limit must be >= 0, got {self.limit}")
+        if self.commit_every_s <= 0 or self.lease_ttl_s <= 0:
+            raise ValueError("IndexConfig.commit_every_s and lease_ttl_s must be > 0")
 
     def resolved(self, cluster_gpus: float) -> "IndexConfig":
         """Fill the automatic embed resources for a cluster with ``cluster_gpus`` GPUs."""

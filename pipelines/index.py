@@ -1,16 +1,18 @@
-"""Index a document collection into Lance tables with a Ray Data job.
+"""Index a document collection into Lance tables with a Ray Data job: the nightly incremental run.
 
     python -m pipelines.index --source DIR_or_s3://bucket/prefix --index DIR_or_s3://bucket/prefix [...]
 
-Runs locally (an embedded Ray is started when none is given) and unchanged under
+Runs locally (an embedded Ray on 127.0.0.1, started only if there is work) and unchanged under
 ``ray job submit --address http://127.0.0.1:8265 --working-dir . -- python -m pipelines.index ...``
 (the job's ``RAY_ADDRESS`` is used).
 
-The job: list documents (driver) -> read + hash + render pages (tasks) -> OCR (CPU actor pool)
--> embed (GPU actor pool; CPU without GPUs) -> records with region/patch overlaps (tasks) ->
-a staging Lance dataset written by lance-ray -> one ``IndexStore.upsert`` per table on the
-driver (pages, regions, then documents), so each run adds one Lance version per changed table.
-The documents table is written last: a run that dies before it is simply redone next time.
+A run: take the index's lease (one writer at a time) -> recover from a writer that died ->
+list the source in chunks and plan each entry against the index without reading it
+(``snappy/plan.py``) -> if anything must be read: a Ray Data job (read + render tasks, OCR CPU
+actors, embed GPU actors, fragment-writing tasks) whose small reports stream back to this driver
+-> a commit at least every ``commit_every_docs`` documents or ``commit_every_s`` seconds
+(``snappy/storage/commit.py``: readers see whole documents or none) -> prune -> housekeeping ->
+run log -> release the lease. A crash loses at most one commit interval; the next run resumes.
 """
 from __future__ import annotations
 
@@ -18,35 +20,34 @@ import argparse
 import json
 import logging
 import os
-import shutil
 import sys
 import time
-import uuid
-from typing import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Sequence
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from pipelines.config import IndexConfig
-from pipelines.stages import (DOC, PAGE, TIMING, WORKERS, EmbedStage, OcrStage, build_records, hash_documents,
-                             render_documents, staging_schema, unchanged)
 from snappy.pages import RenderOptions
-from snappy.sources import Source
-from snappy.storage import fs
-from snappy.storage.schema import (DOCUMENTS, PAGES, REGIONS, IndexSettings, doc_id_for, document_record,
-                                   pages_schema, regions_schema, to_table)
-from snappy.storage.tables import IndexStore
+from snappy.plan import Action, KnownDocuments, ListedChunk, PlanOptions, plan_chunk
+from snappy.settle import DocumentTracker, document_row, rejected_row
+from snappy.sources import ReadLimits, Source
+from snappy.storage import IndexStore, runlog
+from snappy.storage.commit import CommitBatch
+from snappy.storage.schema import DOCUMENTS, PAGES, REGIONS, SCHEMAS, IndexSettings
 
 log = logging.getLogger("pipelines.index")
 
+EXIT_BUSY = 75  # EX_TEMPFAIL: another run holds the index
+
 
 # ---------------------------------------------------------------------- settings
-def describe_encoder(spec: str) -> tuple[str, int]:
-    """(encoder_id, dim) of an encoder spec. Model encoders load only their processor here, not weights."""
+def describe_encoder(spec: str) -> tuple[str, int, bool]:
+    """(encoder_id, dim, needs_pixels) of an encoder spec. Model encoders load only their processor here."""
     from snappy.encoders import make_encoder
 
     enc = make_encoder(spec, device="cpu" if spec not in ("lexical", "null", "none") else None)
-    return enc.encoder_id, int(enc.dim)
+    return enc.encoder_id, int(enc.dim), bool(enc.needs_pixels)
 
 
 def index_settings(config: IndexConfig, encoder_id: str) -> IndexSettings:
@@ -84,284 +85,352 @@ def _check_resources(config: IndexConfig, resources: dict) -> None:
                          f"cluster's {gpus:g} GPUs")
 
 
-# ---------------------------------------------------------------------- staging -> tables
-def _scan(staging, columns: Sequence[str], kind: str, batch_size: int = 64) -> Iterator[pa.RecordBatch]:
-    return staging.to_batches(columns=list(columns), filter=f"kind = '{kind}'", batch_size=batch_size)
+# ---------------------------------------------------------------------- planning
+_KNOWN = ["doc_id", "uri", "size", "etag", "mtime_ns", "content_hash", "status", "error", "attempts", "gen",
+          "settings"]
 
 
-def _without(batch: pa.RecordBatch, failed: pa.Array) -> pa.RecordBatch:
-    if len(failed) == 0:
-        return batch
-    return batch.filter(pc.invert(pc.is_in(batch.column("doc_id"), value_set=failed)))
+@dataclass
+class Plan:
+    work: list[pa.Table] = field(default_factory=list)  # WORK_SCHEMA chunks
+    rejects: list[tuple[dict, str]] = field(default_factory=list)  # (listed entry, reason)
+    counts: dict[str, int] = field(default_factory=dict)
+    listed: int = 0
+    listed_of: dict[str, dict] = field(default_factory=dict)  # doc_id -> listing fields (work + rejects only)
+
+    @property
+    def n_work(self) -> int:
+        return sum(t.num_rows for t in self.work)
 
 
-def _pages_reader(staging, failed: pa.Array, dim: int) -> pa.RecordBatchReader:
-    schema = pages_schema(dim)
+def plan_run(source: Source, known: KnownDocuments, settings: IndexSettings, config: IndexConfig,
+             chunk_size: int = 10_000) -> Plan:
+    """List the source chunk by chunk and decide what to do with each entry; reads no document."""
+    from pipelines.stages import WORK_SCHEMA
 
-    def batches():
-        for b in _scan(staging, schema.names, PAGE):
-            b = _without(b, failed)
-            if b.num_rows:
-                yield pa.RecordBatch.from_arrays([b.column(n) for n in schema.names], schema=schema)
-    return pa.RecordBatchReader.from_batches(schema, batches())
-
-
-def _regions_reader(staging, failed: pa.Array) -> pa.RecordBatchReader:
-    schema = regions_schema()
-
-    def batches():
-        for b in _scan(staging, ["doc_id", "regions"], PAGE):
-            b = _without(b, failed)
-            flat = pc.list_flatten(b.column("regions"))  # struct<regions fields>, one per region
-            if len(flat):
-                yield pa.RecordBatch.from_struct_array(flat).cast(schema)
-    return pa.RecordBatchReader.from_batches(schema, batches())
-
-
-def _document_rows(staging, settings: IndexSettings) -> tuple[pa.Table, dict[str, str]]:
-    """documents rows of this run; a page-level error fails its whole document."""
-    docs = staging.to_table(columns=["doc_id", "uri", "size", "content_hash", "page_count", "error"],
-                            filter=f"kind = '{DOC}'").to_pylist()
-    page_errors = staging.to_table(columns=["doc_id", "error"], filter=f"kind = '{PAGE}' AND error IS NOT NULL")
-    errors = {d["doc_id"]: d["error"] for d in docs if d["error"]}
-    for d, e in zip(page_errors.column("doc_id").to_pylist(), page_errors.column("error").to_pylist()):
-        errors.setdefault(d, e)
-    records = [document_record(d["uri"], settings, size=d["size"], digest=d["content_hash"],
-                               page_count=None if d["doc_id"] in errors else d["page_count"],
-                               error=errors.get(d["doc_id"])) for d in docs]
-    return to_table(DOCUMENTS, records), errors
+    opts = PlanOptions(incremental=config.incremental, retry_failed=config.retry_failed,
+                       max_attempts=config.max_attempts, limit=config.limit)
+    plan, settings_json = Plan(), settings.to_json()
+    hashes = known.table.column("content_hash")
+    for entries in source.iter_chunks(chunk_size):
+        budget = None if config.limit is None else config.limit - plan.n_work
+        cp = plan_chunk(ListedChunk.from_entries(entries), known, settings_json, opts, budget)
+        plan.listed += len(entries)
+        for k, v in cp.counts().items():
+            plan.counts[k] = plan.counts.get(k, 0) + v
+        rows = []
+        for j, e in enumerate(entries):
+            act = int(cp.action[j])
+            if act in (Action.INDEX, Action.CHECK):
+                rows.append({"ordinal": plan.n_work + len(rows), "doc_id": e.doc_id, "uri": e.uri,
+                             "raw_path": e.raw_path, "size": e.size, "etag": e.etag, "mtime_ns": e.mtime_ns,
+                             "known_hash": hashes[int(cp.known[j])].as_py() if act == Action.CHECK else None,
+                             "action": act})
+            elif act == Action.REJECT:
+                plan.rejects.append((_listed(e), e.problem))
+            else:
+                continue
+            plan.listed_of[e.doc_id] = _listed(e)
+        if rows:
+            plan.work.append(pa.Table.from_pylist(rows, schema=WORK_SCHEMA))
+    return plan
 
 
-def _stage_stats(staging) -> dict:
-    t = staging.to_table(columns=["kind", *TIMING, *WORKERS])
-    pages = t.filter(pc.equal(t.column("kind"), PAGE))
-    seconds = {c[:-2]: float(pc.sum(pages.column(c)).as_py() or 0.0) for c in TIMING}
-    n = pages.num_rows
-    workers = {}
-    for w in WORKERS:
-        infos = [json.loads(s) for s in pc.unique(pages.column(w).drop_null()).to_pylist()]
-        workers[w[:-len("_worker")]] = sorted(infos, key=lambda i: (i["host"], i["pid"]))
-    return {"stage_seconds": seconds,
-            "stage_pages_per_s": {k: (n / v if v > 0 else None) for k, v in seconds.items()},
-            "workers": workers}
+def _listed(e) -> dict:
+    return {"doc_id": e.doc_id, "uri": e.uri, "size": e.size, "etag": e.etag, "mtime_ns": e.mtime_ns}
 
 
-def _delete_tree(uri: str, storage_options) -> None:
-    """Delete the staging dataset (a local folder, or every object under an S3 prefix)."""
-    if not fs.is_remote(uri):
-        shutil.rmtree(uri, ignore_errors=True)
-        try:
-            os.rmdir(os.path.dirname(uri))  # the _staging folder, once no run uses it
-        except OSError:
-            pass
-        return
-    try:
-        src = Source(uri, storage_options, suffixes=None)
-        client = src.client()
-        bucket, prefix = uri[len("s3://"):].split("/", 1)
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix.rstrip("/") + "/"):
-            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
-            if keys:
-                client.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
-    except Exception as e:  # a leftover staging dataset is harmless: log, do not fail the run
-        log.warning("could not delete staging %s: %s", uri, e)
+# ---------------------------------------------------------------------- commits
+class Committer:
+    """Turns the pipeline's reports into commits: settles documents, batches them, commits on schedule."""
+
+    def __init__(self, writer, known: KnownDocuments, settings: IndexSettings, plan: Plan, config: IndexConfig,
+                 dim: int, on_commit=None):
+        self.writer, self.known, self.settings, self.plan, self.config, self.dim = \
+            writer, known, settings, plan, config, dim
+        self.tracker = DocumentTracker()
+        self.on_commit = on_commit
+        self.counts = {"indexed": 0, "touched": 0, "failed": 0, "retry_later": 0, "pruned": 0, "pages": 0,
+                       "regions": 0, "commits": 0}
+        self.failures: list[dict] = []
+        self.stage_seconds = {k: 0.0 for k in ("render", "ocr", "embed", "write")}
+        self.workers: dict[str, set] = {"ocr": set(), "embed": set()}
+        self._reset()
+        self.last_commit = time.monotonic()
+
+    def _reset(self) -> None:
+        self.fragments: dict[str, list[dict]] = {PAGES: [], REGIONS: []}
+        self.doc_rows: list[dict] = []
+        self.settled: list = []
+        self.settle: dict[str, int | None] = {}
+        self.delete_documents: list[str] = []
+        self.pending_pages = self.pending_regions = 0
+
+    # ------------------------------------------------------------------ input
+    def add_reports(self, batch: pa.Table) -> None:
+        for r in batch.to_pylist():
+            kind = r["kind"]
+            if kind == "fragments":
+                self.fragments[r["table"]].extend(json.loads(r["fragments"]))
+            elif kind == "page":
+                if r["error"] is None:
+                    self.pending_pages += 1
+                    self.pending_regions += r["regions"] or 0
+                for k in ("render_s", "ocr_s", "embed_s", "write_s"):
+                    self.stage_seconds[k[:-2]] += r[k] or 0.0
+                for w in ("ocr", "embed"):
+                    if r[f"{w}_worker"]:
+                        self.workers[w].add(r[f"{w}_worker"])
+                self.tracker.page(r["doc_id"], r["gen"], r["error"], r["failure"])
+            elif kind == "doc":
+                self.tracker.document(r)
+        for s in self.tracker.take():
+            self._settled(s)
+
+    def add_rejects(self, rejects: list[tuple[dict, str]]) -> None:
+        for listed, reason in rejects:
+            self.doc_rows.append(rejected_row(listed, reason, self.settings))
+            self.settle[listed["doc_id"]] = None
+            self.counts["failed"] += 1
+            self.failures.append({"uri": listed["uri"], "error": reason})
+
+    def add_prune(self, doc_ids: list[str]) -> None:
+        for d in doc_ids:
+            self.settle[d] = None
+        self.delete_documents.extend(doc_ids)
+        self.counts["pruned"] += len(doc_ids)
+
+    def _settled(self, s) -> None:
+        self.settled.append(s)
+        if s.error:
+            uri = self.plan.listed_of.get(s.doc_id, {}).get("uri") or s.report.get("uri")
+            self.failures.append({"uri": uri, "error": s.error, "kind": s.outcome})
+
+    def _known_rows(self, doc_ids: list[str]) -> dict[str, dict]:
+        """The index's current rows of these documents (read at commit time: never the whole table)."""
+        from snappy.storage.commit import sql_list
+
+        store = self.writer.store
+        if not doc_ids or not store.exists(DOCUMENTS):
+            return {}
+        t = store.dataset(DOCUMENTS).to_table(filter=f"doc_id IN ({sql_list(doc_ids)})")
+        return {r["doc_id"]: r for r in t.to_pylist()}
+
+    def _document_rows(self) -> None:
+        """Documents rows (and kept generations) of the documents settled since the last commit."""
+        from snappy.plan import doc_keys
+
+        if not self.settled:
+            return
+        ids = [s.doc_id for s in self.settled]
+        in_index = self.known.lookup(doc_keys(ids)) >= 0
+        known = self._known_rows([d for d, k in zip(ids, in_index) if k])
+        for s in self.settled:
+            listed = self.plan.listed_of.get(s.doc_id, {"doc_id": s.doc_id, "uri": s.report.get("uri")})
+            row, keep = document_row(s, known.get(s.doc_id), self.settings, listed)
+            self.doc_rows.append(row)
+            if s.outcome != "touched":  # a touch wrote no rows: nothing to replace
+                self.settle[s.doc_id] = keep
+            if s.outcome in ("indexed", "touched"):
+                self.counts[s.outcome] += 1
+            elif row["status"] == "failed":
+                self.counts["failed"] += 1
+            else:
+                self.counts["retry_later"] += 1
+        self.settled = []
+
+    # ------------------------------------------------------------------ commit
+    def due(self) -> bool:
+        n = len(self.settled) + len(self.settle)
+        return n >= self.config.commit_every_docs or (time.monotonic() - self.last_commit >= self.config.commit_every_s
+                                                      and n > 0)
+
+    def commit(self) -> None:
+        self._document_rows()
+        docs = pa.Table.from_pylist(self.doc_rows, schema=SCHEMAS[DOCUMENTS]()) if self.doc_rows else None
+        batch = CommitBatch(fragments=self.fragments, documents=docs, settle=self.settle,
+                            drop_gens=self.tracker.take_drop_gens(), delete_documents=sorted(set(self.delete_documents)),
+                            dim=self.dim)
+        if batch.is_empty():
+            return
+        t = time.perf_counter()
+        snap = self.writer.commit(batch)
+        self.counts["commits"] += 1
+        self.counts["pages"] += self.pending_pages
+        self.counts["regions"] += self.pending_regions
+        log.info("commit %d: %d documents settled, snapshot %s (%.1f s)", self.counts["commits"], len(self.settle),
+                 snap.seq if snap else "-", time.perf_counter() - t)
+        self._reset()
+        self.last_commit = time.monotonic()
+        if self.on_commit is not None:
+            self.on_commit(self)
+
+    def finish(self) -> None:
+        for doc_id in self.tracker.unsettled():
+            self._settled(self.tracker.abandon(doc_id, "the pipeline lost some of its pages (retried next run)"))
+        self.commit()
 
 
 # ---------------------------------------------------------------------- the run
 def run_index(config: IndexConfig) -> dict:
-    """Index ``config.source`` into ``config.index``; returns the run summary (also logged)."""
-    import ray
-
+    """Index ``config.source`` into ``config.index``; returns the run summary (also in the run log)."""
     t_start = time.perf_counter()
     store = IndexStore(config.index, config.s3)
     source = Source(config.source, config.s3)
-    encoder_id, dim = describe_encoder(config.encoder)
+    encoder_id, dim, needs_pixels = describe_encoder(config.encoder)
     settings = index_settings(config, encoder_id)
-    run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
-
-    listed = source.list()
-    if config.limit is not None:
-        listed = listed[:config.limit]
-    listed_ids = {d.uri for d in listed}
-
-    known: dict[str, tuple[str, str, str]] = {}
-    pruned: list[str] = []
-    existing = store.documents(columns=["doc_id", "uri", "content_hash", "settings", "status"])
-    for r in existing.to_pylist():
-        if config.incremental:
-            known[r["doc_id"]] = (r["content_hash"], r["settings"], r["status"])
-        if config.prune and source.contains(r["uri"]) and r["uri"] not in listed_ids:
-            pruned.append(r["doc_id"])
-    phases: dict[str, float] = {"list": time.perf_counter() - t_start}  # seconds, incl. reading the index
-    log.info("run %s: %d documents listed under %s, %d known, %d to prune; settings %s", run_id, len(listed),
-             source.root, len(known), len(pruned), settings.to_json())
-
-    summary: dict = {"run_id": run_id, "source": source.root, "index": store.uri, "settings": json.loads(settings.to_json()),
-                     "config": config.to_dict()}
-    staging_uri = fs.join(store.uri, "_staging", f"{run_id}.lance")
-    staging = None
-    started, address = False, None
-    try:
-        if listed:
-            started, address = ensure_ray(config)
-            resources = ray.cluster_resources()
-            config = config.resolved(float(resources.get("GPU", 0)))
-            _check_resources(config, resources)
-            summary["ray"] = {"address": address, "resources": {k: v for k, v in resources.items()
-                                                               if k in ("CPU", "GPU", "memory", "object_store_memory")}}
-            phases["ray_init"] = time.perf_counter() - t_start - phases["list"]
+    run_id = runlog.new_run_id()
+    summary: dict = {"run_id": run_id, "source": source.root, "index": store.uri,
+                     "settings": json.loads(settings.to_json()), "config": config.to_dict(), "ray": None}
+    phases: dict[str, float] = {}
+    with store.writer(run_id, wait_s=config.lease_wait_s, ttl_s=config.lease_ttl_s) as writer:
+        record = {"run_id": run_id, "status": "running", "started_at": time.time(), "source": source.root,
+                  "index": store.uri, "settings": summary["settings"], "host": writer.lease.host,
+                  "pid": writer.lease.pid}
+        runlog.write(store.files, record)
+        try:
+            summary["recovered"] = writer.recover()
             t = time.perf_counter()
-            todo = _changed(config, source, listed, known, settings) if known else [d.uri for d in listed]
-            phases["hash"] = time.perf_counter() - t
-            log.info("%d of %d documents are new or changed", len(todo), len(listed))
-            if todo:
+            known = _known_documents(store, source.root)
+            plan = plan_run(source, known, settings, config)
+            phases["plan"] = time.perf_counter() - t
+            summary["plan"] = dict(plan.counts)
+            log.info("run %s: %d entries listed under %s; plan %s", run_id, plan.listed, source.root, plan.counts)
+
+            def progress(c: Committer) -> None:
+                record.update(progress={**c.counts, "to_read": plan.n_work}, updated_at=time.time())
+                runlog.write(store.files, record)
+
+            committer = Committer(writer, known, settings, plan, config, dim, on_commit=progress)
+            committer.add_rejects(plan.rejects)
+            if plan.n_work:
                 t = time.perf_counter()
-                staging = _run_pipeline(config, source, todo, dim, staging_uri, store)
+                summary["ray"] = _run_pipeline(config, source, store, plan, dim, needs_pixels, writer, committer)
                 phases["pipeline"] = time.perf_counter() - t
-        versions_before = store.versions()
-        t = time.perf_counter()
-        committed = _commit(store, staging, settings, dim, pruned)
-        phases["commit"] = time.perf_counter() - t
-        summary.update(committed)
-        summary["versions_before"] = versions_before
-        summary["versions"] = store.versions()
-        docs = summary["documents"]
-        docs["listed"] = len(listed)
-        docs["skipped"] = len(listed) - docs["indexed"] - docs["failed"]
-        if staging is not None:
-            summary.update(_stage_stats(staging))
-    finally:
-        if staging is not None and not config.keep_staging:
-            _delete_tree(staging_uri, store.storage_options)
-        if started and config.ray_address is None and address == "local":
-            ray.shutdown()
-    elapsed = time.perf_counter() - t_start
-    summary["elapsed_s"] = elapsed
-    summary["phase_seconds"] = {k: round(v, 3) for k, v in phases.items()}
-    summary["pages_per_s"] = summary["pages"] / elapsed if elapsed > 0 else None
-    log.info("run %s done in %.1f s: %s; versions %s", run_id, elapsed, summary["documents"], summary["versions"])
+            if config.prune:
+                committer.add_prune(known.unseen_in_scope().column("doc_id").to_pylist())
+            t = time.perf_counter()
+            committer.finish()
+            phases["commit"] = time.perf_counter() - t
+            if config.housekeeping and committer.counts["commits"]:
+                from snappy.storage.housekeeping import HousekeepingOptions, housekeep
+
+                t = time.perf_counter()
+                summary["housekeeping"] = housekeep(writer, HousekeepingOptions(retain_s=config.retain_s))
+                phases["housekeeping"] = time.perf_counter() - t
+            snap = writer.publish() if store.latest_versions() else None
+            summary.update(_summary(committer, plan, snap))
+        except BaseException as e:
+            record.update(status="failed", error=f"{type(e).__name__}: {e}"[:2000], finished_at=time.time())
+            runlog.write(store.files, record)
+            raise
+        elapsed = time.perf_counter() - t_start
+        summary["elapsed_s"] = elapsed
+        summary["phase_seconds"] = {k: round(v, 3) for k, v in phases.items()}
+        summary["pages_per_s"] = summary["pages"] / elapsed if elapsed > 0 else None
+        record.update(status="ok", finished_at=time.time(), duration_s=round(elapsed, 3),
+                      documents=summary["documents"], pages=summary["pages"], regions=summary["regions"],
+                      failures=summary["failures"][:20], snapshot=summary["snapshot"], progress=None)
+        runlog.write(store.files, record)
+        runlog.prune(store.files)
+    log.info("run %s done in %.1f s: %s; snapshot %s", run_id, elapsed, summary["documents"], summary["snapshot"])
     return summary
 
 
-def _changed(config: IndexConfig, source: Source, listed, known, settings: IndexSettings) -> list[str]:
-    """URIs of the listed documents that need indexing: a light Ray Data pass reads and hashes
-    them, so no OCR or GPU actor starts when nothing changed."""
-    import ray
-
-    settings_json = settings.to_json()
-    todo, maybe = [], []
-    for d in listed:
-        k = known.get(doc_id_for(d.uri))
-        if k is None or k[0] is None or k[1] != settings_json or (k[2] != "indexed" and config.retry_failed):
-            todo.append(d.uri)  # new, unreadable last time, indexed differently, or a failure to re-try
-        else:
-            maybe.append(d.uri)  # same settings: changed only if its bytes changed
-    if maybe:
-        hashed = ray.data.from_items([{"uri": u} for u in maybe], override_num_blocks=min(len(maybe), 200)) \
-            .map_batches(hash_documents, batch_size=8, batch_format="pyarrow", num_cpus=config.render_num_cpus,
-                         fn_kwargs={"source": source})
-        for row in hashed.iter_rows():
-            if not unchanged(row["content_hash"], known.get(doc_id_for(row["uri"])), settings_json,
-                             config.retry_failed):
-                todo.append(row["uri"])
-    order = {d.uri: i for i, d in enumerate(listed)}
-    return sorted(todo, key=order.__getitem__)
+def _known_documents(store: IndexStore, root: str) -> KnownDocuments:
+    if not store.exists(DOCUMENTS):
+        return KnownDocuments.empty()
+    table = store.dataset(DOCUMENTS).to_table()  # the writer's view: latest version (recovered)
+    return KnownDocuments.from_table(table, root)
 
 
-def _run_pipeline(config: IndexConfig, source: Source, uris: list[str], dim: int, staging_uri: str,
-                  store: IndexStore):
-    """Run the Ray Data job into the staging dataset; returns it (None if no row was written)."""
-    import lance
-    import lance_ray
+def _summary(c: Committer, plan: Plan, snap) -> dict:
+    skipped = plan.counts.get("unchanged", 0) + plan.counts.get("failed_unchanged", 0) + \
+        plan.counts.get("gave_up", 0) + plan.counts.get("rejected_unchanged", 0)
+    docs = {"listed": plan.listed, "indexed": c.counts["indexed"], "touched": c.counts["touched"],
+            "skipped": skipped, "deferred": plan.counts.get("deferred", 0), "failed": c.counts["failed"],
+            "retry_later": c.counts["retry_later"], "pruned": c.counts["pruned"]}
+    n = max(c.counts["pages"], 1)
+    return {"documents": docs, "pages": c.counts["pages"], "regions": c.counts["regions"],
+            "commits": c.counts["commits"], "failures": c.failures[:50],
+            "snapshot": snap.seq if snap else None, "versions": dict(snap.versions) if snap else {},
+            "stage_seconds": {k: round(v, 3) for k, v in c.stage_seconds.items()},
+            "stage_pages_per_s": {k: (c.counts["pages"] / v if v > 0 else None) for k, v in c.stage_seconds.items()},
+            "stage_ms_per_page": {k: round(1000 * v / n, 2) for k, v in c.stage_seconds.items()},
+            "workers": {k: sorted((json.loads(w) for w in v), key=lambda i: (i["host"], i["pid"]))
+                        for k, v in c.workers.items()}}
+
+
+def _run_pipeline(config: IndexConfig, source: Source, store: IndexStore, plan: Plan, dim: int, needs_pixels: bool,
+                  writer, committer: Committer) -> dict:
+    """Run the Ray Data job over the planned work, committing as reports arrive."""
     import ray
     from ray.data import ActorPoolStrategy, DataContext
 
-    ctx = DataContext.get_current()
-    saved = (ctx.enable_progress_bars, ctx.execution_options.resource_limits, ctx.target_max_block_size)
-    ctx.enable_progress_bars = config.progress
-    ctx.target_max_block_size = config.block_bytes  # small blocks: pages flow on instead of piling up
-    if config.object_store_limit is not None:
-        ctx.execution_options.resource_limits = saved[1].copy(object_store_memory=config.object_store_limit)
+    from pipelines.guard import start_ledger
+    from pipelines.stages import EmbedStage, OcrStage, TimeLimits, prepare_documents, write_pages
+
+    started, address = ensure_ray(config)
     try:
-        render = RenderOptions(dpi=config.dpi, max_pages=config.max_pages, max_pixels=config.max_pixels)
-        docs = ray.data.from_items([{"uri": u} for u in uris], override_num_blocks=min(len(uris), 1000))
-        ds = docs.map_batches(render_documents, batch_size=1, batch_format="pyarrow",
-                              num_cpus=config.render_num_cpus,
-                              fn_kwargs={"source": source, "render": render, "image_quality": config.image_quality})
-        ds = ds.map_batches(
-            OcrStage, compute=ActorPoolStrategy(size=config.ocr_actors), num_cpus=config.ocr_num_cpus,
-            batch_size=config.ocr_batch_size, batch_format="pyarrow", fn_constructor_kwargs={"ocr": config.ocr, "threads": max(1, round(config.ocr_num_cpus))})
-        embed_resources = {"num_cpus": config.embed_num_cpus}
-        if config.embed_num_gpus:
-            embed_resources["num_gpus"] = config.embed_num_gpus
-        ds = ds.map_batches(
-            EmbedStage, compute=ActorPoolStrategy(size=config.embed_actors), batch_size=config.embed_batch_size,
-            batch_format="pyarrow", fn_constructor_kwargs={"encoder": config.encoder, "dim": dim}, **embed_resources)
-        ds = ds.map_batches(build_records, batch_format="pyarrow", num_cpus=config.records_num_cpus,
-                            fn_kwargs={"dim": dim})
-        lance_ray.write_lance(ds, staging_uri, schema=staging_schema(dim), mode="create",
-                              min_rows_per_file=config.write_rows, max_rows_per_file=max(config.write_rows, 1 << 20),
-                              storage_options=store.storage_options,
-                              ray_remote_args={"num_cpus": config.write_num_cpus})
+        resources = ray.cluster_resources()
+        config = config.resolved(float(resources.get("GPU", 0)))
+        _check_resources(config, resources)
+        info = {"address": address, "resources": {k: v for k, v in resources.items()
+                                                   if k in ("CPU", "GPU", "memory", "object_store_memory")}}
+        ctx = DataContext.get_current()
+        saved = (ctx.enable_progress_bars, ctx.execution_options.resource_limits, ctx.target_max_block_size)
+        ctx.enable_progress_bars = config.progress
+        ctx.target_max_block_size = config.block_bytes  # small blocks: pages flow on instead of piling up
+        if config.object_store_limit is not None:
+            ctx.execution_options.resource_limits = saved[1].copy(object_store_memory=config.object_store_limit)
+        ledger = start_ledger(config.max_deaths)
+        limits = TimeLimits(read_s=config.read_timeout_s, page_s=config.page_timeout_s)
+        use_ocr = config.ocr not in ("none", "")
+        try:
+            work = pa.concat_tables(plan.work)
+            per_block = max(1, -(-work.num_rows // 10_000))  # at most ~10k read tasks, each a few documents
+            ds = ray.data.from_arrow([work.slice(i, per_block) for i in range(0, work.num_rows, per_block)])
+            ds = ds.map_batches(
+                prepare_documents, batch_size=1, batch_format="pyarrow", num_cpus=config.render_num_cpus,
+                fn_kwargs={"source": source, "render": RenderOptions(dpi=config.dpi, max_pages=config.max_pages,
+                                                                     max_pixels=config.max_pixels),
+                           "limits": ReadLimits(max_bytes=config.max_bytes, max_in_memory=config.max_in_memory),
+                           "epoch": writer.epoch, "ledger": ledger, "with_pixels": use_ocr or needs_pixels,
+                           "image_quality": config.image_quality, "time_limits": limits})
+            if use_ocr:
+                ds = ds.map_batches(
+                    OcrStage, compute=ActorPoolStrategy(size=config.ocr_actors), num_cpus=config.ocr_num_cpus,
+                    batch_size=config.ocr_batch_size, batch_format="pyarrow",
+                    fn_constructor_kwargs={"ocr": config.ocr, "threads": max(1, round(config.ocr_num_cpus)),
+                                           "ledger": ledger, "time_limits": limits})
+            embed_resources = {"num_cpus": config.embed_num_cpus}
+            if config.embed_num_gpus:
+                embed_resources["num_gpus"] = config.embed_num_gpus
+            ds = ds.map_batches(
+                EmbedStage, compute=ActorPoolStrategy(size=config.embed_actors), batch_size=config.embed_batch_size,
+                batch_format="pyarrow", fn_constructor_kwargs={"encoder": config.encoder, "dim": dim,
+                                                               "ledger": ledger, "time_limits": limits},
+                **embed_resources)
+            ds = ds.map_batches(write_pages, batch_size=config.write_rows, batch_format="pyarrow",
+                                num_cpus=config.write_num_cpus,
+                                fn_kwargs={"pages_uri": store.table_uri(PAGES), "regions_uri": store.table_uri(REGIONS),
+                                           "storage_options": store.storage_options, "dim": dim})
+            for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+                committer.add_reports(batch)
+                if committer.due():
+                    committer.commit()
+        finally:
+            ctx.enable_progress_bars = saved[0]
+            ctx.execution_options.resource_limits = saved[1]
+            ctx.target_max_block_size = saved[2]
+            try:
+                ray.kill(ledger)
+            except Exception:
+                pass
+        return info
     finally:
-        ctx.enable_progress_bars = saved[0]
-        ctx.execution_options.resource_limits = saved[1]
-        ctx.target_max_block_size = saved[2]
-    try:
-        return lance.dataset(staging_uri, storage_options=store.storage_options)
-    except (ValueError, FileNotFoundError, OSError):
-        return None  # every document was unchanged: nothing was written
-
-
-def _commit(store: IndexStore, staging, settings: IndexSettings, dim: int, pruned: Sequence[str]) -> dict:
-    """One upsert per table from the staging dataset (pages, regions, then documents)."""
-    if staging is None:
-        doc_table, errors = to_table(DOCUMENTS, []), {}
-    else:
-        doc_table, errors = _document_rows(staging, settings)
-    processed = doc_table.column("doc_id").to_pylist()
-    replace_docs = sorted(set(processed) | set(pruned))
-    failed = pa.array(sorted(errors), type=pa.string())
-    out = {"documents": {"indexed": len(processed) - len(errors), "failed": len(errors), "pruned": len(pruned)},
-           "pages": 0, "regions": 0, "committed": {}}
-    out["failures"] = [{"uri": u, "error": e} for u, e, s in zip(
-        doc_table.column("uri").to_pylist(), doc_table.column("error").to_pylist(),
-        doc_table.column("status").to_pylist()) if s == "failed"][:50]
-    if not replace_docs:
-        return out
-    if staging is not None:
-        out["pages"] = staging.count_rows(filter=f"kind = '{PAGE}' AND error IS NULL")
-        out["pages"] -= _count_failed_pages(staging, failed)
-        out["committed"][PAGES] = store.upsert(PAGES, _pages_reader(staging, failed, dim), replace_docs=replace_docs)
-        counted = _CountingReader(_regions_reader(staging, failed))
-        out["committed"][REGIONS] = store.upsert(REGIONS, counted.reader(), replace_docs=replace_docs)
-        out["regions"] = counted.rows
-    else:
-        out["committed"][PAGES] = store.upsert(PAGES, to_table(PAGES, [], dim), replace_docs=replace_docs)
-        out["committed"][REGIONS] = store.upsert(REGIONS, to_table(REGIONS, []), replace_docs=replace_docs)
-    out["committed"][DOCUMENTS] = store.upsert(DOCUMENTS, doc_table, replace_docs=list(pruned) or None)
-    return out
-
-
-def _count_failed_pages(staging, failed: pa.Array) -> int:
-    if len(failed) == 0:
-        return 0
-    t = staging.to_table(columns=["doc_id"], filter=f"kind = '{PAGE}' AND error IS NULL")
-    return int(pc.sum(pc.is_in(t.column("doc_id"), value_set=failed)).as_py() or 0)
-
-
-class _CountingReader:
-    """Wraps a RecordBatchReader and counts the rows that pass through it."""
-
-    def __init__(self, reader: pa.RecordBatchReader):
-        self._reader, self.rows = reader, 0
-
-    def reader(self) -> pa.RecordBatchReader:
-        def gen():
-            for b in self._reader:
-                self.rows += b.num_rows
-                yield b
-        return pa.RecordBatchReader.from_batches(self._reader.schema, gen())
+        if started and config.ray_address is None and address == "local":
+            ray.shutdown()
 
 
 # ---------------------------------------------------------------------- CLI
@@ -374,16 +443,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encoder", default=d.encoder, help="lexical | null | tiny[:family] | colqwen2.5 | <hf id or folder>")
     p.add_argument("--ocr", default=d.ocr, help="paddle | rapid | tesseract | none")
     p.add_argument("--dpi", type=float, default=d.dpi)
-    p.add_argument("--max-pages", type=int, default=d.max_pages)
-    p.add_argument("--max-pixels", type=int, default=d.max_pixels)
-    p.add_argument("--limit", type=int, default=None, help="index at most this many documents")
-    p.add_argument("--full", action="store_true", help="re-index every document (not incremental)")
-    p.add_argument("--retry-failed", action="store_true", help="re-try unchanged documents that failed before")
-    p.add_argument("--prune", action="store_true", help="delete documents no longer in the source")
-    for name in ("ocr_actors", "embed_actors", "ocr_batch_size", "embed_batch_size", "write_rows"):
+    for name in ("max_pages", "max_pixels", "max_bytes", "limit"):
         p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d, name))
-    for name in ("render_num_cpus", "ocr_num_cpus", "embed_num_cpus", "embed_num_gpus", "records_num_cpus"):
+    p.add_argument("--full", action="store_true", help="re-index every document (not incremental)")
+    p.add_argument("--retry-failed", action="store_true", help="re-try documents that failed for a reason of their own")
+    p.add_argument("--prune", action="store_true", help="delete documents no longer in the source")
+    for name in ("ocr_actors", "embed_actors", "ocr_batch_size", "embed_batch_size", "write_rows",
+                 "commit_every_docs", "max_attempts"):
+        p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d, name))
+    for name in ("render_num_cpus", "ocr_num_cpus", "embed_num_cpus", "embed_num_gpus", "records_num_cpus",
+                 "commit_every_s", "lease_wait_s", "lease_ttl_s", "retain_s", "read_timeout_s", "page_timeout_s"):
         p.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(d, name))
+    p.add_argument("--no-housekeeping", dest="housekeeping", action="store_false",
+                   help="skip compaction, indexes and old-version cleanup after the run")
     p.add_argument("--ray-address", default=None, help="Ray address; default $RAY_ADDRESS, else a local Ray")
     p.add_argument("--ray-num-cpus", type=int, default=None, help="local Ray: CPUs")
     p.add_argument("--ray-num-gpus", type=int, default=None, help="local Ray: GPUs (declared; fake ones work)")
@@ -392,7 +464,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--s3-endpoint", default=None, help="S3 endpoint, e.g. http://127.0.0.1:9000")
     p.add_argument("--s3-region", default=None)
     p.add_argument("--progress", action="store_true", help="Ray Data progress bars")
-    p.add_argument("--keep-staging", action="store_true")
     p.add_argument("--summary-json", default=None, help="also write the run summary to this file")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
@@ -411,32 +482,37 @@ def config_from_args(args: argparse.Namespace) -> IndexConfig:
 def format_summary(s: dict) -> str:
     d = s["documents"]
     lines = [f"run {s['run_id']}: {s['source']} -> {s['index']}",
-             f"  documents: {d['listed']} listed, {d['indexed']} indexed, {d['skipped']} unchanged, "
-             f"{d['failed']} failed, {d['pruned']} pruned",
-             f"  rows written: {s['pages']} pages, {s['regions']} regions in {s['elapsed_s']:.1f} s",
-             "  versions: " + ", ".join(f"{k} v{v}" + ("" if k in s["committed"] else " (unchanged)")
-                                        for k, v in s["versions"].items())]
+             f"  documents: {d['listed']} listed, {d['indexed']} indexed, {d['touched']} touched, {d['skipped']} "
+             f"unchanged, {d['failed']} failed, {d['retry_later']} to retry, {d['deferred']} deferred, "
+             f"{d['pruned']} pruned",
+             f"  rows written: {s['pages']} pages, {s['regions']} regions in {s['elapsed_s']:.1f} s, "
+             f"{s['commits']} commit(s)",
+             "  snapshot: " + (f"{s['snapshot']} (" + ", ".join(f"{k} v{v}" for k, v in s["versions"].items()) + ")"
+                               if s["snapshot"] else "none")]
     for f in s.get("failures", [])[:10]:
         lines.append(f"  failed: {f['uri']}: {f['error']}")
-    if "workers" in s:
-        for stage, infos in s["workers"].items():
-            if not infos:
-                continue
+    for stage, infos in (s.get("workers") or {}).items():
+        if infos:
             lines.append(f"  {stage} actors: " + "; ".join(f"pid {i['pid']} gpus {i['gpu_ids'] or '-'} ({i['device']})"
                                                           for i in infos))
-    if "stage_pages_per_s" in s:
-        lines.append("  pages/s per stage (per worker): " + ", ".join(
-            f"{k} {v:.2f}" for k, v in s["stage_pages_per_s"].items() if v))
+    if s.get("pages"):
+        lines.append("  ms per page per stage: " + ", ".join(f"{k} {v:.1f}" for k, v in s["stage_ms_per_page"].items()))
     return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from snappy.storage.lease import LeaseHeld
+
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    summary = run_index(config_from_args(args))
+    try:
+        summary = run_index(config_from_args(args))
+    except LeaseHeld as e:
+        log.error("%s", e)
+        return EXIT_BUSY
     print(format_summary(summary))
-    print(json.dumps({k: summary[k] for k in ("run_id", "documents", "pages", "regions", "versions")}))
+    print(json.dumps({k: summary[k] for k in ("run_id", "documents", "pages", "regions", "snapshot", "versions")}))
     if args.summary_json:
         with open(args.summary_json, "w") as f:
             json.dump(summary, f, indent=1, default=str)

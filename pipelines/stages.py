@@ -1,19 +1,21 @@
 """The Ray Data stages of the indexing pipeline, batch by batch (``batch_format="pyarrow"``).
 
-    hash_documents   (tasks)   a first, light pass: which documents changed (no model is loaded)
-    render_documents (tasks)  one document -> its pages (raw RGB pixels + the stored JPEG), then a "doc" row
-    OcrStage         (CPU actors)  + regions_json              (engine loaded once per actor)
-    EmbedStage       (GPU actors)  + vectors, grid, n_tokens; drops the pixels (model loaded once per actor)
-    build_records    (tasks)   -> staging rows: a pages row with its regions (overlaps precomputed)
+    prepare_documents (tasks)       read (bounded) + hash one document; unchanged bytes -> a "touch"
+                                    report; else render its pages one by one (JPEG kept; raw pixels
+                                    only if a later stage reads them), then the document's report row
+    OcrStage          (CPU actors)  + regions_json (engine loaded once per actor; skipped for --ocr none)
+    EmbedStage        (GPU actors)  + vectors, grid (model loaded once per actor); drops the pixels
+    write_pages       (tasks)       pages + regions rows (overlaps precomputed) written as uncommitted
+                                    Lance fragments; returns reports: one row per page / document and
+                                    the fragments' metadata -- all the driver ever receives
 
-Pixels travel only as far as the encoder: what reaches the write (which buffers ``write_rows``
-rows per task) is JPEG + vectors, about 0.4 MB a page.
-
-Every stream row has ``kind`` "page" or "doc". A document's "doc" row comes after its pages and
-carries its size, hash, page count and error. A stage that fails on one page writes the reason into
-that row's ``error`` (the driver then marks the whole document failed), so one bad document
-never stops the run. The per-row ``*_s`` columns (seconds spent on that row in each stage)
-and the ``*_worker`` columns (which actor, which GPUs) feed the run summary.
+Every stream row has ``kind`` "page" or "doc". A page row carries its document's generation
+(``gen``: unique per attempt at the document, see ``snappy/storage/commit.py``). A document's
+"doc" row says how many pages it emitted, or why it stopped. A stage that fails on one page
+writes the reason into that row's ``error`` with its ``failure`` kind (``snappy.failures``): the
+driver settles the document once every page is accounted for. Units of work are registered with
+the run's poison ledger (``pipelines/guard.py``) so a page that kills its worker fails instead of
+looping, and watchdogs bound the time of each read, page render, OCR and embedding call.
 """
 from __future__ import annotations
 
@@ -22,49 +24,70 @@ import logging
 import os
 import socket
 import time
+from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
 
-from snappy.encoders import make_encoder
-from snappy.indexing import (embed_pages, error_text, image_from_pixels, page_pixels, regions_from_json,
-                             regions_to_json)
-from snappy.pages import Page, RenderOptions, iter_pages
-from snappy.sources import Source
-from snappy.storage.schema import (content_hash, doc_id_for, encode_image, page_id_for, pages_schema, region_records,
-                                   regions_schema, vectors_array)
+from pipelines.guard import LedgerClient, Watchdog
+from snappy.failures import FailureKind, classify
+from snappy.indexing import regions_from_json, regions_to_json
+from snappy.pages import RenderOptions, iter_pages
+from snappy.plan import Action
+from snappy.poison import careful
+from snappy.sources import ReadLimits, Source
+from snappy.storage.commit import make_gen
+from snappy.storage.schema import encode_image, page_id_for, pages_schema, region_records, regions_schema, vectors_array
+from snappy.storage.writer import MAX_ROWS_PER_FILE, write_fragments
 
 log = logging.getLogger(__name__)
 
 PAGE, DOC = "page", "doc"
+DOCUMENT = FailureKind.DOCUMENT.value
 
-# Columns of the stream after rendering (OCR and embedding append theirs).
-RENDER_SCHEMA = pa.schema([
-    ("kind", pa.string()), ("doc_id", pa.string()), ("uri", pa.string()), ("size", pa.int64()),
-    ("content_hash", pa.string()), ("page_count", pa.int32()), ("error", pa.string()),
+# Work items: what the driver plans for each document to read.
+WORK_SCHEMA = pa.schema([
+    ("ordinal", pa.int64()), ("doc_id", pa.string()), ("uri", pa.string()), ("raw_path", pa.binary()),
+    ("size", pa.int64()), ("etag", pa.string()), ("mtime_ns", pa.int64()), ("known_hash", pa.string()),
+    ("action", pa.int8()),
+])
+
+# The stream after prepare_documents (OCR and embedding append their columns).
+STREAM_SCHEMA = pa.schema([
+    ("kind", pa.string()), ("doc_id", pa.string()), ("gen", pa.int64()), ("uri", pa.string()),
+    ("size", pa.int64()), ("content_hash", pa.string()), ("page_count", pa.int32()),
+    ("error", pa.string()), ("failure", pa.string()), ("touched", pa.bool_()),
     ("page_number", pa.int32()), ("width", pa.int32()), ("height", pa.int32()),
     ("width_pt", pa.float32()), ("height_pt", pa.float32()), ("dpi", pa.float32()),
-    ("pixels", pa.large_binary()),  # [height, width, 3] uint8 RGB, row-major
+    ("pixels", pa.large_binary()),  # [height, width, 3] uint8 RGB, row-major; null when no stage reads them
     ("image", pa.binary()),  # the stored page image, JPEG
     ("render_s", pa.float64()),
 ])
 
-TIMING = ("render_s", "ocr_s", "embed_s", "records_s")
+# What write_pages returns to the driver.
+REPORT_SCHEMA = pa.schema([
+    ("kind", pa.string()),  # "page" | "doc" | "fragments"
+    ("doc_id", pa.string()), ("gen", pa.int64()), ("page_number", pa.int32()),
+    ("error", pa.string()), ("failure", pa.string()), ("touched", pa.bool_()),
+    ("uri", pa.string()), ("size", pa.int64()), ("content_hash", pa.string()), ("page_count", pa.int32()),
+    ("regions", pa.int32()),
+    ("table", pa.string()), ("fragments", pa.string()),  # kind "fragments": table name, JSON list of metadata
+    ("render_s", pa.float64()), ("ocr_s", pa.float64()), ("embed_s", pa.float64()), ("write_s", pa.float64()),
+    ("ocr_worker", pa.string()), ("embed_worker", pa.string()),
+])
+
+TIMING = ("render_s", "ocr_s", "embed_s", "write_s")
 WORKERS = ("ocr_worker", "embed_worker")
 
 
-def staging_schema(dim: int) -> pa.Schema:
-    """Rows the pipeline writes to the staging dataset: pages rows + their regions + doc rows."""
-    page_fields = [f.with_nullable(True) for f in pages_schema(dim) if f.name != "doc_id"]
-    region_struct = pa.struct([f.with_nullable(True) for f in regions_schema()])
-    return pa.schema([
-        ("kind", pa.string()), ("doc_id", pa.string()), ("uri", pa.string()), ("size", pa.int64()),
-        ("content_hash", pa.string()), ("page_count", pa.int32()), ("error", pa.string()),
-        *page_fields,
-        ("regions", pa.list_(region_struct)),
-        *[(t, pa.float64()) for t in TIMING], *[(w, pa.string()) for w in WORKERS],
-    ])
+@dataclass(frozen=True)
+class TimeLimits:
+    """Hard limits per unit of work; past one the worker process ends and the unit is retried,
+    then failed once it has done so ``max_deaths`` times (``pipelines/guard.py``)."""
+
+    read_s: float | None = 600.0  # reading + hashing one document
+    page_s: float | None = 300.0  # rendering one page; OCR of one page; embedding one page (x batch)
 
 
 def worker_info(device: str | None = None) -> str:
@@ -80,87 +103,92 @@ def worker_info(device: str | None = None) -> str:
                        "device": device or "cpu"}, sort_keys=True)
 
 
-# ---------------------------------------------------------------------- render (tasks)
-def _row(**values) -> dict:
-    return {name: values.get(name) for name in RENDER_SCHEMA.names}
-
-
+# ---------------------------------------------------------------------- prepare (tasks)
 def _table(rows: list[dict]) -> pa.Table:
-    return pa.Table.from_pylist(rows, schema=RENDER_SCHEMA)
+    return pa.Table.from_pylist(rows, schema=STREAM_SCHEMA)
 
 
-HASH_SCHEMA = pa.schema([("uri", pa.string()), ("size", pa.int64()), ("content_hash", pa.string()),
-                         ("error", pa.string())])
+def _pixels(image) -> pa.Array:
+    """The page's RGB pixels as one large_binary value, without an extra copy into Python bytes."""
+    arr = np.ascontiguousarray(np.asarray(image.convert("RGB") if image.mode != "RGB" else image))
+    buf = pa.py_buffer(arr)
+    return pa.Array.from_buffers(pa.large_binary(), 1, [None, pa.py_buffer(np.array([0, buf.size], np.int64)), buf])
 
 
-def hash_documents(batch: pa.Table, source: Source) -> pa.Table:
-    """Read and hash each document of ``batch`` (column uri); a read error is kept as ``error``."""
-    rows = []
-    for uri in batch.column("uri").to_pylist():
-        try:
-            data = source.read(uri)
-        except Exception as e:
-            rows.append({"uri": uri, "size": None, "content_hash": None, "error": error_text(e, uri)})
-            continue
-        rows.append({"uri": uri, "size": len(data), "content_hash": content_hash(data), "error": None})
-    return pa.Table.from_pylist(rows, schema=HASH_SCHEMA)
+def _page_table(base: dict, page, with_pixels: bool, image_quality: int, seconds: float) -> pa.Table:
+    row = {**base, "kind": PAGE, "page_number": page.number, "width": page.width, "height": page.height,
+           "width_pt": page.width_pt, "height_pt": page.height_pt, "dpi": page.dpi,
+           "image": encode_image(page.image, image_quality), "render_s": seconds}
+    t = _table([row])
+    if with_pixels:
+        t = t.set_column(t.schema.get_field_index("pixels"), "pixels", _pixels(page.image))
+    return t
 
 
-def unchanged(doc_hash: str | None, known: tuple[str, str, str] | None, settings_json: str,
-              retry_failed: bool = False) -> bool:
-    """Whether a document with content hash ``doc_hash`` needs no work, given the index's
-    ``known`` (content_hash, settings JSON, status) for it."""
-    if doc_hash is None or known is None:
-        return False
-    prev_hash, prev_settings, status = known
-    return prev_hash == doc_hash and prev_settings == settings_json and (status == "indexed" or not retry_failed)
+def prepare_documents(batch: pa.Table, source: Source, render: RenderOptions, limits: ReadLimits, epoch: int,
+                      ledger=None, with_pixels: bool = True, image_quality: int = 85,
+                      time_limits: TimeLimits = TimeLimits()) -> Iterator[pa.Table]:
+    """Read, hash and render the documents of ``batch`` (WORK_SCHEMA rows), streaming their pages.
 
-
-def render_documents(batch: pa.Table, source: Source, render: RenderOptions, image_quality: int = 85,
-                     pages_per_block: int = 1) -> Iterator[pa.Table]:
-    """Read, hash and render the documents of ``batch`` (column uri), streaming their pages.
-
-    Pages are yielded as they are rendered (one document never sits whole in memory); the
-    document's "doc" row (size, hash, page count, or the error that stopped it) comes last.
+    A CHECK item whose bytes hash to ``known_hash`` yields only a "touched" document row. Pages are
+    yielded as they are rendered (a document never sits whole in memory); the document's "doc"
+    row comes last and says how many pages were emitted, or the error that stopped it.
     """
-    for uri in batch.column("uri").to_pylist():
-        doc_id = doc_id_for(uri)
+    ledger = ledger if isinstance(ledger, LedgerClient) else LedgerClient(ledger)
+    for item in batch.to_pylist():
+        uri, doc_id = item["uri"], item["doc_id"]
+        key = f"doc:{doc_id}"
+        attempt, _, poison = ledger.enter([key])[0]
+        gen = make_gen(epoch, item["ordinal"], attempt)
+        base = {"doc_id": doc_id, "gen": gen, "uri": uri}
         t0 = time.perf_counter()
+        n, digest, size = 0, None, item["size"]
         try:
-            data = source.read(uri)
+            if poison:
+                raise _Poisoned(f"reading or rendering: {poison}")
+            raw = item["raw_path"]
+            with Watchdog(time_limits.read_s, lambda: ledger.note(key, f"reading took over {time_limits.read_s:g} s")), \
+                    source.open_document(uri, raw, limits) as doc:
+                digest, size = doc.sha256, doc.size
+                if item["action"] == Action.CHECK and digest == item["known_hash"]:
+                    yield _table([{**base, "kind": DOC, "size": size, "content_hash": digest, "page_count": 0,
+                                   "touched": True, "render_s": time.perf_counter() - t0}])
+                    continue
+                pages = iter_pages(doc.data if doc.data is not None else doc.path, render, source=uri)
+                while True:
+                    t = time.perf_counter()
+                    with Watchdog(time_limits.page_s,
+                                  lambda: ledger.note(key, f"rendering page {n + 1} took over {time_limits.page_s:g} s")):
+                        page = next(pages, None)
+                        if page is None:
+                            break
+                        out = _page_table(base, page, with_pixels, image_quality, time.perf_counter() - t)
+                    n += 1
+                    yield out
+            yield _table([{**base, "kind": DOC, "size": size, "content_hash": digest, "page_count": n,
+                           "render_s": time.perf_counter() - t0}])
         except Exception as e:
-            log.warning("%s", e)
-            yield _table([_row(kind=DOC, doc_id=doc_id, uri=uri, error=error_text(e, uri),
-                               render_s=time.perf_counter() - t0)])
-            continue
-        digest = content_hash(data)  # of the bytes indexed now, even if the file changed since listing
-        n, error, rows = 0, None, []
-        pages = iter_pages(data, render, source=uri)
-        while True:
-            t = time.perf_counter()
-            try:
-                page: Page | None = next(pages, None)
-            except Exception as e:  # DocumentError, or anything a broken file triggers in the decoder
-                error = error_text(e, uri)
-                log.warning("%s: %s", uri, error)
-                break
-            if page is None:
-                break
-            n += 1
-            rows.append(_row(kind=PAGE, doc_id=doc_id, uri=uri, page_number=page.number, width=page.width,
-                             height=page.height, width_pt=page.width_pt, height_pt=page.height_pt, dpi=page.dpi,
-                             pixels=page_pixels(page), image=encode_image(page.image, image_quality),
-                             render_s=time.perf_counter() - t))
-            if len(rows) >= pages_per_block:
-                yield _table(rows)
-                rows = []
-        if rows:
-            yield _table(rows)
-        yield _table([_row(kind=DOC, doc_id=doc_id, uri=uri, size=len(data), content_hash=digest,
-                           page_count=None if error else n, error=error, render_s=time.perf_counter() - t0)])
-        del data
+            f = _failure(e, uri)
+            log.warning("%s: %s (%s)", uri, f.reason, f.kind.value)
+            yield _table([{**base, "kind": DOC, "size": size, "content_hash": digest, "page_count": n,
+                           "error": f.reason, "failure": f.kind.value, "render_s": time.perf_counter() - t0}])
+        finally:
+            ledger.exit([key])
 
 
+class _Poisoned(Exception):
+    pass
+
+
+def _failure(e: BaseException, uri: str):
+    from snappy.failures import Failure
+
+    if isinstance(e, _Poisoned):
+        return Failure(FailureKind.DOCUMENT, str(e))
+    return classify(e, uri)
+
+
+# ---------------------------------------------------------------------- shared by the actor stages
 def _pages(batch: pa.Table) -> list[int]:
     """Indices of the batch's page rows that have not failed yet."""
     kinds = batch.column("kind").to_pylist()
@@ -169,8 +197,31 @@ def _pages(batch: pa.Table) -> list[int]:
 
 
 def _image(batch: pa.Table, i: int):
-    return image_from_pixels(batch.column("pixels")[i].as_py(), batch.column("width")[i].as_py(),
-                             batch.column("height")[i].as_py())
+    """Row ``i``'s page as a PIL image (one copy, from the Arrow buffer)."""
+    from PIL import Image
+
+    w, h = batch.column("width")[i].as_py(), batch.column("height")[i].as_py()
+    col = batch.column("pixels")
+    if isinstance(col, pa.ChunkedArray):
+        chunk_i = i
+        for chunk in col.chunks:
+            if chunk_i < len(chunk):
+                col, i = chunk, chunk_i
+                break
+            chunk_i -= len(chunk)
+    view = col.buffers()[2]
+    offsets = np.frombuffer(col.buffers()[1], np.int64, len(col) + 1, col.offset * 8)
+    data = np.frombuffer(view, np.uint8)[offsets[i]:offsets[i + 1]]
+    if data.size != w * h * 3:
+        raise ValueError(f"page pixels missing or of the wrong size ({data.size} bytes for {w}x{h})")
+    return Image.fromarray(data.reshape(h, w, 3), "RGB")
+
+
+class _Shape:
+    """A page's size, standing in for its image for encoders that read only ``.size`` (``needs_pixels=False``)."""
+
+    def __init__(self, width: int, height: int):
+        self.size, self.width, self.height = (int(width), int(height)), int(width), int(height)
 
 
 def _set_column(batch: pa.Table, name: str, values, type_=None) -> pa.Table:
@@ -181,11 +232,77 @@ def _set_column(batch: pa.Table, name: str, values, type_=None) -> pa.Table:
     return batch.append_column(name, arr)
 
 
+def _guarded(batch: pa.Table, idx: list[int], stage: str, ledger: LedgerClient, limit_s: float | None, fn,
+             errors: list, seconds: list) -> list:
+    """Run ``fn(indices) -> results`` over the batch's pages, whole or (after a death) one by one,
+    under the poison ledger and a watchdog; a failing page gets its ``errors`` entry."""
+    keys = [f"{stage}:{batch.column('gen')[i].as_py()}:{batch.column('page_number')[i].as_py()}" for i in idx]
+    results: list = [None] * len(idx)
+    verdicts = ledger.enter(keys)
+    page_no = batch.column("page_number")
+
+    def fail(j: int, e: BaseException | str) -> None:
+        i = idx[j]
+        if isinstance(e, str):
+            errors[i], kind = f"{stage} failed on page {page_no[i].as_py()}: {e}", DOCUMENT
+        else:
+            f = classify(e)
+            errors[i], kind = f"{stage} failed on page {page_no[i].as_py()}: {f.reason}", f.kind.value
+        errors[i] = (errors[i], kind)
+        log.warning("%s: %s", batch.column("uri")[i].as_py(), errors[i][0])
+
+    if not careful([d for _, d, _ in verdicts]):
+        t = time.perf_counter()
+        try:
+            with Watchdog(limit_s * len(idx) if limit_s else None,
+                          lambda: [ledger.note(k, f"{stage} took over {limit_s:g} s a page") for k in keys]):
+                results = fn(list(range(len(idx))))
+            for j in range(len(idx)):
+                seconds[idx[j]] = (time.perf_counter() - t) / len(idx)
+            ledger.exit(keys)
+            return results
+        except Exception:
+            ledger.exit(keys)  # fall through: one by one isolates the page that fails
+    else:
+        ledger.exit(keys)
+    for j, k in enumerate(keys):  # one by one: a death is now charged to the page that caused it
+        (_, _, poison), = ledger.enter([k])
+        if poison:
+            fail(j, poison)
+            ledger.exit([k])
+            continue
+        t = time.perf_counter()
+        try:
+            with Watchdog(limit_s, lambda: ledger.note(k, f"{stage} took over {limit_s:g} s")):
+                results[j] = fn([j])[0]
+        except Exception as e:
+            fail(j, e)
+        finally:
+            ledger.exit([k])
+        seconds[idx[j]] = time.perf_counter() - t
+    return results
+
+
+def _split_errors(errors: list) -> tuple[list, list]:
+    msgs = [e[0] if isinstance(e, tuple) else e for e in errors]
+    kinds = [e[1] if isinstance(e, tuple) else None for e in errors]
+    return msgs, kinds
+
+
+def _merge_failures(batch: pa.Table, errors: list) -> pa.Table:
+    msgs, kinds = _split_errors(errors)
+    old = batch.column("failure").to_pylist()
+    kinds = [k if k is not None else o for k, o in zip(kinds, old)]
+    batch = _set_column(batch, "error", msgs, pa.string())
+    return _set_column(batch, "failure", kinds, pa.string())
+
+
 # ---------------------------------------------------------------------- OCR (CPU actors)
 class OcrStage:
     """OCR actor: the engine is built once; each call recognises a batch of pages."""
 
-    def __init__(self, ocr: str = "paddle", threads: int | None = None):
+    def __init__(self, ocr: str = "paddle", threads: int | None = None, ledger=None,
+                 time_limits: TimeLimits = TimeLimits()):
         from dataclasses import fields, replace
 
         from snappy.ocr import make_ocr, parse_ocr_options
@@ -197,6 +314,8 @@ class OcrStage:
             if threads and knob in names and getattr(options, knob) is None:
                 options = replace(options, **{knob: threads})
         self.engine = make_ocr(options)
+        self.ledger = LedgerClient(ledger)
+        self.limits = time_limits
         self.worker = worker_info("cpu")
         log.info("OCR actor ready: %s %s", ocr, self.worker)
 
@@ -205,15 +324,14 @@ class OcrStage:
         regions: list[str | None] = [None] * n
         seconds = [0.0] * n
         errors = batch.column("error").to_pylist()
-        for i in _pages(batch):
-            t = time.perf_counter()
-            try:
-                regions[i] = regions_to_json(self.engine.recognize(_image(batch, i)))
-            except Exception as e:  # a page the engine chokes on fails its document, not the run
-                errors[i] = f"OCR failed on page {batch.column('page_number')[i].as_py()}: {error_text(e, '')}"
-                log.warning("%s: %s", batch.column("uri")[i].as_py(), errors[i])
-            seconds[i] = time.perf_counter() - t
-        batch = _set_column(batch, "error", errors, pa.string())
+        idx = _pages(batch)
+        if idx:
+            results = _guarded(batch, idx, "OCR", self.ledger, self.limits.page_s,
+                               lambda js: [regions_to_json(self.engine.recognize(_image(batch, idx[j]))) for j in js],
+                               errors, seconds)
+            for j, i in enumerate(idx):
+                regions[i] = results[j]
+        batch = _merge_failures(batch, errors)
         batch = _set_column(batch, "regions_json", regions, pa.large_string())
         batch = _set_column(batch, "ocr_s", seconds, pa.float64())
         return _set_column(batch, "ocr_worker", [self.worker] * n, pa.string())
@@ -237,19 +355,27 @@ def _device() -> str:
 class EmbedStage:
     """Embedding actor: the encoder (model) is loaded once; each call embeds a batch of pages."""
 
-    def __init__(self, encoder: str = "lexical", dim: int = 128):
+    def __init__(self, encoder: str = "lexical", dim: int = 128, ledger=None, time_limits: TimeLimits = TimeLimits()):
+        from snappy.encoders import make_encoder
+
         self.device = _device()
         self.encoder = make_encoder(encoder, device=self.device if self.device != "cpu" else None)
         if self.encoder.dim != dim:
             raise ValueError(f"encoder {encoder!r} gives {self.encoder.dim}-d vectors, the index expects {dim}")
         self.dim = dim
+        self.ledger = LedgerClient(ledger)
+        self.limits = time_limits
         self.worker = worker_info(self.device)
         log.info("embed actor ready: %s %s", self.encoder.encoder_id, self.worker)
 
-    def _embed(self, images, regions) -> list:
-        return embed_pages(self.encoder, images, regions)
+    def _inputs(self, batch: pa.Table, i: int):
+        if self.encoder.needs_pixels:
+            return _image(batch, i)
+        return _Shape(batch.column("width")[i].as_py(), batch.column("height")[i].as_py())
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        from snappy.indexing import embed_pages
+
         n = batch.num_rows
         idx = _pages(batch)
         errors = batch.column("error").to_pylist()
@@ -257,30 +383,21 @@ class EmbedStage:
         grids: list[str | None] = [None] * n
         n_tokens: list[int | None] = [None] * n
         seconds = [0.0] * n
+        has_regions = "regions_json" in batch.schema.names
         if idx:
-            images = [_image(batch, i) for i in idx]
-            regions = [regions_from_json(batch.column("regions_json")[i].as_py()) for i in idx]
-            t = time.perf_counter()
-            try:
-                embs: list = self._embed(images, regions)
-            except Exception:  # isolate the page that fails: embed one by one
-                embs = []
-                for i, img, regs in zip(idx, images, regions):
-                    try:
-                        embs.extend(self._embed([img], [regs]))
-                    except Exception as e:
-                        embs.append(None)
-                        errors[i] = f"embedding failed on page {batch.column('page_number')[i].as_py()}: " \
-                                    f"{error_text(e, '')}"
-                        log.warning("%s: %s", batch.column("uri")[i].as_py(), errors[i])
-            per_page = (time.perf_counter() - t) / len(idx)
+            def run(js):
+                images = [self._inputs(batch, idx[j]) for j in js]
+                regions = [regions_from_json(batch.column("regions_json")[idx[j]].as_py()) if has_regions else []
+                           for j in js]
+                return embed_pages(self.encoder, images, regions)
+
+            embs = _guarded(batch, idx, "embedding", self.ledger, self.limits.page_s, run, errors, seconds)
             for i, emb in zip(idx, embs):
-                seconds[i] = per_page
                 if emb is not None:
                     vectors[i] = np.asarray(emb.vectors, np.float16)  # [n_tokens, dim]
                     grids[i] = emb.grid.to_json()
                     n_tokens[i] = int(emb.vectors.shape[0])
-        batch = _set_column(batch, "error", errors, pa.string())
+        batch = _merge_failures(batch, errors)
         batch = _set_column(batch, "vectors", vectors_array(vectors, self.dim))
         batch = _set_column(batch, "grid", grids, pa.string())
         batch = _set_column(batch, "n_tokens", n_tokens, pa.int32())
@@ -290,37 +407,65 @@ class EmbedStage:
         return batch.drop_columns(["pixels"])  # no later stage needs them
 
 
-# ---------------------------------------------------------------------- records (tasks)
+# ---------------------------------------------------------------------- write (tasks)
 PAGE_COLUMNS = ("page_number", "width", "height", "width_pt", "height_pt", "dpi", "image", "n_tokens", "grid",
-                "encoder_id")
+                "encoder_id", "gen")
 
 
-def build_records(batch: pa.Table, dim: int = 128) -> pa.Table:
-    """Stream rows -> staging rows: the pages row and its regions, with region/patch overlaps precomputed."""
+def write_pages(batch: pa.Table, pages_uri: str, regions_uri: str, storage_options, dim: int = 128) -> pa.Table:
+    """Pages and regions rows of the batch's good pages -> uncommitted Lance fragments; reports for the driver."""
     from snappy.grid import PatchGrid
 
-    schema = staging_schema(dim)
+    t0 = time.perf_counter()
+    cols = {name: batch.column(name).to_pylist() for name in batch.schema.names
+            if name not in ("vectors", "regions_json", "image")}
     n = batch.num_rows
-    cols = {name: batch.column(name).to_pylist() for name in batch.schema.names if name not in ("vectors", "regions_json")}
-    out: dict[str, list] = {name: cols.get(name, [None] * n) for name in schema.names if name != "vectors"}
-    for name in PAGE_COLUMNS + ("page_id", "regions", "records_s"):
-        if name not in cols:
-            out[name] = [None] * n
-    for i in range(n):  # page columns only on page rows that made it here
-        if cols["kind"][i] != PAGE or out["error"][i] is not None:
-            for name in PAGE_COLUMNS:
-                out[name][i] = None
-    vectors = batch.column("vectors")
-    for i in _pages(batch):
-        t = time.perf_counter()
+    errors = list(cols["error"])
+    failures = list(cols["failure"])
+    good, region_rows, n_regions = [], [], [0] * n
+    has_regions = "regions_json" in batch.schema.names
+    for i in range(n):
+        if cols["kind"][i] != PAGE or errors[i] is not None:
+            continue
         try:
             grid = PatchGrid.from_json(cols["grid"][i])
-            regions = regions_from_json(batch.column("regions_json")[i].as_py())
-            out["regions"][i] = region_records(cols["doc_id"][i], cols["page_number"][i], regions, grid)
-            out["page_id"][i] = page_id_for(cols["doc_id"][i], cols["page_number"][i])
+            regions = regions_from_json(batch.column("regions_json")[i].as_py()) if has_regions else []
+            rows = region_records(cols["doc_id"][i], cols["page_number"][i], regions, grid, gen=cols["gen"][i])
+            region_rows.extend(rows)
+            n_regions[i] = len(rows)
+            good.append(i)
         except Exception as e:
-            out["error"][i] = f"records failed on page {cols['page_number'][i]}: {error_text(e, '')}"
-            log.warning("%s: %s", cols["uri"][i], out["error"][i])
-        out["records_s"][i] = time.perf_counter() - t
-    arrays = [vectors.combine_chunks() if f.name == "vectors" else pa.array(out[f.name], type=f.type) for f in schema]
-    return pa.Table.from_arrays(arrays, schema=schema)
+            f = classify(e)
+            errors[i], failures[i] = f"records failed on page {cols['page_number'][i]}: {f.reason}", f.kind.value
+            log.warning("%s: %s", cols["uri"][i], errors[i])
+    reports = []
+    if good:
+        sel = pa.array(good, pa.int64())
+        schema = pages_schema(dim)
+        picked = batch.take(sel)
+        page_ids = [page_id_for(cols["doc_id"][i], cols["page_number"][i]) for i in good]
+        arrays = {"page_id": pa.array(page_ids, pa.string())}
+        for f in schema:
+            if f.name != "page_id":
+                arrays[f.name] = picked.column(f.name).combine_chunks().cast(f.type)
+        pages = pa.Table.from_arrays([arrays[f.name] for f in schema], schema=schema)
+        reports.append(("pages", write_fragments(pages_uri, pages, storage_options, MAX_ROWS_PER_FILE["pages"])))
+        if region_rows:
+            regions = pa.Table.from_pylist(region_rows, schema=regions_schema())
+            reports.append(("regions", write_fragments(regions_uri, regions, storage_options,
+                                                       MAX_ROWS_PER_FILE["regions"])))
+    write_s = (time.perf_counter() - t0) / max(len(good), 1)
+    out = {name: [cols.get(name, [None] * n)[i] for i in range(n)] for name in REPORT_SCHEMA.names
+           if name not in ("table", "fragments", "regions", "write_s", "error", "failure")}
+    out["error"], out["failure"], out["regions"] = errors, failures, n_regions
+    written = set(good)
+    out["write_s"] = [write_s if i in written else 0.0 for i in range(n)]
+    out["table"], out["fragments"] = [None] * n, [None] * n
+    table = pa.Table.from_pydict({k: out[k] for k in REPORT_SCHEMA.names}, schema=REPORT_SCHEMA)
+    if reports:
+        extra = {name: [None] * len(reports) for name in REPORT_SCHEMA.names}
+        extra["kind"] = ["fragments"] * len(reports)
+        extra["table"] = [r[0] for r in reports]
+        extra["fragments"] = [json.dumps(r[1]) for r in reports]
+        table = pa.concat_tables([table, pa.Table.from_pydict(extra, schema=REPORT_SCHEMA)])
+    return table

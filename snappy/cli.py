@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import fields
 from pathlib import Path
 from typing import Optional
@@ -44,10 +45,16 @@ def index(
     encoder: str = typer.Option("lexical", help="lexical | tiny[:family] | colqwen2.5 | <hf id or model folder>"),
     ocr: str = typer.Option("paddle", help="paddle (PaddleOCR, the production default) | rapid | tesseract | none"),
     dpi: float = typer.Option(150.0, help="PDF render resolution"),
-    limit: Optional[int] = typer.Option(None, help="index at most this many documents"),
+    limit: Optional[int] = typer.Option(None, help="read at most this many documents this run (the rest: next run)"),
     max_pages: Optional[int] = typer.Option(2000, help="per document; more pages -> a failed row"),
+    max_bytes: Optional[int] = typer.Option(1 << 30, help="per document file; larger -> a failed row, nothing read"),
     full: bool = typer.Option(False, "--full", help="re-index every document (default: only changed ones)"),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="re-try documents that failed for a reason of their own"),
     prune: bool = typer.Option(False, "--prune", help="delete documents no longer in the source"),
+    commit_every_docs: int = typer.Option(2000, help="commit at least every N finished documents"),
+    commit_every_s: float = typer.Option(600.0, help="... or every N seconds (a crash loses at most one interval)"),
+    lease_wait_s: float = typer.Option(0.0, help="another run holds the index: wait this long before giving up"),
+    retain_s: float = typer.Option(3600.0, help="keep old table versions readable this long"),
     ocr_actors: int = typer.Option(1, help="OCR actor pool size"),
     embed_actors: int = typer.Option(1, help="embed actor pool size"),
     ocr_batch_size: int = typer.Option(4, help="pages per OCR call"),
@@ -60,16 +67,20 @@ def index(
     summary_json: Optional[Path] = typer.Option(None, help="also write the run summary here"),
     as_json: bool = typer.Option(False, "--json", help="print the run summary as JSON"),
 ) -> None:
-    """Index documents into Lance tables (a Ray Data job; starts a local Ray when none is running)."""
+    """Index documents into Lance tables: an incremental Ray Data job (a local Ray only if there is work)."""
     try:
         from pipelines.config import IndexConfig
-        from pipelines.index import format_summary, run_index
+        from pipelines.index import EXIT_BUSY, format_summary, run_index
     except ImportError as e:
         raise typer.BadParameter(f"the indexing pipeline (pipelines/) cannot be imported: {e}") from e
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+    from snappy.storage.lease import LeaseHeld
+
     values = dict(source=source, index=index_dir, encoder=encoder, ocr=ocr, dpi=dpi, limit=limit,
-                  max_pages=max_pages, incremental=not full, prune=prune, ocr_actors=ocr_actors,
+                  max_pages=max_pages, max_bytes=max_bytes, incremental=not full, retry_failed=retry_failed,
+                  prune=prune, commit_every_docs=commit_every_docs, commit_every_s=commit_every_s,
+                  lease_wait_s=lease_wait_s, retain_s=retain_s, ocr_actors=ocr_actors,
                   embed_actors=embed_actors, ocr_batch_size=ocr_batch_size, embed_batch_size=embed_batch_size,
                   ray_address=ray_address, ray_num_cpus=ray_num_cpus, ray_num_gpus=ray_num_gpus,
                   s3=_s3(s3_endpoint, s3_region))
@@ -78,7 +89,11 @@ def index(
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err,
                   transient=True) as progress:
         progress.add_task(f"indexing {source} -> {index_dir} ({encoder}, ocr {ocr})", total=None)
-        summary = run_index(config)
+        try:
+            summary = run_index(config)
+        except LeaseHeld as e:
+            err.print(f"[red]busy:[/red] {e}")
+            raise typer.Exit(EXIT_BUSY) from e
     if summary_json:
         summary_json.write_text(json.dumps(summary, indent=1, default=str))
     typer.echo(json.dumps(summary, default=str) if as_json else format_summary(summary))
@@ -146,42 +161,92 @@ def query(
 @app.command()
 def inspect(
     index_dir: str = typer.Argument(..., help="index location"),
+    runs: int = typer.Option(5, help="how many of the last runs to show"),
+    deep: bool = typer.Option(False, "--deep", help="read every column of every row (slow) when checking"),
     as_json: bool = typer.Option(False, "--json"),
     s3_endpoint: Optional[str] = typer.Option(None), s3_region: Optional[str] = typer.Option(None),
 ) -> None:
-    """Table sizes, versions and failed documents of an index."""
-    from snappy.storage import IndexStore, fs
+    """Tables, snapshot, writer, last runs, failed documents, and whether the index is intact (exit 3 if not)."""
+    from snappy.storage import IndexStore, fs, runlog
+    from snappy.storage.health import check
+    from snappy.storage.lease import Lease
 
     store = IndexStore(index_dir, _s3(s3_endpoint, s3_region))
-    stats = store.stats()
-    if not stats:
+    problems = check(store, deep=deep)
+    try:
+        stats = store.stats()
+    except Exception as e:  # a table that cannot even be opened: the problems say which
+        stats = {}
+        log.debug("stats failed: %s", e)
+    if not stats and not problems:
         err.print(f"[red]error:[/red] {store.uri}: no index tables found")
         raise typer.Exit(2)
     for name, s in stats.items():
-        s["bytes"] = sum(f.size for f in fs.list_files(store.table_uri(name), None, store.storage_options))
-    failed = store.failed_documents().to_pylist()
+        try:
+            s["bytes"] = sum(f.size for f in fs.list_files(store.table_uri(name), None, store.storage_options))
+        except Exception:
+            s["bytes"] = None
+    snap = store.snapshot() if stats else None
+    holder = Lease(store.files).current()
+    recent = runlog.recent(store.files, runs)
+    try:
+        failed = store.failed_documents().to_pylist()
+    except Exception:
+        failed = []
+    report = {"index": store.uri, "intact": not problems, "problems": [str(p) for p in problems],
+              "snapshot": {"seq": snap.seq, "versions": snap.versions, "run_id": snap.run_id} if snap else None,
+              "writer": None if holder is None or holder.released else holder.describe(),
+              "tables": stats, "runs": recent,
+              "failed": [{k: v for k, v in f.items() if k != "checked_at"} for f in failed]}
     if as_json:
-        typer.echo(json.dumps({"index": store.uri, "tables": stats,
-                               "failed": [{k: v for k, v in f.items() if k != "indexed_at"} for f in failed]}))
-        return
+        typer.echo(json.dumps(report, default=str))
+    else:
+        _print_inspect(report)
+    if problems:
+        raise typer.Exit(3)
+
+
+def _print_inspect(report: dict) -> None:
     out = Console()
-    t = Table(title=f"index {store.uri}", title_justify="left")
+    snap = report["snapshot"]
+    out.print(f"index {report['index']}" + (f"  snapshot {snap['seq']}" if snap else ""))
+    if report["writer"]:
+        out.print(f"[yellow]being written by {report['writer']}")
+    t = Table(title="tables", title_justify="left")
     for col in ("table", "rows", "version", "fragments", "size"):
         t.add_column(col, justify="right" if col != "table" else "left")
-    for name, s in stats.items():
-        t.add_row(name, str(s["rows"]), str(s["version"]), str(s["fragments"]), _human(s["bytes"]))
+    for name, s in report["tables"].items():
+        t.add_row(name, str(s["rows"]), str(s["version"]), str(s["fragments"]),
+                  _human(s["bytes"]) if s.get("bytes") is not None else "?")
     out.print(t)
-    docs = stats.get("documents", {})
+    docs = report["tables"].get("documents", {})
     if docs:
         out.print("documents: " + ", ".join(f"{k} {v}" for k, v in sorted(docs.get("status", {}).items()))
                   + f"; encoder {', '.join(docs.get('encoders', [])) or '-'}")
-    if failed:
-        ft = Table(title=f"failed documents ({len(failed)})", title_justify="left")
-        ft.add_column("uri")
-        ft.add_column("error")
-        for f in failed:
-            ft.add_row(f["uri"], f["error"] or "")
+    if report["runs"]:
+        rt = Table(title="last runs", title_justify="left")
+        for col in ("run", "status", "started", "duration", "indexed", "touched", "unchanged", "failed", "pruned"):
+            rt.add_column(col)
+        for r in report["runs"]:
+            d = r.get("documents") or r.get("progress") or {}
+            started = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r["started_at"])) if r.get("started_at") else "-"
+            dur = f"{r['duration_s']:.1f} s" if r.get("duration_s") is not None else "-"
+            rt.add_row(r["run_id"], r.get("status", "?"), started, dur,
+                       *(str(d.get(k, "")) for k in ("indexed", "touched", "skipped", "failed", "pruned")))
+        out.print(rt)
+    if report["failed"]:
+        ft = Table(title=f"documents not indexed or not up to date ({len(report['failed'])})", title_justify="left")
+        for col in ("uri", "status", "kind", "attempts", "reason"):
+            ft.add_column(col)
+        for f in report["failed"]:
+            ft.add_row(f["uri"], f["status"], f.get("failure") or "", str(f.get("attempts") or 0), f["error"] or "")
         out.print(ft)
+    if report["problems"]:
+        out.print("[red]the index is damaged:")
+        for p in report["problems"]:
+            out.print(f"[red]  {p}")
+    else:
+        out.print("[green]intact")
 
 
 def _human(n: int) -> str:

@@ -6,7 +6,7 @@ also usable on their own (a notebook, a unit test, a one-off re-index)::
     enc, ocr = snappy.encoders.make_encoder("lexical"), snappy.ocr.make_ocr("rapid")
     settings = IndexSettings(enc.encoder_id, "rapid", 150.0)
     out = index_document("a.pdf", Path("a.pdf").read_bytes(), enc, ocr, settings)
-    store.upsert("pages", to_table("pages", out.pages), replace_docs=[out.document["doc_id"]])
+    store.upsert([out.document], out.pages, out.regions)      # one commit, under the index's lease
 
 A document that cannot be read becomes a ``failed`` documents row with the reason
 (:class:`snappy.pages.DocumentError`); nothing else of it is written.
@@ -51,27 +51,6 @@ def image_from_pixels(data: bytes, width: int, height: int) -> Image.Image:
 
 
 # ---------------------------------------------------------------------- one document
-@dataclass
-class RenderedDocument:
-    """A document's identity and hash, and its pages rendered one by one (``pages`` is lazy)."""
-
-    uri: str
-    doc_id: str
-    size: int
-    digest: str
-    pages: Iterator[Page]
-
-
-def open_document(uri: str, data: bytes, opts: RenderOptions = RenderOptions()) -> RenderedDocument:
-    """Hash the bytes and prepare lazy page rendering; DocumentError surfaces while iterating."""
-    return RenderedDocument(uri, doc_id_for(uri), len(data), content_hash(data), iter_pages(data, opts, source=uri))
-
-
-def ocr_pages(ocr: OcrEngine, images: Sequence[Image.Image]) -> list[list[Region]]:
-    """OCR regions per image; an engine error names the page's size and is re-raised."""
-    return [ocr.recognize(img) for img in images]
-
-
 def embed_pages(encoder: Encoder, images: Sequence[Image.Image],
                 regions: Sequence[Sequence[Region]]) -> list[PageEmbedding]:
     """One embedding per image, checked against the encoder's grid."""
@@ -105,12 +84,12 @@ def index_document(uri: str, data: bytes, encoder: Encoder, ocr: OcrEngine, sett
                    image_quality: int = 85) -> IndexedDocument:
     """Index one document in this process; a DocumentError gives a ``failed`` documents row."""
     render = render or RenderOptions(dpi=settings.dpi)
-    doc = open_document(uri, data, render)
+    size, digest = len(data), content_hash(data)
     secs = {"render": 0.0, "ocr": 0.0, "embed": 0.0, "records": 0.0}
     pages, regions = [], []
     n = 0
     try:
-        it = iter(doc.pages)
+        it = iter_pages(data, render, source=uri)
         while True:
             t = time.perf_counter()
             batch = [p for _, p in zip(range(batch_size), it)]
@@ -118,31 +97,21 @@ def index_document(uri: str, data: bytes, encoder: Encoder, ocr: OcrEngine, sett
             if not batch:
                 break
             t = time.perf_counter()
-            regs = ocr_pages(ocr, [p.image for p in batch])
+            regs = [ocr.recognize(p.image) for p in batch]
             secs["ocr"] += time.perf_counter() - t
             t = time.perf_counter()
             embs = embed_pages(encoder, [p.image for p in batch], regs)
             secs["embed"] += time.perf_counter() - t
             t = time.perf_counter()
             for page, r, e in zip(batch, regs, embs):
-                prow, rrows = page_rows(doc.doc_id, page, r, e, encoder.encoder_id, image_quality)
+                prow, rrows = page_rows(doc_id_for(uri), page, r, e, encoder.encoder_id, image_quality)
                 pages.append(prow)
                 regions.extend(rrows)
             secs["records"] += time.perf_counter() - t
             n += len(batch)
     except DocumentError as e:
         log.warning("%s", e)
-        return IndexedDocument(document_record(uri, settings, size=doc.size, digest=doc.digest, error=e.reason),
+        return IndexedDocument(document_record(uri, settings, size=size, digest=digest, error=e.reason),
                                seconds=secs)
-    record = document_record(uri, settings, size=doc.size, digest=doc.digest, page_count=n)
+    record = document_record(uri, settings, size=size, digest=digest, page_count=n)
     return IndexedDocument(record, pages, regions, secs)
-
-
-def error_text(exc: BaseException, uri: str) -> str:
-    """A one-line failure reason for the documents table (the DocumentError's reason, else type: message)."""
-    if isinstance(exc, DocumentError):
-        return exc.reason
-    msg = str(exc).replace(os.linesep, " ").strip()
-    if msg.startswith(f"{uri}: "):
-        msg = msg[len(uri) + 2:]
-    return f"{type(exc).__name__}: {msg}"[:2000]

@@ -22,7 +22,8 @@ from snappy.encoders import Encoder, make_encoder
 from snappy.grid import PatchGrid
 from snappy.propagation import RegionOverlap, Threshold, patch_scores, region_scores, select_regions
 from snappy.storage.schema import DOCUMENTS, PAGES, REGIONS
-from snappy.storage.tables import IndexStore, sql_list
+from snappy.storage.commit import live_mask, sql_list
+from snappy.storage.tables import IndexStore
 
 log = logging.getLogger(__name__)
 
@@ -212,27 +213,28 @@ class Searcher:
 
     # ------------------------------------------------------------------ loading
     def refresh(self, force: bool = False) -> bool:
-        """Reload the tables if any version changed since the last load; True if reloaded."""
-        versions = self.store.versions()
+        """Reload if a newer snapshot was published since the last load; True if reloaded."""
+        snap = self.store.snapshot()
+        versions = dict(snap.versions) if snap else {}
         if not force and versions == self.loaded_versions:
             return False
         for name in (DOCUMENTS, PAGES):  # a regions table is optional (pages without OCR regions)
             if name not in versions:
                 raise FileNotFoundError(f"{self.store.uri}: the index has no {name!r} table (was it indexed?)")
-        self._load(versions)
+        self._load(snap)
         return True
 
-    def _load(self, versions: dict[str, int]) -> None:
+    def _load(self, snap) -> None:
         store = self.store
-        docs = store.dataset(DOCUMENTS, versions[DOCUMENTS]).to_table(columns=["doc_id", "uri", "status", "encoder_id"])
-        indexed = pc.equal(docs.column("status"), "indexed")
+        versions = dict(snap.versions)
+        docs = store.documents(["doc_id", "uri", "status", "encoder_id", "gen"], snap=snap)
+        self._docs = docs.select(["doc_id", "gen", "status"])
         self.doc_uri = dict(zip(docs.column("doc_id").to_pylist(), docs.column("uri").to_pylist()))
-        ok_docs = pc.filter(docs.column("doc_id"), indexed)
 
         pages_ds = store.dataset(PAGES, versions[PAGES])
-        meta = pages_ds.to_table(columns=_PAGE_COLUMNS)  # [n_rows] light columns, dataset order
-        keep = pc.and_(pc.is_in(meta.column("doc_id"), value_set=ok_docs),
-                       pc.greater(pc.fill_null(meta.column("n_tokens"), 0), 0))
+        meta = pages_ds.to_table(columns=_PAGE_COLUMNS + ["gen"])  # [n_rows] light columns, dataset order
+        live = live_mask(meta.column("doc_id"), meta.column("gen"), self._docs)
+        keep = pc.and_(pa.array(live), pc.greater(pc.fill_null(meta.column("n_tokens"), 0), 0))
         keep_np = keep.to_numpy(zero_copy_only=False)
         dim = pages_ds.schema.field("vectors").type.value_type.list_size
         dtype = np.dtype(self.options.dtype)
@@ -276,6 +278,7 @@ class Searcher:
         if enc_ids and self._encoder is not None and self._encoder.encoder_id != enc_ids[0]:
             log.warning("query encoder %s differs from the index's encoder %s", self._encoder.encoder_id, enc_ids[0])
         self.encoder_id = enc_ids[0] if enc_ids else None
+        self.snapshot = snap
         self.loaded_versions = dict(versions)
         log.info("loaded %d pages (%d vectors, %s) from %s at versions %s", self.matrix.n_pages,
                  len(vectors), dtype, store.uri, versions)
@@ -339,8 +342,8 @@ class Searcher:
         """Region rows of these pages, per page_id, in reading order."""
         if not page_ids or REGIONS not in self.loaded_versions:
             return {}
-        ds = self.store.dataset(REGIONS, self.loaded_versions[REGIONS])
-        table = ds.to_table(columns=_REGION_COLUMNS, filter=f"page_id IN ({sql_list(page_ids)})")
+        table = self.store.read(REGIONS, _REGION_COLUMNS, filter=f"page_id IN ({sql_list(page_ids)})",
+                                snap=self.snapshot, documents=self._docs)
         table = table.sort_by([("page_id", "ascending"), ("region_index", "ascending")])
         pids = table.column("page_id").to_numpy(zero_copy_only=False)
         out = {}
@@ -377,8 +380,8 @@ class Searcher:
         """The stored rendered page (PIL image)."""
         from PIL import Image
 
-        t = self.store.dataset(PAGES, self.loaded_versions[PAGES]).to_table(
-            columns=["image"], filter=f"page_id IN ({sql_list([page_id])})")
+        t = self.store.read(PAGES, ["image"], filter=f"page_id IN ({sql_list([page_id])})", snap=self.snapshot,
+                            documents=self._docs)
         if t.num_rows == 0 or t.column("image")[0].as_py() is None:
             raise KeyError(f"{self.store.table_uri(PAGES)}: no image stored for page {page_id}")
         return Image.open(io.BytesIO(t.column("image")[0].as_py())).convert("RGB")

@@ -81,7 +81,18 @@ class SynthDoc:
 
     def write_pdf(self, path: str | Path) -> Path:
         path = Path(path)
-        c = canvas.Canvas(str(path), pagesize=self.pages[0].size_pt, invariant=1)  # invariant: byte-stable
+        self._draw(str(path))
+        return path
+
+    def write_pdf_bytes(self) -> bytes:
+        import io
+
+        buf = io.BytesIO()
+        self._draw(buf)
+        return buf.getvalue()
+
+    def _draw(self, target) -> None:
+        c = canvas.Canvas(target, pagesize=self.pages[0].size_pt, invariant=1)  # invariant: byte-stable
         for page in self.pages:
             w, h = page.size_pt
             c.setPageSize((w, h))
@@ -93,7 +104,6 @@ class SynthDoc:
                 c.drawString(line.x, h - line.y - ascent, line.text)
             c.showPage()
         c.save()
-        return path
 
 
 @dataclass(frozen=True)
@@ -241,3 +251,402 @@ def fact_box_px(docs: Sequence[SynthDoc], fact: Fact, dpi: float) -> tuple[float
     """Ground-truth box of a fact's line at ``dpi``."""
     doc = next(d for d in docs if d.name == fact.doc)
     return doc.pages[fact.page_number - 1].box_px(fact.line_text, dpi)
+
+
+# ---------------------------------------------------------------------- bad-input corpus
+# Odd, broken and hostile inputs for the "one bad file never fails or hangs a run" tests. Each
+# entry says what must happen to it: "indexed" (renders, even if its name or bytes are odd),
+# "skipped" (not listed at all: hidden, not a document suffix), or a stable substring of the
+# reason it fails with (a listing ``problem`` or a DocumentError reason).
+
+INDEXED, SKIPPED = "indexed", "skipped"
+BIG_FILE_SIZE = 3 << 29  # 1.5 GB, written sparse
+
+
+@dataclass
+class CorpusEntry:
+    name: str | bytes  # path relative to the corpus root; bytes for names that are not valid UTF-8
+    expect: str  # "indexed", "skipped", or a substring of the expected failure reason
+    kind: str = ""  # family (corrupt-pdf, truncated-pdf, fifo, ...)
+    query: str | None = None  # good documents: a query that finds them
+    fact: str | None = None  # good documents: the sentence holding the query's answer
+    render: dict = field(default_factory=dict)  # RenderOptions overrides this entry needs
+    pages: int | None = None  # page count when indexed (None: not checked)
+
+    @property
+    def raw_name(self) -> bytes:
+        return self.name if isinstance(self.name, bytes) else self.name.encode("utf-8")
+
+
+def minimal_pdf(sizes: Sequence[tuple[float, float]], kids: bool = True, pad: int = 0) -> bytes:
+    """A hand-written PDF with blank pages of ``sizes`` (points) and a correct xref table.
+
+    ``sizes=[]`` gives a valid PDF with zero pages; ``kids=False`` omits the /Kids array;
+    ``pad`` adds a comment line of that many bytes after the header (a big file that is cheap)."""
+    n = len(sizes)
+    objs = [b"<< /Type /Catalog /Pages 2 0 R >>"]
+    kids_s = f"/Kids [{' '.join(f'{3 + i} 0 R' for i in range(n))}] " if kids else ""
+    objs.append(f"<< /Type /Pages {kids_s}/Count {n} >>".encode())
+    objs += [f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 {w:g} {h:g}] >>".encode() for w, h in sizes]
+    out = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
+    if pad:
+        out += b"%" + b"x" * pad + b"\n"
+    offsets = []
+    for i, body in enumerate(objs):
+        offsets.append(len(out))
+        out += f"{i + 1} 0 obj\n".encode() + body + b"\nendobj\n"
+    xref = len(out)
+    out += f"xref\n0 {len(objs) + 1}\n0000000000 65535 f \n".encode()
+    out += b"".join(f"{o:010d} 00000 n \n".encode() for o in offsets)
+    out += f"trailer\n<< /Size {len(objs) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
+    return bytes(out)
+
+
+def _png_chunk(tag: bytes, data: bytes) -> bytes:
+    import struct
+    import zlib
+
+    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+
+def header_png(width: int, height: int, full: bool = True) -> bytes:
+    """A 1-bit grayscale PNG of ``width`` x ``height`` (all black). ``full``: a complete, valid
+    IDAT (compresses to a few KB per 10^8 pixels); else a tiny IDAT (a decompression bomb header)."""
+    import struct
+    import zlib
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    if full:
+        row = bytes(1 + (width + 7) // 8)
+        co = zlib.compressobj(9)
+        idat = b"".join(co.compress(row) for _ in range(height)) + co.flush()
+    else:
+        idat = zlib.compress(bytes(64))
+    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
+
+
+def _image_bytes(fmt: str, size=(400, 300), seed: int = 0, **kw) -> bytes:
+    import io
+
+    from PIL import Image
+
+    rng = random.Random(seed)
+    img = Image.effect_noise(size, 40 + rng.random() * 40).convert("RGB")
+    buf = io.BytesIO()
+    img.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def _tiff_bytes(compression: str | None = None, frames: int = 3) -> bytes:
+    import io
+
+    from PIL import Image
+
+    imgs = [Image.effect_noise((120, 80), 60) for _ in range(frames)]
+    buf = io.BytesIO()
+    imgs[0].save(buf, "TIFF", save_all=True, append_images=imgs[1:], compression=compression)
+    return buf.getvalue()
+
+
+def _tiff_frame_offset(data: bytes, frame: int) -> tuple[int, int]:
+    import io
+
+    from PIL import Image
+
+    img = Image.open(io.BytesIO(data))
+    img.seek(frame)
+    return img.tag_v2[273][0], img.tag_v2[279][0]  # StripOffsets, StripByteCounts
+
+
+def _text_pdf(text: str, seed: int = 0) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    c = canvas.Canvas(buf, pagesize=LETTER, invariant=1)
+    c.setFont(FONT, 14)
+    c.drawString(72, 700, text)
+    c.showPage()
+    c.save()
+    return buf.getvalue()
+
+
+def _encrypted_pdf(user: str, owner: str, strength: int) -> bytes:
+    import io
+
+    from reportlab.lib import pdfencrypt
+
+    buf = io.BytesIO()
+    enc = pdfencrypt.StandardEncryption(user, ownerPassword=owner, canPrint=0, strength=strength)
+    c = canvas.Canvas(buf, pagesize=LETTER, invariant=1, encrypt=enc)
+    c.setFont(FONT, 14)
+    c.drawString(72, 700, "an encrypted page")
+    c.showPage()
+    c.save()
+    return buf.getvalue()
+
+
+_SYLLABLES = ("zor", "vex", "quil", "bran", "tho", "mip", "glo", "darn", "fesk", "yul", "pon", "kri", "sab",
+              "wel", "tur", "nox", "jiv", "hap", "lum", "creb")
+
+
+def _made_up_word(rng: random.Random, used: set[str]) -> str:
+    while True:
+        w = "".join(rng.choice(_SYLLABLES) for _ in range(3))
+        if w not in used:
+            used.add(w)
+            return w
+
+
+def write_good_corpus(root: str | Path, n: int = 20, seed: int = 0) -> list[CorpusEntry]:
+    """``n`` one-page text PDFs under ``root/good/``, each with a unique, searchable fact sentence
+    built around a made-up word (the entry's ``query``)."""
+    root = Path(root)
+    (root / "good").mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    used: set[str] = set()
+    entries = []
+    for i in range(n):
+        word = _made_up_word(rng, used)
+        fact = f"The {word} gauge read {rng.randint(10, 999)} units at dawn."
+        name = f"good/good-{i:02d}.pdf"
+        SynthDoc(name, [text_page(LETTER, [fact], rng, n_lines=12)]).write_pdf(root / name)
+        entries.append(CorpusEntry(name, INDEXED, "good", query=word, fact=fact, pages=1))
+    return entries
+
+
+def write_bad_corpus(root: str | Path, seed: int = 0) -> list[CorpusEntry]:
+    """Write over 100 bad, odd or hostile local entries under ``root`` (see :class:`CorpusEntry`).
+
+    Needs a POSIX file system (FIFOs, sockets, symlinks, sparse files, non-UTF-8 names); an
+    entry the platform cannot create is left out of the returned list."""
+    import os
+    import socket
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    out: list[CorpusEntry] = []
+    bad_pdf = "not a readable PDF (corrupt or truncated)"
+    not_doc = "not a PDF or a supported image"
+
+    def put(name: str | bytes, data: bytes, expect: str, kind: str, **kw) -> None:
+        path = os.path.join(os.fsencode(root), name if isinstance(name, bytes) else name.encode())
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(data)
+        out.append(CorpusEntry(name, expect, kind, **kw))
+
+    good = _text_pdf("a small valid document", seed)
+
+    # corrupt PDFs: random bytes after a %PDF- header
+    for s in range(20):
+        r = random.Random(seed * 1000 + s)
+        body = bytes(r.getrandbits(8) for _ in range(r.choice((16, 200, 2000, 20000))))
+        put(f"corrupt/random-{s:02d}.pdf", f"%PDF-1.{s % 8}\n".encode() + body, bad_pdf, "corrupt-pdf")
+    put("corrupt/header-only.pdf", b"%PDF-1.7\n", bad_pdf, "corrupt-pdf")
+    put("corrupt/garbage-objects.pdf", b"%PDF-1.7\n1 0 obj garbage, the rest of this file is missing", bad_pdf,
+        "corrupt-pdf")
+
+    # truncated PDFs: pdfium rebuilds a broken xref table only when the trailer survives
+    import re as _re
+
+    full = SynthDoc("t", [text_page(LETTER, ["Truncation test page one."], rng),
+                          text_page(LETTER, ["Truncation test page two."], rng)]).write_pdf_bytes()
+    xref = full.rindex(b"\nxref") + 1
+    trailer = full.rindex(b"trailer")
+    startxref = full.rindex(b"startxref")
+    eof = full.rindex(b"%%EOF")
+    objs = [m.start() for m in _re.finditer(rb"\d+ 0 obj", full)]
+    cuts = {"header": 12, "mid-xref": (xref + trailer) // 2, "mid-trailer": trailer + 12}
+    cuts.update({f"before-obj-{k + 1}": o for k, o in enumerate(objs) if k > 0})
+    cuts.update({f"at-{p}pct": len(full) * p // 100 for p in (25, 50, 75)})
+    cuts["before-xref"] = xref
+    for label, cut in cuts.items():
+        put(f"truncated/{label}.pdf", full[:cut], bad_pdf, "truncated-pdf")
+    for label, cut in {"before-startxref": startxref, "before-eof": eof, "no-final-newline": len(full) - 1}.items():
+        put(f"truncated/{label}.pdf", full[:cut], INDEXED, "truncated-pdf (repaired by pdfium)", pages=2)
+    wrong = full[:startxref] + b"startxref\n7\n%%EOF\n"
+    put("truncated/wrong-startxref.pdf", wrong, INDEXED, "damaged-pdf (repaired by pdfium)", pages=2)
+
+    # encrypted PDFs: a user password blocks opening; an owner-only password does not
+    put("encrypted/user-password-40bit.pdf", _encrypted_pdf("secret", "owner", 40),
+        "PDF is encrypted (a password is required)", "encrypted-pdf")
+    put("encrypted/user-password-128bit.pdf", _encrypted_pdf("secret", "owner", 128),
+        "PDF is encrypted (a password is required)", "encrypted-pdf")
+    put("encrypted/same-user-and-owner.pdf", _encrypted_pdf("same", "same", 128),
+        "PDF is encrypted (a password is required)", "encrypted-pdf")
+    put("encrypted/owner-password-only.pdf", _encrypted_pdf("", "owner", 128), INDEXED, "encrypted-pdf", pages=1)
+
+    # page counts and page boxes
+    put("pages/zero-pages.pdf", minimal_pdf([]), "PDF has no pages", "zero-pages")
+    # pdfium counts a /Pages node without /Kids as one page, which then fails to load
+    put("pages/zero-pages-no-kids.pdf", minimal_pdf([], kids=False), "page 1 cannot be loaded", "zero-pages")
+    put("pages/5000-pages.pdf", minimal_pdf([(100, 100)] * 5000), "5000 pages, over max_pages=2000", "many-pages")
+    put("pages/2001-pages.pdf", minimal_pdf([(100, 100)] * 2001), "2001 pages, over max_pages=2000", "many-pages")
+    put("pages/wide-page.pdf", minimal_pdf([(24000, 30)]), "page 1 is 50000x63 px, over max_side=20000",
+        "huge-page", render={"dpi": 150.0})
+    put("pages/long-strip.pdf", minimal_pdf([(2000, 20)]), "over max_aspect=50", "aspect")
+    put("pages/tall-strip.pdf", minimal_pdf([(20, 2000)]), "over max_aspect=50", "aspect")
+    put("pages/count-lies.pdf", minimal_pdf([]).replace(b"/Count 0", b"/Count 5"),
+        "page 1 cannot be loaded (corrupt page)", "zero-pages")  # pdfium trusts /Count
+    put("pages/second-page-huge.pdf", minimal_pdf([(300, 300), (40000, 40000)]), "page 2 is", "huge-page")
+    put("pages/tiny-page.pdf", minimal_pdf([(0.5, 0.5)]), INDEXED, "tiny-page", pages=1)  # renders 1x1 px
+    put("pages/blank-pages.pdf", minimal_pdf([(300, 400)] * 3), INDEXED, "blank-pdf", pages=3)
+
+    # images: limits are checked from the header, before any pixel is decoded
+    put("images/bomb-100000.png", header_png(100_000, 100_000, full=False), "decompression bomb", "bomb")
+    put("images/bomb-30000.png", header_png(30_000, 30_000, full=False), "decompression bomb", "bomb")
+    put("images/huge-13000.png", header_png(13_000, 13_000), "13000x13000 = 169000000 pixels, over max_pixels",
+        "huge-image")
+    put("images/wide-25000.png", header_png(25_000, 10, full=False), "over max_side=20000", "huge-image")
+    png = _image_bytes("PNG", seed=seed)
+    for cut, expect in ((6, f"{not_doc} (starts with"), (16, "not a readable image (PNG header"),
+                        (30, "not a readable image (PNG header is truncated or corrupt)"),
+                        (45, "PNG image is truncated or corrupt"),
+                        (60, "PNG image is truncated or corrupt"), (200, "PNG image is truncated or corrupt"),
+                        (len(png) // 2, "PNG image is truncated or corrupt")):
+        put(f"images/truncated-{cut}.png", png[:cut], expect, "truncated-png")
+    flipped = bytearray(png)
+    flipped[png.index(b"IDAT") + 40] ^= 0xFF
+    put("images/flipped-byte.png", bytes(flipped), "PNG image is truncated or corrupt", "corrupt-png")
+    jpg = _image_bytes("JPEG", seed=seed)
+    for cut, expect in ((3, "not a readable image (JPEG header is truncated or corrupt)"),
+                        (20, "not a readable image (JPEG header is truncated or corrupt)"),
+                        (100, "not a readable image (JPEG header cannot be read"),
+                        (len(jpg) // 2, "JPEG image is truncated or corrupt"),
+                        (len(jpg) - 40, "JPEG image is truncated or corrupt")):
+        put(f"images/truncated-{cut}.jpg", jpg[:cut], expect, "truncated-jpeg")
+    tif = _tiff_bytes()
+    off3, _ = _tiff_frame_offset(tif, 2)
+    put("images/truncated-frame-3.tiff", tif[:off3 + 100], "TIFF frame 3 cannot be decoded", "truncated-tiff")
+    tif = bytearray(_tiff_bytes("tiff_deflate"))
+    off2, n2 = _tiff_frame_offset(bytes(tif), 1)
+    tif[off2:off2 + min(n2, 400)] = bytes(min(n2, 400))
+    put("images/corrupt-frame-2.tif", bytes(tif), "TIFF frame 2 cannot be decoded", "corrupt-tiff")
+    put("images/riff-junk.webp", b"RIFF\x10\x00\x00\x00WEBPVP8 junk", "not a readable image (WebP header", "corrupt-webp")
+    put("images/bm-junk.bmp", b"BM" + bytes(rng.getrandbits(8) for _ in range(60)), "not a readable image", "corrupt-bmp")
+    put("images/good-3-frames.tiff", _tiff_bytes(), INDEXED, "tiff", pages=3)
+
+    # non-PDF content named .pdf (or .png)
+    zipped = b"PK\x03\x04\x14\x00\x00\x00\x08\x00" + bytes(rng.getrandbits(8) for _ in range(200))
+    for name, data, what in (
+            ("html.pdf", b"<!DOCTYPE html>\n<html><body><h1>404 Not Found</h1></body></html>\n", "HTML"),
+            ("html-lower.pdf", b"\n  <html><head><title>login</title></head></html>", "HTML"),
+            ("xml.pdf", b'<?xml version="1.0"?><doc>x</doc>', "XML"),
+            ("svg.pdf", b'<svg xmlns="http://www.w3.org/2000/svg"></svg>', "SVG"),
+            ("zip.pdf", zipped, "ZIP"), ("docx.pdf", zipped.replace(b"PK", b"PK", 1), "ZIP"),
+            ("text.pdf", b"Meeting notes\nNothing to see here.\n", "plain text"),
+            ("json.pdf", b'{"error": "AccessDenied"}', "JSON"),
+            ("gzip.pdf", b"\x1f\x8b\x08\x00" + bytes(40), "gzip"),
+            ("ole.pdf", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(100), "Microsoft Office"),
+            ("rtf.pdf", b"{\\rtf1\\ansi hello}", "RTF"), ("ps.pdf", b"%!PS-Adobe-3.0\n", "PostScript"),
+            ("elf.pdf", b"\x7fELF\x02\x01\x01" + bytes(60), "ELF"), ("zeros.pdf", bytes(4096), "zero bytes"),
+            ("one-byte.pdf", b"x", "plain text"), ("whitespace.pdf", b"  \n\t\n ", "whitespace"),
+            ("binary.pdf", bytes(range(256)) * 4, ""), ("html.png", b"<html><body>error</body></html>", "HTML"),
+            ("text.jpg", b"JFIF? no, just text", "plain text"), ("zip.png", zipped, "ZIP")):
+        put(f"not-pdf/{name}", data, f"{not_doc} (starts with" if not what else what, "not-a-document")
+    put("not-pdf/png-named.pdf", png, INDEXED, "image-named-pdf", pages=1)
+    put("not-pdf/jpeg-named.pdf", jpg, INDEXED, "image-named-pdf", pages=1)
+    put("not-pdf/pdf-named.png", good, INDEXED, "pdf-named-png", pages=1)
+
+    # empty files
+    for name in ("empty.pdf", "empty.png", "empty.jpg", "empty.tiff", "EMPTY.PDF", "empty.webp"):
+        put(f"empty/{name}", b"", "empty file", "empty")
+
+    # not regular files
+    special = root / "special"
+    special.mkdir(exist_ok=True)
+    (special / "folder.pdf").mkdir(exist_ok=True)
+    out.append(CorpusEntry("special/folder.pdf", "is a directory, not a document", "directory"))
+    put("special/folder.pdf/inside.pdf", good, INDEXED, "inside-directory-named-pdf", pages=1)
+    (special / "Folder.PNG").mkdir(exist_ok=True)
+    out.append(CorpusEntry("special/Folder.PNG", "is a directory, not a document", "directory"))
+    if hasattr(os, "mkfifo"):
+        for name in ("pipe.pdf", "pipe.png"):
+            os.mkfifo(special / name)
+            out.append(CorpusEntry(f"special/{name}", "not a regular file (FIFO)", "fifo"))
+    try:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.bind(str(special / "socket.pdf"))
+        out.append(CorpusEntry("special/socket.pdf", "not a regular file (socket)", "socket"))
+    except (OSError, AttributeError):  # AF_UNIX path too long, or no AF_UNIX
+        pass
+    links = {
+        "devnull.pdf": ("/dev/null", "not a regular file (character device)", "device"),
+        "dangling.pdf": ("no-such-target.pdf", "broken symbolic link (target missing)", "dangling-symlink"),
+        "dangling-abs.pdf": (str(root / "nowhere" / "gone.pdf"), "broken symbolic link (target missing)",
+                             "dangling-symlink"),
+        "loop-self.pdf": ("loop-self.pdf", "symbolic link loop", "symlink-loop"),
+        "loop-a.pdf": ("loop-b.pdf", "symbolic link loop", "symlink-loop"),
+        "loop-b.pdf": ("loop-a.pdf", "symbolic link loop", "symlink-loop"),
+        "link-to-good.pdf": ("folder.pdf/inside.pdf", INDEXED, "symlink"),
+        "link-to-dir.pdf": ("folder.pdf", "is a directory, not a document", "symlink-to-directory"),
+    }
+    for name, (target, expect, kind) in links.items():
+        os.symlink(target, special / name)
+        out.append(CorpusEntry(f"special/{name}", expect, kind, pages=1 if expect == INDEXED else None))
+
+    # a 1.5 GB file (sparse: no disk used), over the default max_bytes
+    with open(special / "big.pdf", "wb") as f:
+        f.write(b"%PDF-1.4\n")
+        f.truncate(BIG_FILE_SIZE)
+    out.append(CorpusEntry("special/big.pdf", "1.5 GB file, over max_bytes=1.0 GB", "too-big"))
+    with open(special / "big-2g.tiff", "wb") as f:
+        f.write(b"II*\x00")
+        f.truncate(2 << 30)
+    out.append(CorpusEntry("special/big-2g.tiff", "2.0 GB file, over max_bytes=1.0 GB", "too-big"))
+
+    # names: not valid UTF-8 (valid documents index fine), odd but valid
+    for raw in (b"latin1-\xe9t\xe9.pdf", b"bad-\xff\xfe.pdf", b"cp1252-\x93quoted\x94.pdf", b"\xc3(half-utf8.pdf"):
+        put(b"names/" + raw, good, INDEXED, "non-utf8-name", pages=1)
+    put(b"names/\xe9-corrupt.pdf", b"%PDF-1.4\n" + bytes(300), bad_pdf, "non-utf8-name")
+    put(b"names/latin1-dir-\xe9/inside.pdf", good, INDEXED, "non-utf8-folder", pages=1)
+    odd = ["with space.pdf", " leading-space.pdf", "trailing-space .pdf", "unicode-café-日本語.pdf",
+           "emoji-\U0001F600.pdf", "percent%20encoded.pdf", "percent%.pdf", "hash#fragment.pdf",
+           "question?mark.pdf", "plus+sign.pdf", "amp&eq=.pdf", "quote'double\".pdf", "back\\slash.pdf",
+           "semi;colon,comma.pdf", "brackets[1]{2}(3).pdf", "new\nline.pdf", "tab\tname.pdf", "UPPER.PDF",
+           "-dash-first.pdf", "x" * 240 + ".pdf", "é" * 120 + ".pdf", "deep/a/b/c/d/e/f/g/nested.pdf",
+           "dots..in..name.pdf", "no-dot-before-suffixpdf.pdf", "\u202eright-to-left.pdf", "nfd-cafe\u0301.pdf"]
+    for name in odd:
+        put(f"names/{name}", good, INDEXED, "odd-name", pages=1)
+
+    # never listed: hidden, not a document suffix
+    for name in (".hidden.pdf", ".hidden-dir/inside.pdf", "notes.txt", "archive.pdf.bak", "no-suffix"):
+        put(f"skipped/{name}", good, SKIPPED, "not-listed")
+    return out
+
+
+def bad_s3_objects(seed: int = 0) -> list[tuple[str, bytes, str]]:
+    """(key relative to a prefix, body, expect) for an S3 prefix: odd keys holding valid
+    documents ("indexed"), a ``x.pdf/`` folder marker, zero-byte and corrupt objects, and keys
+    that are never listed ("skipped")."""
+    rng = random.Random(seed)
+    good = _text_pdf("a small valid object", seed)
+    png = _image_bytes("PNG", seed=seed)
+    objs: list[tuple[str, bytes, str]] = []
+    odd = ["with space.pdf", "unicode-café-日本語.pdf", "emoji-\U0001F600.pdf", "percent%20encoded.pdf",
+           "percent%.pdf", "plus+sign.pdf", "hash#fragment.pdf", "question?mark.pdf", "amp&eq=.pdf",
+           "double//slash.pdf", "sub/dir/deep.pdf", "tilde~.pdf", "quote'double\".pdf", "brackets[1]{2}.pdf",
+           "semi;colon,comma.pdf", "UPPER.PDF", "back\\slash.pdf", "star*.pdf", "colon:name.pdf",
+           "long-" + "k" * 990 + ".pdf", "png-named.pdf"]
+    for key in odd:
+        objs.append((key, png if key == "png-named.pdf" else good, INDEXED))
+    objs.append(("image.png", png, INDEXED))
+    objs.append(("folder.pdf/", b"", "is a folder marker, not a document"))
+    objs.append(("empty.pdf", b"", "empty file"))
+    objs.append(("empty.png", b"", "empty file"))
+    for s in range(5):
+        r = random.Random(seed * 100 + s)
+        objs.append((f"corrupt-{s}.pdf", b"%PDF-1.5\n" + bytes(r.getrandbits(8) for _ in range(500)),
+                     "not a readable PDF (corrupt or truncated)"))
+    objs.append(("html.pdf", b"<!DOCTYPE html><html>403 Forbidden</html>", "looks like an HTML page"))
+    objs.append(("truncated.png", png[:len(png) // 2], "PNG image is truncated or corrupt"))
+    objs.append(("encrypted.pdf", _encrypted_pdf("secret", "owner", 128), "PDF is encrypted"))
+    objs.append(("zero-pages.pdf", minimal_pdf([]), "PDF has no pages"))
+    objs.append(("bomb.png", header_png(100_000, 100_000, full=False), "decompression bomb"))
+    objs.append((".hidden.pdf", good, SKIPPED))
+    objs.append((".hidden-dir/x.pdf", good, SKIPPED))
+    objs.append(("notes.txt", b"text", SKIPPED))
+    objs.append(("plain-folder/", b"", SKIPPED))
+    rng.shuffle(objs)
+    return objs

@@ -1,9 +1,13 @@
 import io
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from snappy.pages import DocumentError, RenderOptions, count_pages, load_pages
+from snappy.pages import DocumentError, RenderOptions, count_pages, iter_pages, load_pages
 from snappy.synth import LETTER, LETTER_LANDSCAPE, SynthDoc, SynthPage, TextLine
 
 
@@ -55,7 +59,12 @@ def test_limits(tmp_path):
 
 
 @pytest.mark.parametrize("content,reason", [
-    (b"", "empty file"), (b"%PDF-1.7\n garbage", "not a readable PDF"), (b"hello world", "not a readable image"),
+    (b"", "empty file"),
+    (b"%PDF-1.7\n garbage", "not a readable PDF (corrupt or truncated)"),
+    (b"hello world", 'not a PDF or a supported image (starts with "hello world"; looks like plain text)'),
+    (b"\x89PNG\r\n\x1a\n not really", "not a readable image (PNG header is truncated or corrupt)"),
+    (b"<!DOCTYPE html><html><body>Not Found</body></html>", "looks like an HTML page"),
+    (b"PK\x03\x04\x14\x00\x06\x00", "looks like a ZIP archive"),
 ])
 def test_bad_input_names_file_and_reason(tmp_path, content, reason):
     bad = tmp_path / "broken.pdf"
@@ -72,3 +81,118 @@ def test_truncated_image(tmp_path):
     bad.write_bytes(buf.getvalue()[:200])
     with pytest.raises(DocumentError, match="cut.png"):
         load_pages(bad)
+
+
+def _reason(data, opts=RenderOptions(), source="doc") -> str:
+    with pytest.raises(DocumentError) as e:
+        load_pages(data, opts, source)
+    assert e.value.source == source and str(e.value) == f"{source}: {e.value.reason}"
+    return e.value.reason
+
+
+def test_pdf_open_errors_in_words(tmp_path):
+    import random
+
+    from snappy.synth import _encrypted_pdf, minimal_pdf
+
+    # pypdfium2 itself says "Failed to load document (PDFium: Success)" for a valid zero-page PDF
+    assert _reason(minimal_pdf([])) == "PDF has no pages"
+    assert _reason(_encrypted_pdf("secret", "owner", 128)) == "PDF is encrypted (a password is required)"
+    assert len(load_pages(_encrypted_pdf("", "owner", 128), RenderOptions(dpi=20))) == 1  # owner password only
+    full = _pdf(tmp_path, [LETTER, LETTER]).read_bytes()
+    assert _reason(full[: len(full) // 2]) == "not a readable PDF (corrupt or truncated)"
+    # pdfium rebuilds the xref table when the trailer survives: such a truncated file renders
+    assert len(load_pages(full[: full.rindex(b"startxref")], RenderOptions(dpi=20))) == 2
+    rnd = random.Random(1)
+    assert _reason(b"%PDF-1.4\n" + bytes(rnd.getrandbits(8) for _ in range(999))) == \
+        "not a readable PDF (corrupt or truncated)"
+
+
+def test_page_limits_before_rendering(tmp_path, monkeypatch):
+    import pypdfium2 as pdfium
+
+    from snappy.synth import minimal_pdf
+
+    def no_render(*a, **k):
+        raise AssertionError("rendered")
+
+    monkeypatch.setattr(pdfium.PdfPage, "render", no_render)
+    assert _reason(minimal_pdf([(24000, 30)]), RenderOptions(dpi=150)) == "page 1 is 50000x63 px, over max_side=20000"
+    assert _reason(minimal_pdf([(2000, 20)]), RenderOptions(dpi=72)) == \
+        "page 1 is 2000x20 px, aspect ratio 100:1 over max_aspect=50"
+    t0 = time.monotonic()
+    assert _reason(minimal_pdf([(100, 100)] * 5000)) == "5000 pages, over max_pages=2000"
+    assert time.monotonic() - t0 < 2
+    monkeypatch.undo()
+    assert len(load_pages(minimal_pdf([(2000, 20)]), RenderOptions(dpi=72, max_aspect=None))) == 1
+
+
+def test_render_time_limit_is_checked_between_pages(tmp_path):
+    src = _pdf(tmp_path, [LETTER] * 3)
+    it = iter_pages(src, RenderOptions(dpi=30, max_render_s=0.0), "doc")
+    assert next(it).number == 1  # the first page always renders
+    with pytest.raises(DocumentError) as e:
+        next(it)
+    assert e.value.reason == "rendering stopped after page 1: over max_render_s=0"
+    assert len(load_pages(src, RenderOptions(dpi=30, max_render_s=None))) == 3
+
+
+def test_image_limits_from_the_header(tmp_path, monkeypatch):
+    from PIL import ImageFile
+
+    from snappy.synth import header_png
+
+    def no_decode(self, *a, **k):
+        raise AssertionError("decoded")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decode)
+    assert _reason(header_png(13_000, 13_000)) == \
+        "page 1 would be 13000x13000 = 169000000 pixels, over max_pixels=40000000"
+    assert _reason(header_png(25_000, 10, full=False)) == "page 1 is 25000x10 px, over max_side=20000"
+    assert _reason(header_png(100_000, 100_000, full=False)) == \
+        "image header claims 10000000000 pixels: a decompression bomb (limit 178956970)"
+
+
+def test_huge_png_is_rejected_without_allocating_its_pixels(tmp_path):
+    """A 13000x13000 PNG (20 KB on disk, 169 MB decoded, 507 MB as RGB): peak RSS of a fresh
+    process stays far below the decoded size."""
+    from snappy.synth import header_png
+
+    png = tmp_path / "huge.png"
+    png.write_bytes(header_png(13_000, 13_000))
+    code = (
+        "import resource, sys\n"
+        "from snappy.pages import iter_pages, DocumentError\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "try:\n    list(iter_pages(sys.argv[1]))\nexcept DocumentError as e:\n    print(e.reason)\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(png)], capture_output=True, text=True, timeout=60,
+                         cwd=str(Path(__file__).parent.parent), check=True).stdout.split("\n")
+    assert "over max_pixels=40000000" in out[0]
+    assert int(out[1]) < 30_000, f"peak RSS grew by {out[1]} KB"  # decoding would add >= 169,000 KB
+
+
+def test_truncated_and_corrupt_frames(tmp_path):
+    from snappy.synth import _tiff_bytes, _tiff_frame_offset
+
+    buf = io.BytesIO()
+    Image.new("RGB", (400, 300), "red").save(buf, format="JPEG")
+    jpg = buf.getvalue()
+    assert _reason(jpg[: len(jpg) // 2]).startswith("JPEG image is truncated or corrupt (image file is truncated")
+    tif = _tiff_bytes()
+    off, _ = _tiff_frame_offset(tif, 2)
+    assert _reason(tif[: off + 100]) == "TIFF frame 3 cannot be decoded (image file is truncated (100 bytes not processed))"
+    assert count_pages(tif) == 3
+
+
+def test_reasons_are_stable_and_hide_temp_paths(tmp_path):
+    """Same text for the same bytes, whether given as bytes or as a (temporary) path."""
+    cases = [b"hello", b"\x89PNG\r\n\x1a\n not really", b"%PDF-1.4\n" + bytes(50), b"GIF89a"]
+    for data in cases:
+        p = tmp_path / "x.bin"
+        p.write_bytes(data)
+        reasons = {_reason(data), _reason(data), _reason(p, source="doc"), _reason(str(p), source="doc")}
+        assert len(reasons) == 1, reasons
+        (r,) = reasons
+        assert str(tmp_path) not in r and "0x" not in r and "<" not in r.split("starts with")[0]

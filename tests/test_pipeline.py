@@ -31,46 +31,6 @@ def iou(a, b) -> float:
 
 
 # ---------------------------------------------------------------------- Ray-free parts
-def test_local_source_lists_documents_with_metadata(tmp_path):
-    (tmp_path / "a.pdf").write_bytes(b"%PDF-1.4 x")
-    (tmp_path / "sub").mkdir()
-    (tmp_path / "sub" / "B.PNG").write_bytes(b"png")
-    (tmp_path / "notes.txt").write_text("not a document")
-    (tmp_path / ".hidden.pdf").write_bytes(b"%PDF")
-    (tmp_path / ".cache").mkdir()
-    (tmp_path / ".cache" / "c.pdf").write_bytes(b"%PDF")
-    src = Source(tmp_path)
-    docs = src.list()
-    assert [Path(d.uri).relative_to(tmp_path).as_posix() for d in docs] == ["a.pdf", "sub/B.PNG"]
-    assert docs[0].size == 10 and docs[0].mtime is not None and docs[0].etag is None
-    assert src.read(docs[0].uri) == b"%PDF-1.4 x"
-    assert src.list(limit=1) == docs[:1]
-    assert src.contains(docs[1].uri) and not src.contains(str(tmp_path) + "-other/x.pdf")
-    with pytest.raises(FileNotFoundError, match="gone.pdf"):
-        src.read(str(tmp_path / "gone.pdf"))
-    with pytest.raises(FileNotFoundError):
-        Source(tmp_path / "missing").list()
-
-
-def test_s3_source_lists_and_reads_through_a_local_endpoint(s3_endpoint, s3_client):
-    import pickle
-
-    creds = {"aws_access_key_id": "test", "aws_secret_access_key": "test", "aws_region": "us-east-1",
-             "aws_endpoint": s3_endpoint}
-    s3_client.create_bucket(Bucket="docs")
-    for key, body in [("corpus/a.pdf", b"%PDF-a"), ("corpus/sub/b.png", b"png"), ("corpus/x.txt", b"t"),
-                      ("corpus-other/c.pdf", b"%PDF-c"), ("corpus/.hid/d.pdf", b"%PDF-d")]:
-        s3_client.put_object(Bucket="docs", Key=key, Body=body)
-    src = Source("s3://docs/corpus", creds)
-    docs = src.list()
-    assert [d.uri for d in docs] == ["s3://docs/corpus/a.pdf", "s3://docs/corpus/sub/b.png"]
-    assert docs[0].size == 6 and docs[0].etag and docs[0].mtime
-    clone = pickle.loads(pickle.dumps(src))  # shipped to Ray workers: the client is rebuilt there
-    assert clone.read("s3://docs/corpus/a.pdf") == b"%PDF-a"
-    with pytest.raises(FileNotFoundError, match="missing.pdf"):
-        clone.read("s3://docs/corpus/missing.pdf")
-
-
 def test_index_document_without_ray(sample_corpus, tmp_path):
     from snappy.encoders import make_encoder
     from snappy.indexing import index_document
@@ -145,7 +105,8 @@ def test_pipeline_writes_the_three_tables(ocr_run, sample_corpus):
     store = IndexStore(cfg.index)
     d = summary["documents"]
     assert (d["listed"], d["indexed"], d["failed"], d["skipped"]) == (4, 3, 1, 0)
-    assert summary["versions"] == {"documents": 1, "pages": 1, "regions": 1}
+    assert summary["commits"] == 1 and summary["snapshot"] == store.snapshot().seq
+    assert store.latest_versions() == store.snapshot().versions  # nothing unpublished after the run
 
     documents = {r["uri"].rsplit("/", 1)[-1]: r for r in store.documents().to_pylist()}
     assert set(documents) == {"annual-report.pdf", "journal-a4.pdf", "memo-landscape.pdf", "broken.pdf"}
@@ -155,8 +116,8 @@ def test_pipeline_writes_the_three_tables(ocr_run, sample_corpus):
     assert all(r["encoder_id"].startswith("lexical:") and r["ocr_engine"] == "rapid" and r["dpi"] == DPI
                for r in documents.values())
 
-    pages = store.dataset("pages").to_table().to_pylist()
-    assert len(pages) == 6 == summary["pages"]
+    pages = store.read("pages").to_pylist()
+    assert len(pages) == 6 == summary["pages"] == store.dataset("pages").count_rows()
     assert {doc_id_for(r["uri"]) for n, r in documents.items() if n != "broken.pdf"} == {p["doc_id"] for p in pages}
     sizes = {(p["width"], p["height"]) for p in pages}
     assert sizes == {(850, 1100), (827, 1170), (1100, 850)}  # Letter, A4, landscape Letter at 100 dpi
@@ -166,7 +127,7 @@ def test_pipeline_writes_the_three_tables(ocr_run, sample_corpus):
         assert p["n_tokens"] == grid.n_tokens == len(p["vectors"]) and len(p["vectors"][0]) == 128
         assert p["image"][:2] == b"\xff\xd8"  # JPEG
 
-    regions = store.dataset("regions").to_table()
+    regions = store.read("regions")
     assert regions.num_rows == summary["regions"] > 6 * 10
     assert set(pc.unique(regions.column("page_id")).to_pylist()) == {p["page_id"] for p in pages}
     # Overlaps were precomputed against each page's own grid: recompute a few.
@@ -243,7 +204,7 @@ def test_embed_actors_hold_the_gpus_and_ocr_actors_none(ocr_run):
     assert embed[0]["gpu_ids"] in (["0"], ["1"])  # a fake GPU: the encoder still runs on CPU
     assert embed[0]["device"] == "cpu"
     assert ocr[0]["gpu_ids"] == [] and ocr[0]["pid"] != embed[0]["pid"]
-    assert set(summary["stage_seconds"]) == {"render", "ocr", "embed", "records"}
+    assert set(summary["stage_seconds"]) == {"render", "ocr", "embed", "write"}
     assert summary["stage_seconds"]["ocr"] > 0
 
 
@@ -257,7 +218,8 @@ def test_same_corpus_twice_changes_nothing(ocr_run):
     d = again["documents"]
     assert (d["indexed"], d["failed"], d["skipped"]) == (0, 0, 4)  # unchanged docs and the known-bad one
     assert store.count_rows() == before == {"documents": 4, "pages": 6, "regions": first["regions"]}
-    assert again["versions"] == first["versions"] and again["committed"] == {}
+    assert again["commits"] == 0 and again["snapshot"] == first["snapshot"]
+    assert again["ray"] is None and again["plan"] == {"unchanged": 3, "failed_unchanged": 1}  # nothing read
 
 
 def test_full_reindex_update_and_prune(ray_session, corpus_dir, tmp_path):
@@ -274,9 +236,9 @@ def test_full_reindex_update_and_prune(ray_session, corpus_dir, tmp_path):
 
     full = run_index(replace(cfg, incremental=False))
     assert full["documents"]["indexed"] == 3 and store.count_rows() == counts
-    assert full["versions"]["pages"] == first["versions"]["pages"] + 1  # one commit per table per run
-    page_ids = store.dataset("pages").to_table(columns=["page_id"]).column("page_id")
-    assert len(pc.unique(page_ids)) == len(page_ids)
+    assert full["commits"] == 1 and full["snapshot"] > first["snapshot"]
+    page_ids = store.dataset("pages").to_table(columns=["page_id"]).column("page_id")  # superseded rows are gone
+    assert len(pc.unique(page_ids)) == len(page_ids) == counts["pages"]
 
     # annual-report shrinks to one page: its old pages 2-3 must go; memo disappears.
     import random
@@ -287,7 +249,7 @@ def test_full_reindex_update_and_prune(ray_session, corpus_dir, tmp_path):
     upd = run_index(replace(cfg, prune=True))
     assert (upd["documents"]["indexed"], upd["documents"]["pruned"], upd["documents"]["skipped"]) == (1, 1, 2)
     report_id = doc_id_for(str(src / "annual-report.pdf"))
-    pages = store.dataset("pages").to_table(columns=["doc_id", "page_number"]).to_pylist()
+    pages = store.read("pages", ["doc_id", "page_number"]).to_pylist()
     assert sorted(p["page_number"] for p in pages if p["doc_id"] == report_id) == [1]
     assert len(pages) == 3  # 1 (report) + 2 (journal)
     uris = store.documents(columns=["uri"]).column("uri").to_pylist()
@@ -303,7 +265,7 @@ def test_changed_settings_reindex_everything(ray_session, corpus_dir, tmp_path):
     assert run_index(cfg)["documents"]["skipped"] == 1
     again = run_index(replace(cfg, dpi=60.0))
     assert again["documents"]["indexed"] == 1
-    page = IndexStore(cfg.index).dataset("pages").to_table().to_pylist()
+    page = IndexStore(cfg.index).read("pages").to_pylist()
     assert len(page) == 1 and (page[0]["width"], page[0]["height"]) == (660, 510)
 
 
@@ -319,7 +281,7 @@ def test_tiny_colqwen25_runs_the_whole_pipeline(ray_session, corpus_dir, tmp_pat
                       embed_batch_size=2)
     summary = run_index(cfg)
     assert summary["documents"]["indexed"] == 2
-    pages = IndexStore(cfg.index).dataset("pages").to_table().to_pylist()
+    pages = IndexStore(cfg.index).read("pages").to_pylist()
     assert len(pages) == 4 and len({(p["width"], p["height"]) for p in pages}) == 2
     for p in pages:
         grid = PatchGrid.from_json(p["grid"])

@@ -1,4 +1,4 @@
-"""IndexStore: Lance round trip, idempotent upserts, replace_docs in one version, s3:// on moto."""
+"""IndexStore: Lance round trip, whole-document upserts, published snapshots, housekeeping, s3:// on moto."""
 from __future__ import annotations
 
 
@@ -31,69 +31,119 @@ def _docs() -> list[SynthDocSpec]:
 
 def test_round_trip(tmp_path):
     store = write_index(str(tmp_path / "idx"), _docs())
-    assert store.versions() == {DOCUMENTS: 1, PAGES: 1, REGIONS: 1}
+    snap = store.snapshot()
+    assert snap.seq == 1 and set(snap.versions) == {DOCUMENTS, PAGES, REGIONS}
     assert store.count_rows() == {DOCUMENTS: 3, PAGES: 3, REGIONS: 3 + 2 + 2}
-    pages = store.dataset(PAGES).to_table().sort_by("page_id")
+    pages = store.read(PAGES).sort_by("page_id")
     a = doc_id_for("file:///corpus/a.pdf")
     row = pages.filter(pa.compute.equal(pages.column("page_id"), f"{a}-p00001")).to_pylist()[0]
     np.testing.assert_array_equal(np.asarray(row["vectors"], np.float16), _vectors(0))
     assert PatchGrid.from_json(row["grid"]) == GRID and row["n_tokens"] == 16 and row["page_number"] == 1
+    docs = {r["doc_id"]: r for r in store.documents().to_pylist()}
+    assert row["gen"] == docs[a]["gen"] > 0  # the page is the generation its document confirms
     failed = store.failed_documents().to_pylist()
     assert [f["uri"] for f in failed] == ["file:///corpus/broken.pdf"] and "readable" in failed[0]["error"]
+    assert failed[0]["status"] == "failed" and failed[0]["failure"] == "document"
     # LanceDB opens the same tables by name
     import lancedb
 
     assert lancedb.connect(store.uri).open_table(PAGES).count_rows() == 3
 
 
-def test_upsert_is_idempotent_one_version_per_call(tmp_path):
-    store = write_index(str(tmp_path / "idx"), _docs())
-    regions = store.dataset(REGIONS).to_table()
-    before = store.count_rows()
-    v = store.upsert(REGIONS, regions)
-    assert v == 2 and store.count_rows() == before
-    # as a stream of batches too
-    v = store.upsert(REGIONS, pa.RecordBatchReader.from_batches(regions.schema, regions.to_batches(max_chunksize=2)))
-    assert v == 3 and store.count_rows() == before
-    # an update changes the row in place
-    changed = regions.set_column(regions.schema.get_field_index("text"), "text",
-                                 pa.array(["x"] * regions.num_rows))
-    store.upsert(REGIONS, changed)
-    assert set(store.dataset(REGIONS).to_table(columns=["text"]).column("text").to_pylist()) == {"x"}
-    assert store.count_rows() == before
+def _rows(store, name):
+    return store.read(name).to_pylist()
 
 
-def test_replace_docs_deletes_stale_rows_in_the_same_version(tmp_path):
+def test_upsert_replaces_whole_documents_and_is_idempotent(tmp_path):
     store = write_index(str(tmp_path / "idx"), _docs())
     a, b = doc_id_for("file:///corpus/a.pdf"), doc_id_for("file:///corpus/b.pdf")
-    regions = store.dataset(REGIONS).to_table()
-    keep = regions.filter(pa.compute.equal(regions.column("region_id"), f"{a}-p00001-r00000"))
-    v0 = store.dataset(REGIONS).version
-    v = store.upsert(REGIONS, keep, replace_docs=[a])
-    assert v == v0 + 1
-    left = store.dataset(REGIONS).to_table(columns=["region_id", "doc_id"]).to_pylist()
-    assert sorted(r["region_id"] for r in left if r["doc_id"] == a) == [f"{a}-p00001-r00000"]
-    assert sum(r["doc_id"] == b for r in left) == 2  # other documents untouched
-    # empty data + replace_docs removes the document's rows, still one version
-    v = store.upsert(REGIONS, keep.slice(0, 0), replace_docs=[a])
-    assert v == v0 + 2 and {r["doc_id"] for r in store.dataset(REGIONS).to_table().to_pylist()} == {b}
+    docs = store.documents().to_pylist()
+    pages, regions = _rows(store, PAGES), _rows(store, REGIONS)
+    before = store.count_rows()
+    doc_a = [d for d in docs if d["doc_id"] == a]
+    pages_a = [p for p in pages if p["doc_id"] == a]
+    regions_a = [r for r in regions if r["doc_id"] == a]
+    seq = store.snapshot().seq
+    for _ in range(2):  # the same write twice leaves the same rows; one snapshot each
+        snap = store.upsert(doc_a, pages_a, regions_a)
+        assert store.count_rows() == before
+    assert snap.seq == seq + 2
+    # a document that shrank to one page and one region: its other rows go in the same commit
+    store.upsert(doc_a, pages_a[:1], [r for r in regions_a if r["page_id"] == pages_a[0]["page_id"]][:1])
+    assert sorted(p["page_number"] for p in _rows(store, PAGES) if p["doc_id"] == a) == [pages_a[0]["page_number"]]
+    assert sum(r["doc_id"] == a for r in _rows(store, REGIONS)) == 1
+    assert sum(r["doc_id"] == b for r in _rows(store, REGIONS)) == 2  # other documents untouched
+    # superseded rows are gone from the table, not only hidden
+    assert store.dataset(PAGES).count_rows() == store.count_rows()[PAGES]
+
+
+def test_readers_see_the_published_snapshot_only(tmp_path):
+    """Rows appended but not confirmed by a published commit stay invisible (a writer mid-commit)."""
+    from snappy.storage.writer import write_fragments
+
+    store = write_index(str(tmp_path / "idx"), _docs())
+    a = doc_id_for("file:///corpus/a.pdf")
+    before, snap = store.count_rows(), store.snapshot()
+    pages = store.read(PAGES)
+    stray = pages.set_column(pages.schema.get_field_index("gen"), "gen", pa.array([999] * pages.num_rows, pa.int64()))
+    import lance
+
+    frags = write_fragments(store.table_uri(PAGES), stray, store.storage_options)
+    from lance.fragment import FragmentMetadata
+    import json
+
+    lance.LanceDataset.commit(store.table_uri(PAGES), lance.LanceOperation.Append(
+        [FragmentMetadata.from_json(json.dumps(f)) for f in frags]), read_version=store.dataset(PAGES).version)
+    assert store.dataset(PAGES).count_rows() == 2 * before[PAGES]  # in the table ...
+    assert store.count_rows() == before and store.snapshot() == snap  # ... but not in the index
+    # the next writer sweeps them (a writer that died between its Lance commits and its snapshot)
+    with store.writer() as w:
+        out = w.recover()
+    assert out["swept"] == {PAGES: 1}
+    assert store.dataset(PAGES).count_rows() == before[PAGES] and store.snapshot().seq == snap.seq + 1
+    assert {p["gen"] for p in _rows(store, PAGES) if p["doc_id"] == a} == \
+        {d["gen"] for d in store.documents().to_pylist() if d["doc_id"] == a}
 
 
 def test_delete_documents_and_errors(tmp_path):
     store = write_index(str(tmp_path / "idx"), _docs())
     a = doc_id_for("file:///corpus/a.pdf")
-    versions = store.delete_documents([a])
-    assert versions == {DOCUMENTS: 2, PAGES: 2, REGIONS: 2}
+    store.delete_documents([a])
     assert store.count_rows() == {DOCUMENTS: 2, PAGES: 1, REGIONS: 2}
-    with pytest.raises(ValueError, match="duplicate region_id"):
-        regions = store.dataset(REGIONS).to_table()
-        store.upsert(REGIONS, pa.concat_tables([regions, regions]))
-    with pytest.raises(ValueError, match="missing"):
-        store.upsert(REGIONS, store.dataset(REGIONS).to_table().drop_columns(["text"]))
+    pages = [p for p in _rows(store, PAGES)]
+    docs = store.documents().to_pylist()
+    with pytest.raises(ValueError, match="duplicate page_id"):
+        store.upsert(docs, pages + pages)
+    with pytest.raises(ValueError, match="not in this write"):
+        store.upsert([d for d in docs if d["doc_id"] != pages[0]["doc_id"]], pages)
+    with pytest.raises(ValueError, match="lacks columns"):
+        store.upsert(docs, pa.Table.from_pylist(pages).drop_columns(["grid"]))
+    assert store.count_rows() == {DOCUMENTS: 2, PAGES: 1, REGIONS: 2}  # failed writes changed nothing
     with pytest.raises(FileNotFoundError, match="does not exist"):
         IndexStore(str(tmp_path / "nothing")).dataset(PAGES)
     assert IndexStore(str(tmp_path / "nothing")).versions() == {}
     assert IndexStore(str(tmp_path / "nothing")).documents().num_rows == 0
+
+
+def test_housekeeping_compacts_indexes_and_bounds_size(tmp_path):
+    from snappy.storage.housekeeping import HousekeepingOptions, housekeep
+
+    store = write_index(str(tmp_path / "idx"), _docs())
+    a = doc_id_for("file:///corpus/a.pdf")
+    docs = [d for d in store.documents().to_pylist() if d["doc_id"] == a]
+    pages, regions = [p for p in _rows(store, PAGES) if p["doc_id"] == a], [r for r in _rows(store, REGIONS) if r["doc_id"] == a]
+    for _ in range(5):  # re-write one document: new fragments, deletions in the old ones, new versions
+        store.upsert(docs, pages, regions)
+    assert len(store.dataset(PAGES).get_fragments()) > 1 and len(store.dataset(PAGES).versions()) > 5
+    with store.writer() as w:
+        out = housekeep(w, HousekeepingOptions(retain_s=0))
+    for name in (DOCUMENTS, PAGES, REGIONS):
+        ds = store.dataset(name)
+        assert len(ds.get_fragments()) == 1 and len(ds.versions()) == 1, name
+        assert {c for i in ds.describe_indices() for c in i.field_names} >= {"doc_id"}
+    assert set(out[PAGES]["indexes"]) == {"page_id", "doc_id"} and set(out[REGIONS]["indexes"]) == {"page_id", "doc_id"}
+    assert store.count_rows() == {DOCUMENTS: 3, PAGES: 3, REGIONS: 7}
+    assert store.snapshot().versions == store.latest_versions()
 
 
 def test_fs_layer_local(tmp_path):
@@ -131,10 +181,12 @@ def test_s3_store_round_trip(s3_server):
     uri = "s3://snappy/indexes/one"
     store = write_index(uri, _docs(), storage_options=s3_server)
     assert store.storage_options["allow_http"] == "true"
-    assert store.versions() == {DOCUMENTS: 1, PAGES: 1, REGIONS: 1}
-    regions = store.dataset(REGIONS).to_table()
+    assert store.snapshot().seq == 1 and store.count_rows() == {DOCUMENTS: 3, PAGES: 3, REGIONS: 7}
     a = doc_id_for("file:///corpus/a.pdf")
-    assert store.upsert(REGIONS, regions.slice(0, 1), replace_docs=[a]) == 2
+    regions = [r for r in _rows(store, REGIONS) if r["doc_id"] == a]
+    pages = [p for p in _rows(store, PAGES) if p["doc_id"] == a]
+    assert store.upsert([d for d in store.documents().to_pylist() if d["doc_id"] == a], pages,
+                        regions[:1]).seq == 2
     assert store.count_rows()[REGIONS] == 1 + 2
     assert store.table_uri(PAGES) == "s3://snappy/indexes/one/pages.lance"
     # the pyarrow side of the same layer sees the same objects

@@ -29,12 +29,15 @@ class Encoder(ABC):
 
     ``encoder_id`` names the model and its geometry settings (stored with the index so a
     change of encoder is detectable). ``needs_regions`` is True for encoders that read the
-    page's OCR regions instead of (or as well as) its pixels.
+    page's OCR regions instead of (or as well as) its pixels; ``needs_pixels`` is False for
+    encoders whose ``embed_pages`` reads only each image's ``.size`` (the pipeline then ships
+    them no pixels).
     """
 
     encoder_id: str
     dim: int
     needs_regions: bool = False
+    needs_pixels: bool = True
 
     @abstractmethod
     def embed_pages(

@@ -197,3 +197,154 @@ def write_bytes(uri: str | os.PathLike, data: bytes,
 def exists(uri: str | os.PathLike, storage_options: Mapping[str, str] | S3Settings | None = None) -> bool:
     fs, path = filesystem(uri, storage_options)
     return fs.get_file_info(path).type != pafs.FileType.NotFound
+
+
+# ---------------------------------------------------------------------------- small objects
+def s3_client(storage_options: Mapping[str, str], timeout_s: float | None = 60.0, attempts: int = 5):
+    """A boto3 S3 client from Lance-style storage options (endpoint, keys, region); one per caller."""
+    import boto3
+    from botocore.config import Config
+
+    o = storage_options
+    timeouts = {} if timeout_s is None else {"connect_timeout": min(timeout_s, 10.0), "read_timeout": timeout_s}
+    return boto3.client(
+        "s3", endpoint_url=o.get("aws_endpoint"), region_name=o.get("aws_region") or "us-east-1",
+        aws_access_key_id=o.get("aws_access_key_id"), aws_secret_access_key=o.get("aws_secret_access_key"),
+        aws_session_token=o.get("aws_session_token"),
+        config=Config(retries={"max_attempts": max(1, attempts), "mode": "standard"}, **timeouts),
+    )
+
+
+def split_s3(uri: str) -> tuple[str, str]:
+    """``("bucket", "key/inside")`` of ``s3://bucket/key/inside``."""
+    bucket, _, key = normalize(uri)[len("s3://"):].partition("/")
+    if not bucket:
+        raise ValueError(f"{uri}: no bucket in S3 URI")
+    return bucket, key
+
+
+class Files:
+    """Small objects (JSON) under one location, local or ``s3://``: what the lease, the published
+    snapshots and the run log are made of.
+
+    ``put_if_absent`` is the one atomic primitive: a local hard link of a complete temporary file
+    (fails if the name exists), or an S3 conditional put (``If-None-Match: *``, HTTP 412 if the
+    key exists). ``put`` replaces atomically (rename; a single S3 PUT).
+    """
+
+    def __init__(self, root: str, storage_options: Mapping[str, str] | S3Settings | None = None):
+        self.root = normalize(root)
+        self.remote = is_remote(self.root)
+        self.options = lance_options(self.root, storage_options) or {}
+        self._client = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_client": None}
+
+    def _s3(self):
+        if self._client is None:
+            self._client = s3_client(self.options)
+        return self._client
+
+    def _key(self, name: str) -> tuple[str, str]:
+        bucket, prefix = split_s3(self.root)
+        parts = [p for p in (prefix.strip("/"), name.strip("/")) if p]
+        return bucket, "/".join(parts)
+
+    def _folder_key(self, folder: str) -> tuple[str, str]:
+        bucket, key = self._key(folder)
+        return bucket, key + "/" if key else ""
+
+    def put_if_absent(self, name: str, data: bytes) -> bool:
+        """Create ``name`` with ``data`` unless it exists; True if this call created it."""
+        if self.remote:
+            from botocore.exceptions import ClientError
+
+            bucket, key = self._key(name)
+            try:
+                self._s3().put_object(Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
+                return True
+            except ClientError as e:
+                if e.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict") \
+                        or e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") in (409, 412):
+                    return False
+                raise
+        path = Path(self.root, name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+        tmp.write_bytes(data)
+        try:
+            os.link(tmp, path)
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def put(self, name: str, data: bytes) -> None:
+        if self.remote:
+            bucket, key = self._key(name)
+            self._s3().put_object(Bucket=bucket, Key=key, Body=data)
+            return
+        path = Path(self.root, name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+
+    def get(self, name: str) -> bytes | None:
+        """The object's bytes, or None if it does not exist."""
+        if self.remote:
+            from botocore.exceptions import ClientError
+
+            bucket, key = self._key(name)
+            try:
+                return self._s3().get_object(Bucket=bucket, Key=key)["Body"].read()
+            except ClientError as e:
+                if e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                    return None
+                raise
+        try:
+            return Path(self.root, name).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def list(self, folder: str) -> list[str]:
+        """Names of the objects directly in ``folder`` (sorted; no temporary files)."""
+        if self.remote:
+            bucket, key = self._folder_key(folder)
+            names = []
+            for page in self._s3().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key, Delimiter="/"):
+                names.extend(o["Key"][len(key):] for o in page.get("Contents", []))
+            return sorted(n for n in names if n and not n.startswith("."))
+        try:
+            return sorted(n for n in os.listdir(Path(self.root, folder)) if not n.startswith("."))
+        except FileNotFoundError:
+            return []
+
+    def delete(self, name: str) -> None:
+        if self.remote:
+            bucket, key = self._key(name)
+            self._s3().delete_object(Bucket=bucket, Key=key)
+            return
+        Path(self.root, name).unlink(missing_ok=True)
+
+    def delete_tree(self, folder: str) -> int:
+        """Delete every object under ``folder`` (recursively); returns how many."""
+        if self.remote:
+            bucket, key = self._folder_key(folder)
+            n = 0
+            for page in self._s3().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key):
+                keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+                if keys:
+                    self._s3().delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
+                    n += len(keys)
+            return n
+        import shutil
+
+        path = Path(self.root, folder)
+        if not path.exists():
+            return 0
+        n = sum(1 for p in path.rglob("*") if p.is_file())
+        shutil.rmtree(path, ignore_errors=True)
+        return n

@@ -22,6 +22,8 @@ from snappy.propagation import RegionOverlap
 from snappy.regions import Region, boxes_array
 
 DOCUMENTS, PAGES, REGIONS = "documents", "pages", "regions"
+INDEXED, FAILED, PENDING = "indexed", "failed", "pending"
+STATUSES = (INDEXED, FAILED, PENDING)  # pending: a transient failure of a document with no live rows yet
 KEYS = {DOCUMENTS: "doc_id", PAGES: "page_id", REGIONS: "region_id"}
 DEFAULT_DIM = 128
 
@@ -38,9 +40,14 @@ class IndexSettings:
         return json.dumps(asdict(self), sort_keys=True)
 
 
-def doc_id_for(uri: str) -> str:
-    """Stable id of a document, from its source URI."""
-    return hashlib.sha1(uri.encode("utf-8")).hexdigest()[:16]
+def doc_id_for(uri: str | bytes) -> str:
+    """Stable id of a document, from its source URI (or the raw bytes of a local path).
+
+    A local name that is not valid UTF-8 arrives as a ``str`` with surrogate escapes (what
+    ``os.walk`` gives) or as bytes: both hash the file system's own bytes, so the id is stable.
+    """
+    raw = uri if isinstance(uri, bytes) else uri.encode("utf-8", "surrogateescape")
+    return hashlib.sha1(raw).hexdigest()[:16]
 
 
 def page_id_for(doc_id: str, page_number: int) -> str:
@@ -59,12 +66,20 @@ def documents_schema() -> pa.Schema:
     return pa.schema([
         pa.field("doc_id", pa.string(), nullable=False),
         pa.field("uri", pa.string(), nullable=False),
+        # Source fingerprint: a listed document whose fingerprint and settings are unchanged is
+        # skipped without reading it (S3: size + ETag; local files: size + mtime).
         pa.field("size", pa.int64()),
-        pa.field("content_hash", pa.string()),
+        pa.field("etag", pa.string()),
+        pa.field("mtime_ns", pa.int64()),
+        pa.field("content_hash", pa.string()),  # sha256 of the bytes indexed
         pa.field("page_count", pa.int32()),
-        pa.field("status", pa.string()),  # "indexed" | "failed"
-        pa.field("error", pa.string()),
-        pa.field("indexed_at", pa.timestamp("us", tz="UTC")),
+        pa.field("status", pa.string()),  # see STATUSES
+        pa.field("failure", pa.string()),  # "document" | "transient" | null (see snappy.failures)
+        pa.field("error", pa.string()),  # the reason; on an "indexed" row: the last update attempt failed
+        pa.field("attempts", pa.int32()),  # consecutive transient failures (reset on success)
+        pa.field("gen", pa.int64()),  # the generation of this document's live pages/regions rows
+        pa.field("indexed_at", pa.timestamp("us", tz="UTC")),  # when its content was last indexed
+        pa.field("checked_at", pa.timestamp("us", tz="UTC")),  # when this row was last written
         pa.field("encoder_id", pa.string()),
         pa.field("ocr_engine", pa.string()),
         pa.field("dpi", pa.float32()),
@@ -87,6 +102,7 @@ def pages_schema(dim: int = DEFAULT_DIM) -> pa.Schema:
         pa.field("n_tokens", pa.int32()),
         pa.field("grid", pa.string()),  # PatchGrid JSON
         pa.field("encoder_id", pa.string()),
+        pa.field("gen", pa.int64()),  # generation: live only if it equals the documents row's gen
     ])
 
 
@@ -106,6 +122,7 @@ def regions_schema() -> pa.Schema:
         pa.field("area", pa.float32()),  # px^2
         pa.field("patch_idx", pa.list_(pa.int32())),  # tokens the region overlaps
         pa.field("patch_inter", pa.list_(pa.float32())),  # intersection areas with them, px^2
+        pa.field("gen", pa.int64()),  # generation (as pages)
     ])
 
 
@@ -113,12 +130,22 @@ SCHEMAS = {DOCUMENTS: documents_schema, PAGES: pages_schema, REGIONS: regions_sc
 
 
 def document_record(uri: str, settings: IndexSettings, *, size: int | None = None, digest: str | None = None,
-                    page_count: int | None = None, error: str | None = None) -> dict:
+                    page_count: int | None = None, error: str | None = None, gen: int | None = 0,
+                    etag: str | None = None, mtime_ns: int | None = None, failure: str | None = None,
+                    status: str | None = None, attempts: int = 0, doc_id: str | None = None,
+                    indexed_at: datetime | None = None) -> dict:
+    """A documents row. Without ``status``: ``failed`` (failure ``document``) if ``error`` else ``indexed``."""
+    now = datetime.now(timezone.utc)
+    status = status or (FAILED if error else INDEXED)
+    if status not in STATUSES:
+        raise ValueError(f"unknown document status {status!r}; expected one of {STATUSES}")
     return {
-        "doc_id": doc_id_for(uri), "uri": uri, "size": size, "content_hash": digest,
-        "page_count": page_count, "status": "failed" if error else "indexed", "error": error,
-        "indexed_at": datetime.now(timezone.utc), "encoder_id": settings.encoder_id,
-        "ocr_engine": settings.ocr_engine, "dpi": settings.dpi, "settings": settings.to_json(),
+        "doc_id": doc_id or doc_id_for(uri), "uri": uri, "size": size, "etag": etag, "mtime_ns": mtime_ns,
+        "content_hash": digest, "page_count": page_count, "status": status,
+        "failure": failure or ("document" if status == FAILED else None), "error": error, "attempts": attempts,
+        "gen": gen if status == INDEXED else None, "indexed_at": indexed_at or now, "checked_at": now,
+        "encoder_id": settings.encoder_id, "ocr_engine": settings.ocr_engine, "dpi": settings.dpi,
+        "settings": settings.to_json(),
     }
 
 
@@ -129,18 +156,19 @@ def encode_image(image, quality: int = 85) -> bytes:
 
 
 def page_record(doc_id: str, page: Page, embedding: PageEmbedding, encoder_id: str,
-                image_bytes: bytes | None = None) -> dict:
+                image_bytes: bytes | None = None, gen: int = 0) -> dict:
     vectors = np.asarray(embedding.vectors, dtype=np.float16)  # [n_tokens, dim]
     return {
         "page_id": page_id_for(doc_id, page.number), "doc_id": doc_id, "page_number": page.number,
         "width": page.width, "height": page.height, "width_pt": page.width_pt, "height_pt": page.height_pt,
         "dpi": page.dpi, "image": image_bytes if image_bytes is not None else encode_image(page.image),
         "vectors": vectors, "n_tokens": vectors.shape[0], "grid": embedding.grid.to_json(),
-        "encoder_id": encoder_id,
+        "encoder_id": encoder_id, "gen": gen,
     }
 
 
-def region_records(doc_id: str, page_number: int, regions: Sequence[Region], embedding_grid) -> list[dict]:
+def region_records(doc_id: str, page_number: int, regions: Sequence[Region], embedding_grid,
+                   gen: int = 0) -> list[dict]:
     """Region rows of one page, with their overlap on the page's patch grid precomputed."""
     page_id = page_id_for(doc_id, page_number)
     overlap = RegionOverlap.build(embedding_grid.boxes(), boxes_array(regions))
@@ -150,7 +178,7 @@ def region_records(doc_id: str, page_number: int, regions: Sequence[Region], emb
         "page_number": page_number, "region_index": i, "bbox": list(r.bbox), "bbox_norm": list(r.bbox_norm),
         "polygon": [c for pt in r.polygon for c in pt] if r.polygon else None, "text": r.text,
         "confidence": r.confidence, "level": r.level, "area": r.area,
-        "patch_idx": idx[i], "patch_inter": inter[i],
+        "patch_idx": idx[i], "patch_inter": inter[i], "gen": gen,
     } for i, r in enumerate(regions)]
 
 

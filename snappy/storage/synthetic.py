@@ -18,7 +18,7 @@ from snappy.encoders.base import Encoder, PageEmbedding
 from snappy.grid import PatchGrid
 from snappy.pages import Page
 from snappy.regions import Region
-from snappy.storage.schema import (DOCUMENTS, PAGES, REGIONS, IndexSettings, doc_id_for, document_record,
+from snappy.storage.schema import (PAGES, REGIONS, IndexSettings, doc_id_for, document_record,
                                    page_id_for, page_record, region_records, to_table, vectors_array)
 from snappy.storage.tables import IndexStore
 
@@ -76,11 +76,8 @@ def write_index(uri: str, docs: Sequence[SynthDocSpec], encoder: Encoder | None 
             page_rows.append(page_record(doc_id, page, emb, encoder.encoder_id))
             region_rows.extend(region_records(doc_id, n, regions, emb.grid))
     store = IndexStore(uri, storage_options)
-    store.upsert(DOCUMENTS, to_table(DOCUMENTS, doc_rows))
-    if page_rows:
-        store.upsert(PAGES, to_table(PAGES, page_rows, dim))
-    if region_rows:
-        store.upsert(REGIONS, to_table(REGIONS, region_rows))
+    store.upsert(doc_rows, to_table(PAGES, page_rows, dim) if page_rows else None,
+                 to_table(REGIONS, region_rows) if region_rows else None, dim=dim)
     return store
 
 
@@ -100,7 +97,6 @@ def write_random_pages(uri: str, n_pages: int, n_tokens: int = 1024, dim: int = 
     grid = PatchGrid.uniform("random", (n_tokens * 4, 4), 1, n_tokens).to_json()
     settings = IndexSettings(encoder_id=f"random:d{dim}", ocr_engine="none", dpi=72.0)
     docs = [document_record(f"synthetic://{i:06d}", settings, page_count=1) for i in range(n_pages)]
-    store.upsert(DOCUMENTS, to_table(DOCUMENTS, docs))
     schema = to_table(PAGES, [], dim).schema
 
     def batches():
@@ -114,9 +110,10 @@ def write_random_pages(uri: str, n_pages: int, n_tokens: int = 1024, dim: int = 
                 "width_pt": [float(n_tokens * 4)] * len(ids), "height_pt": [4.0] * len(ids), "dpi": [72.0] * len(ids),
                 "image": [None] * len(ids), "vectors": vectors_array(list(vecs), dim),
                 "n_tokens": [n_tokens] * len(ids), "grid": [grid] * len(ids), "encoder_id": [f"random:d{dim}"] * len(ids),
+                "gen": [0] * len(ids),  # replaced by each document's generation when written
             }
             yield pa.RecordBatch.from_arrays([pa.array(cols[f.name], f.type) if f.name != "vectors" else cols[f.name]
                                               for f in schema], schema=schema)
 
-    store.upsert(PAGES, pa.RecordBatchReader.from_batches(schema, batches()))
+    store.upsert(docs, pa.RecordBatchReader.from_batches(schema, batches()), dim=dim)
     return store

@@ -1,29 +1,33 @@
-"""IndexStore: the three Lance tables of an index under one location (local folder or ``s3://``).
+"""IndexStore: the Lance tables of an index under one location (local folder or ``s3://``).
 
 Each table is a Lance dataset at ``<index>/<name>.lance`` (so ``lancedb.connect(<index>)`` opens
-the same tables by name). Writes are upserts keyed on the table's id column; every
-:meth:`IndexStore.upsert` call is exactly one Lance commit (one new version).
+the same tables by name). Beside them the index keeps small JSON objects: ``_lease/`` (the one
+writer), ``_snapshots/`` (the published table versions readers use) and ``_runs/`` (the run log).
+
+Reads go through the latest published snapshot (:meth:`IndexStore.snapshot`) and keep only live
+rows (:mod:`snappy.storage.commit`): a reader never sees half a commit. Writes go through
+:meth:`IndexStore.writer` (which holds the lease) or, for whole documents at once,
+:meth:`IndexStore.upsert`.
 """
 from __future__ import annotations
 
 import logging
-from typing import Iterable, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Iterator, Mapping, Sequence
 
 import lance
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from snappy.storage import fs
-from snappy.storage.schema import DOCUMENTS, KEYS, PAGES, REGIONS, SCHEMAS
+from snappy.storage import snapshot as snapshots
+from snappy.storage.commit import live_mask, sql_list
+from snappy.storage.schema import DOCUMENTS, INDEXED, KEYS, PAGES, REGIONS, SCHEMAS
 
 log = logging.getLogger(__name__)
 
 TABLES = (DOCUMENTS, PAGES, REGIONS)
-
-
-def sql_list(values: Iterable[str]) -> str:
-    """``'a', 'b'`` for a SQL ``IN (...)`` filter, quotes escaped."""
-    return ", ".join("'" + str(v).replace("'", "''") + "'" for v in values)
+ROW_TABLES = (PAGES, REGIONS)  # tables whose rows carry a generation
 
 
 class IndexStore:
@@ -36,6 +40,7 @@ class IndexStore:
     def __init__(self, uri: str, storage_options: Mapping[str, str] | fs.S3Settings | None = None):
         self.uri = fs.normalize(uri)
         self.storage_options = fs.lance_options(self.uri, storage_options)
+        self.files = fs.Files(self.uri, self.storage_options)
 
     def __repr__(self) -> str:
         return f"IndexStore({self.uri!r})"
@@ -50,122 +55,142 @@ class IndexStore:
         try:
             self.dataset(name)
             return True
-        except (FileNotFoundError, ValueError):
+        except FileNotFoundError:
             return False
-        except OSError as e:  # object stores report a missing dataset as an IO error
-            if "not found" in str(e).lower():
-                return False
-            raise
 
     def dataset(self, name: str, version: int | None = None) -> lance.LanceDataset:
-        """The table's latest version (or ``version``); FileNotFoundError if it was never written."""
+        """The table at ``version`` (default: its latest version); FileNotFoundError if it was never written."""
         uri = self.table_uri(name)
         try:
             return lance.dataset(uri, version=version, storage_options=self.storage_options)
-        except ValueError as e:
-            if "not found" in str(e).lower() or "does not exist" in str(e).lower():
+        except (ValueError, OSError) as e:
+            text = str(e).lower()
+            if "not found" in text or "does not exist" in text or "no such file" in text:
                 raise FileNotFoundError(f"{uri}: table {name!r} does not exist in index {self.uri}") from e
             raise
 
-    # ------------------------------------------------------------------ writes
-    def upsert(self, name: str, data: pa.Table | pa.RecordBatchReader,
-               replace_docs: Sequence[str] | None = None) -> int:
-        """Insert or update ``data`` by the table's key in one commit; returns the new version.
-
-        With ``replace_docs``, rows of those doc_ids that are not in ``data`` are deleted in the
-        same commit, so a re-indexed document leaves no stale pages/regions behind. Creates the
-        table on first write. Idempotent: the same call twice leaves the same rows.
-        """
-        key = KEYS.get(name)
-        if key is None:
-            raise ValueError(f"unknown table {name!r}; expected one of {tuple(KEYS)}")
-        docs = sorted(set(replace_docs)) if replace_docs else []
-        if not self.exists(name):
-            if isinstance(data, pa.Table):
-                _check_unique(name, data, key)
-            ds = lance.write_dataset(data, self.table_uri(name), schema=data.schema, mode="create",
-                                     storage_options=self.storage_options)
-            log.debug("created %s with %d rows (version %d)", name, ds.count_rows(), ds.version)
-            return ds.version
-        ds = self.dataset(name)
-        data = _conform(data, ds.schema)
-        if isinstance(data, pa.Table):
-            _check_unique(name, data, key)
-        builder = ds.merge_insert(key).when_matched_update_all().when_not_matched_insert_all()
-        if docs:
-            builder = builder.when_not_matched_by_source_delete(f"doc_id IN ({sql_list(docs)})")
-        stats = builder.execute(data)
-        version = self.dataset(name).version
-        log.debug("upsert %s: %s (version %d)", name, stats, version)
-        return version
-
-    def delete_documents(self, doc_ids: Sequence[str]) -> dict[str, int]:
-        """Delete every row of these documents from all tables (one commit per table that has any)."""
-        doc_ids = sorted(set(doc_ids))
-        out = {}
-        for name in TABLES:
-            if not self.exists(name):
-                continue
-            ds = self.dataset(name)
-            if doc_ids:
-                ds.delete(f"doc_id IN ({sql_list(doc_ids)})")
-            out[name] = self.dataset(name).version
-        return out
-
-    # ------------------------------------------------------------------ reads
-    def versions(self) -> dict[str, int]:
-        """Latest version of each existing table."""
+    # ------------------------------------------------------------------ versions
+    def latest_versions(self) -> dict[str, int]:
+        """Latest Lance version of each existing table (what a writer builds on; may be ahead of the snapshot)."""
         return {name: self.dataset(name).version for name in TABLES if self.exists(name)}
 
-    def count_rows(self) -> dict[str, int]:
-        return {name: self.dataset(name).count_rows() for name in TABLES if self.exists(name)}
+    def snapshot(self) -> snapshots.Snapshot | None:
+        """The latest published snapshot; for an index written before snapshots existed, its
+        latest versions as snapshot 0; None for an empty location."""
+        snap = snapshots.latest(self.files)
+        if snap is not None:
+            return snap
+        latest = self.latest_versions()
+        return snapshots.Snapshot(seq=0, versions=latest, created_at=0.0) if latest else None
 
-    def documents(self, columns: Sequence[str] | None = None, filter: str | None = None) -> pa.Table:
-        """The documents table (empty, with its schema, when the index has none yet)."""
-        if not self.exists(DOCUMENTS):
+    def versions(self) -> dict[str, int]:
+        """The table versions readers see now (the latest snapshot's)."""
+        snap = self.snapshot()
+        return dict(snap.versions) if snap else {}
+
+    def at(self, name: str, snap: snapshots.Snapshot | None = None) -> lance.LanceDataset:
+        """The table at the snapshot's version (default: the latest snapshot)."""
+        snap = snap if snap is not None else self.snapshot()
+        if snap is None or name not in snap.versions:
+            raise FileNotFoundError(f"{self.table_uri(name)}: table {name!r} does not exist in index {self.uri}")
+        return self.dataset(name, snap.versions[name])
+
+    # ------------------------------------------------------------------ reads (live rows of a snapshot)
+    def documents(self, columns: Sequence[str] | None = None, filter: str | None = None,
+                  snap: snapshots.Snapshot | None = None) -> pa.Table:
+        """The documents table at the snapshot (empty, with its schema, when the index has none)."""
+        snap = snap if snap is not None else self.snapshot()
+        if snap is None or DOCUMENTS not in snap.versions:
             schema = SCHEMAS[DOCUMENTS]()
             return schema.empty_table().select(list(columns)) if columns else schema.empty_table()
-        return self.dataset(DOCUMENTS).to_table(columns=list(columns) if columns else None, filter=filter)
+        return self.at(DOCUMENTS, snap).to_table(columns=list(columns) if columns else None, filter=filter)
 
-    def failed_documents(self) -> pa.Table:
-        return self.documents(columns=["doc_id", "uri", "error", "indexed_at"], filter="status = 'failed'")
+    def read(self, name: str, columns: Sequence[str] | None = None, filter: str | None = None,
+             snap: snapshots.Snapshot | None = None, documents: pa.Table | None = None) -> pa.Table:
+        """Live rows of ``pages`` or ``regions`` at the snapshot (rows of unconfirmed generations dropped).
 
-    def stats(self) -> dict[str, dict]:
-        """Per table: rows, version, files on disk (fragments), and the index's encoder ids."""
-        out: dict[str, dict] = {}
-        for name in TABLES:
-            if not self.exists(name):
-                continue
-            ds = self.dataset(name)
-            out[name] = {"rows": ds.count_rows(), "version": ds.version, "fragments": len(ds.get_fragments())}
-        if DOCUMENTS in out:
-            docs = self.documents(columns=["status", "encoder_id"])
-            status = pc.value_counts(docs.column("status")).to_pylist()
-            out[DOCUMENTS]["status"] = {s["values"]: s["counts"] for s in status}
-            out[DOCUMENTS]["encoders"] = sorted({e for e in docs.column("encoder_id").to_pylist() if e})
+        ``documents`` (doc_id, gen, status at the same snapshot) may be passed to avoid re-reading it.
+        """
+        if name not in ROW_TABLES:
+            raise ValueError(f"read() is for {ROW_TABLES}; use documents() for {name!r}")
+        snap = snap if snap is not None else self.snapshot()
+        if snap is None or name not in snap.versions:
+            schema = SCHEMAS[name]()
+            return schema.empty_table().select(list(columns)) if columns else schema.empty_table()
+        want = list(columns) if columns else None
+        extra = [c for c in ("doc_id", "gen") if want is not None and c not in want]
+        table = self.at(name, snap).to_table(columns=(want + extra) if want is not None else None, filter=filter)
+        if documents is None:
+            documents = self.documents(["doc_id", "gen", "status"], snap=snap)
+        keep = live_mask(table.column("doc_id"), table.column("gen"), documents)
+        return table.filter(pa.array(keep)).drop_columns(extra)
+
+    def count_rows(self, snap: snapshots.Snapshot | None = None) -> dict[str, int]:
+        """Live rows per table at the snapshot."""
+        snap = snap if snap is not None else self.snapshot()
+        if snap is None:
+            return {}
+        docs = self.documents(["doc_id", "gen", "status"], snap=snap)
+        out = {DOCUMENTS: docs.num_rows} if DOCUMENTS in snap.versions else {}
+        for name in ROW_TABLES:
+            if name in snap.versions:
+                out[name] = self.read(name, ["doc_id"], snap=snap, documents=docs).num_rows
         return out
 
+    def failed_documents(self) -> pa.Table:
+        return self.documents(columns=["doc_id", "uri", "status", "failure", "error", "attempts", "checked_at"],
+                              filter="status != 'indexed' OR error IS NOT NULL")
 
-def _check_unique(name: str, table: pa.Table, key: str) -> None:
-    """Lance merge_insert rejects (or mis-applies) duplicate keys in the source: say which."""
-    keys = table.column(key)
-    if len(pc.unique(keys)) != len(keys):
-        counts = pc.value_counts(keys)
-        dup = [c["values"] for c in counts.to_pylist() if c["counts"] > 1][:5]
-        raise ValueError(f"{name}: duplicate {key} values in one write: {dup}")
+    def stats(self) -> dict[str, dict]:
+        """Per table at the snapshot: rows, version, fragments; documents by status; encoder ids."""
+        snap = self.snapshot()
+        out: dict[str, dict] = {}
+        if snap is None:
+            return out
+        for name in TABLES:
+            if name not in snap.versions:
+                continue
+            ds = self.dataset(name, snap.versions[name])
+            out[name] = {"rows": ds.count_rows(), "version": ds.version, "fragments": len(ds.get_fragments())}
+        if DOCUMENTS in out:
+            docs = self.documents(columns=["status", "encoder_id"], snap=snap)
+            status = pc.value_counts(docs.column("status")).to_pylist()
+            out[DOCUMENTS]["status"] = {s["values"]: s["counts"] for s in status}
+            indexed = docs.filter(pc.equal(docs.column("status"), INDEXED))
+            out[DOCUMENTS]["encoders"] = sorted({e for e in indexed.column("encoder_id").to_pylist() if e})
+        return out
+
+    # ------------------------------------------------------------------ writes
+    @contextmanager
+    def writer(self, run_id: str | None = None, wait_s: float = 60.0, ttl_s: float = 300.0) -> Iterator["IndexWriter"]:
+        """Hold the index's lease (waiting up to ``wait_s`` for another writer) and yield its writer.
+
+        Raises :class:`snappy.storage.lease.LeaseHeld` naming the holder if it stays busy.
+        """
+        from snappy.storage.lease import Lease
+        from snappy.storage.writer import IndexWriter
+
+        lease = Lease(self.files, run_id=run_id, ttl_s=ttl_s)
+        lease.acquire(wait_s=wait_s)
+        with lease:
+            yield IndexWriter(self, lease, run_id)
+
+    def upsert(self, documents: pa.Table | Sequence[dict], pages: pa.Table | pa.RecordBatchReader | Sequence[dict] | None = None,
+               regions: pa.Table | pa.RecordBatchReader | Sequence[dict] | None = None,
+               delete: Sequence[str] = (), wait_s: float = 60.0, dim: int | None = None) -> snapshots.Snapshot:
+        """Write whole documents in one commit: their documents rows, and ALL their pages and
+        regions (rows these documents had before and that are not given are deleted); ``delete``
+        removes documents. Holds the lease while writing; waits up to ``wait_s`` for another
+        writer. Returns the published snapshot. Idempotent: the same call twice leaves the same rows.
+        """
+        with self.writer(wait_s=wait_s) as w:
+            return w.put_documents(documents, pages, regions, delete=delete, dim=dim)
+
+    def delete_documents(self, doc_ids: Sequence[str], wait_s: float = 60.0) -> snapshots.Snapshot:
+        """Delete every row of these documents (one commit, lease held)."""
+        with self.writer(wait_s=wait_s) as w:
+            return w.put_documents([], delete=doc_ids)
 
 
-def _conform(data: pa.Table | pa.RecordBatchReader, schema: pa.Schema):
-    """Order/cast ``data``'s columns to the table's schema (a clear error if a column is missing)."""
-    names = schema.names
-    have = data.schema.names
-    missing = [n for n in names if n not in have]
-    extra = [n for n in have if n not in names]
-    if missing or extra:
-        raise ValueError(f"data does not match the table schema: missing {missing}, unexpected {extra}")
-    if data.schema.equals(schema, check_metadata=False):
-        return data
-    if isinstance(data, pa.Table):
-        return data.select(names).cast(schema)
-    batches = (pa.RecordBatch.from_arrays([b.column(n) for n in names], names=names).cast(schema) for b in data)
-    return pa.RecordBatchReader.from_batches(schema, batches)
+def sql_in(column: str, values: Sequence) -> str:
+    return f"{column} IN ({sql_list(values)})"

@@ -47,7 +47,8 @@ class IndexConfig:
 
     # Stage resources. Actor pools reserve their CPUs for the whole run: keep
     # ocr_actors*ocr_num_cpus + embed_actors*embed_num_cpus below the cluster's CPUs.
-    render_num_cpus: float = 0.25  # per hash/render task (tasks scale with free CPUs)
+    render_num_cpus: float = 0.25  # per read/render task (tasks scale with free CPUs)
+    render_memory: int = 512 << 20  # bytes reserved per read/render task (a 150-dpi page is ~6 MB of pixels)
     ocr_actors: int = 1
     ocr_num_cpus: float = 1.0
     ocr_batch_size: int = 4  # pages per OCR call

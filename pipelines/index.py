@@ -391,7 +391,10 @@ def _run_pipeline(config: IndexConfig, source: Source, store: IndexStore, plan: 
             per_block = max(1, -(-work.num_rows // 10_000))  # at most ~10k read tasks, each a few documents
             ds = ray.data.from_arrow([work.slice(i, per_block) for i in range(0, work.num_rows, per_block)])
             ds = ds.map_batches(
+                # (its own memory request also keeps Ray Data from fusing it into the next actor stage:
+                # rendering scales with CPUs, not with OCR or GPU actors)
                 prepare_documents, batch_size=1, batch_format="pyarrow", num_cpus=config.render_num_cpus,
+                memory=config.render_memory,
                 fn_kwargs={"source": source, "render": RenderOptions(dpi=config.dpi, max_pages=config.max_pages,
                                                                      max_pixels=config.max_pixels),
                            "limits": ReadLimits(max_bytes=config.max_bytes, max_in_memory=config.max_in_memory),

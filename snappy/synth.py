@@ -397,6 +397,23 @@ def _made_up_word(rng: random.Random, used: set[str]) -> str:
             return w
 
 
+def write_page_corpus(out: str | Path, pages: int, pages_per_doc: int = 5, seed: int = 0) -> list[Path]:
+    """``pages`` text pages in PDFs of ``pages_per_doc`` (Letter and A4 alternating) under ``out``;
+    each page carries the fact "Fact number <i> ..." (benchmarks, pipeline tests)."""
+    rng = random.Random(seed)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for d in range(0, pages, pages_per_doc):
+        n = min(pages_per_doc, pages - d)
+        size = LETTER if (d // pages_per_doc) % 2 == 0 else A4_SIZE
+        doc = SynthDoc(f"doc{d // pages_per_doc:05d}",
+                       [text_page(size, [f"Fact number {d + i} about item {rng.randint(0, 10**6)}."], rng)
+                        for i in range(n)])
+        paths.append(doc.write_pdf(out / f"{doc.name}.pdf"))
+    return paths
+
+
 def write_good_corpus(root: str | Path, n: int = 20, seed: int = 0) -> list[CorpusEntry]:
     """``n`` one-page text PDFs under ``root/good/``, each with a unique, searchable fact sentence
     built around a made-up word (the entry's ``query``)."""

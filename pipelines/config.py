@@ -47,8 +47,11 @@ class IndexConfig:
 
     # Stage resources. Actor pools reserve their CPUs for the whole run: keep
     # ocr_actors*ocr_num_cpus + embed_actors*embed_num_cpus below the cluster's CPUs.
-    render_num_cpus: float = 0.25  # per read/render task (tasks scale with free CPUs)
-    render_memory: int = 512 << 20  # bytes reserved per read/render task (a 150-dpi page is ~6 MB of pixels)
+    # Task stages (read + render; embedding with a weight-free encoder; writing) ask for the same
+    # resources, so Ray Data fuses adjacent ones into one task; their memory request keeps them
+    # from being fused into an actor stage (rendering scales with CPUs, not with OCR/GPU actors).
+    task_num_cpus: float = 0.5  # per task (tasks scale with free CPUs; 0.5: two per core)
+    task_memory: int = 512 << 20  # bytes reserved per task (a 150-dpi page is ~6 MB of pixels)
     ocr_actors: int = 1
     ocr_num_cpus: float = 1.0
     ocr_batch_size: int = 4  # pages per OCR call
@@ -56,8 +59,6 @@ class IndexConfig:
     embed_num_gpus: float | None = None  # None: 1 if the cluster has GPUs, else 0 (CPU)
     embed_num_cpus: float | None = None  # None: 0.25 (the actor's real use is its own; this is only packing)
     embed_batch_size: int = 8  # pages per encoder call
-    records_num_cpus: float = 0.25
-    write_num_cpus: float = 0.25
     write_rows: int = 64  # pages per Lance write task, i.e. per fragment before compaction (~0.4 MB each)
     block_bytes: int = 8 * 2**20  # Ray Data block target: ~1 page of 150-dpi pixels (small blocks never stall on budgets)
 

@@ -28,6 +28,7 @@ from typing import Sequence
 import pyarrow as pa
 
 from pipelines.config import IndexConfig
+from pipelines.stages import TIMING
 from snappy.pages import RenderOptions
 from snappy.plan import Action, KnownDocuments, ListedChunk, PlanOptions, plan_chunk
 from snappy.settle import DocumentTracker, document_row, rejected_row
@@ -42,12 +43,20 @@ EXIT_BUSY = 75  # EX_TEMPFAIL: another run holds the index
 
 
 # ---------------------------------------------------------------------- settings
-def describe_encoder(spec: str) -> tuple[str, int, bool]:
-    """(encoder_id, dim, needs_pixels) of an encoder spec. Model encoders load only their processor here."""
+@dataclass(frozen=True)
+class EncoderInfo:
+    encoder_id: str
+    dim: int
+    needs_pixels: bool  # False: the pipeline ships its stage no pixels
+    loads_model: bool  # False: it runs inside the task stages instead of an actor pool
+
+
+def describe_encoder(spec: str) -> EncoderInfo:
+    """What the run needs to know of an encoder spec. Model encoders load only their processor here."""
     from snappy.encoders import make_encoder
 
     enc = make_encoder(spec, device="cpu" if spec not in ("lexical", "null", "none") else None)
-    return enc.encoder_id, int(enc.dim), bool(enc.needs_pixels)
+    return EncoderInfo(enc.encoder_id, int(enc.dim), bool(enc.needs_pixels), bool(enc.loads_model))
 
 
 def index_settings(config: IndexConfig, encoder_id: str) -> IndexSettings:
@@ -153,7 +162,7 @@ class Committer:
         self.counts = {"indexed": 0, "touched": 0, "failed": 0, "retry_later": 0, "pruned": 0, "pages": 0,
                        "regions": 0, "commits": 0}
         self.failures: list[dict] = []
-        self.stage_seconds = {k: 0.0 for k in ("render", "ocr", "embed", "write")}
+        self.stage_seconds = {k[:-2]: 0.0 for k in TIMING}
         self.workers: dict[str, set] = {"ocr": set(), "embed": set()}
         self._reset()
         self.last_commit = time.monotonic()
@@ -176,13 +185,14 @@ class Committer:
                 if r["error"] is None:
                     self.pending_pages += 1
                     self.pending_regions += r["regions"] or 0
-                for k in ("render_s", "ocr_s", "embed_s", "write_s"):
+                for k in TIMING:
                     self.stage_seconds[k[:-2]] += r[k] or 0.0
                 for w in ("ocr", "embed"):
                     if r[f"{w}_worker"]:
                         self.workers[w].add(r[f"{w}_worker"])
                 self.tracker.page(r["doc_id"], r["gen"], r["error"], r["failure"])
             elif kind == "doc":
+                self.stage_seconds["read"] += r["read_s"] or 0.0
                 self.tracker.document(r)
         for s in self.tracker.take():
             self._settled(s)
@@ -277,8 +287,8 @@ def run_index(config: IndexConfig) -> dict:
     t_start = time.perf_counter()
     store = IndexStore(config.index, config.s3)
     source = Source(config.source, config.s3)
-    encoder_id, dim, needs_pixels = describe_encoder(config.encoder)
-    settings = index_settings(config, encoder_id)
+    encoder = describe_encoder(config.encoder)
+    settings = index_settings(config, encoder.encoder_id)
     run_id = runlog.new_run_id()
     summary: dict = {"run_id": run_id, "source": source.root, "index": store.uri,
                      "settings": json.loads(settings.to_json()), "config": config.to_dict(), "ray": None}
@@ -301,11 +311,11 @@ def run_index(config: IndexConfig) -> dict:
                 record.update(progress={**c.counts, "to_read": plan.n_work}, updated_at=time.time())
                 runlog.write(store.files, record)
 
-            committer = Committer(writer, known, settings, plan, config, dim, on_commit=progress)
+            committer = Committer(writer, known, settings, plan, config, encoder.dim, on_commit=progress)
             committer.add_rejects(plan.rejects)
             if plan.n_work:
                 t = time.perf_counter()
-                summary["ray"] = _run_pipeline(config, source, store, plan, dim, needs_pixels, writer, committer)
+                summary["ray"] = _run_pipeline(config, source, store, plan, encoder, writer, committer)
                 phases["pipeline"] = time.perf_counter() - t
             if config.prune:
                 committer.add_prune(known.unseen_in_scope().column("doc_id").to_pylist())
@@ -361,14 +371,20 @@ def _summary(c: Committer, plan: Plan, snap) -> dict:
                         for k, v in c.workers.items()}}
 
 
-def _run_pipeline(config: IndexConfig, source: Source, store: IndexStore, plan: Plan, dim: int, needs_pixels: bool,
+def _run_pipeline(config: IndexConfig, source: Source, store: IndexStore, plan: Plan, encoder: EncoderInfo,
                   writer, committer: Committer) -> dict:
-    """Run the Ray Data job over the planned work, committing as reports arrive."""
+    """Run the Ray Data job over the planned work, committing as reports arrive.
+
+    Stages that hold a model (OCR engines, model encoders) are actor pools that load it once; the
+    others are tasks with identical resource requests, which Ray Data fuses where adjacent: with
+    ``--ocr none`` and a weight-free encoder a document is read, rendered, embedded and written
+    by one task, and no page crosses a process boundary.
+    """
     import ray
     from ray.data import ActorPoolStrategy, DataContext
 
     from pipelines.guard import start_ledger
-    from pipelines.stages import EmbedStage, OcrStage, TimeLimits, prepare_documents, write_pages
+    from pipelines.stages import EmbedStage, OcrStage, TimeLimits, embed_batch, prepare_documents, write_pages
 
     started, address = ensure_ray(config)
     try:
@@ -390,34 +406,39 @@ def _run_pipeline(config: IndexConfig, source: Source, store: IndexStore, plan: 
             work = pa.concat_tables(plan.work)
             per_block = max(1, -(-work.num_rows // 10_000))  # at most ~10k read tasks, each a few documents
             ds = ray.data.from_arrow([work.slice(i, per_block) for i in range(0, work.num_rows, per_block)])
+            task = {"num_cpus": config.task_num_cpus, "memory": config.task_memory}
             ds = ds.map_batches(
-                # (its own memory request also keeps Ray Data from fusing it into the next actor stage:
-                # rendering scales with CPUs, not with OCR or GPU actors)
-                prepare_documents, batch_size=1, batch_format="pyarrow", num_cpus=config.render_num_cpus,
-                memory=config.render_memory,
+                prepare_documents, batch_size=1, batch_format="pyarrow", **task,
                 fn_kwargs={"source": source, "render": RenderOptions(dpi=config.dpi, max_pages=config.max_pages,
                                                                      max_pixels=config.max_pixels),
                            "limits": ReadLimits(max_bytes=config.max_bytes, max_in_memory=config.max_in_memory),
-                           "epoch": writer.epoch, "ledger": ledger, "with_pixels": use_ocr or needs_pixels,
-                           "image_quality": config.image_quality, "time_limits": limits})
+                           "epoch": writer.epoch, "ledger": ledger, "with_pixels": use_ocr or encoder.needs_pixels,
+                           "image_quality": config.image_quality, "time_limits": limits,
+                           "block_bytes": config.block_bytes})
             if use_ocr:
                 ds = ds.map_batches(
                     OcrStage, compute=ActorPoolStrategy(size=config.ocr_actors), num_cpus=config.ocr_num_cpus,
                     batch_size=config.ocr_batch_size, batch_format="pyarrow",
                     fn_constructor_kwargs={"ocr": config.ocr, "threads": max(1, round(config.ocr_num_cpus)),
                                            "ledger": ledger, "time_limits": limits})
-            embed_resources = {"num_cpus": config.embed_num_cpus}
-            if config.embed_num_gpus:
-                embed_resources["num_gpus"] = config.embed_num_gpus
-            ds = ds.map_batches(
-                EmbedStage, compute=ActorPoolStrategy(size=config.embed_actors), batch_size=config.embed_batch_size,
-                batch_format="pyarrow", fn_constructor_kwargs={"encoder": config.encoder, "dim": dim,
-                                                               "ledger": ledger, "time_limits": limits},
-                **embed_resources)
-            ds = ds.map_batches(write_pages, batch_size=config.write_rows, batch_format="pyarrow",
-                                num_cpus=config.write_num_cpus,
+            embed_args = {"encoder": config.encoder, "dim": encoder.dim, "ledger": ledger, "time_limits": limits}
+            if encoder.loads_model:
+                embed_resources = {"num_cpus": config.embed_num_cpus}
+                if config.embed_num_gpus:
+                    embed_resources["num_gpus"] = config.embed_num_gpus
+                ds = ds.map_batches(EmbedStage, compute=ActorPoolStrategy(size=config.embed_actors),
+                                    batch_size=config.embed_batch_size, batch_format="pyarrow",
+                                    fn_constructor_kwargs=embed_args, **embed_resources)
+            else:  # a weight-free encoder: nothing to load once, so no actor pool (whole blocks: see below)
+                ds = ds.map_batches(embed_batch, batch_size=None, batch_format="pyarrow", fn_kwargs=embed_args,
+                                    **task)
+            # Fused into the read task (no actor stage before it), the write takes whole blocks: a batch
+            # size there would make Ray Data hand each task that many *documents*, not pages.
+            fused = not use_ocr and not encoder.loads_model
+            ds = ds.map_batches(write_pages, batch_size=None if fused else config.write_rows, batch_format="pyarrow",
+                                **task,
                                 fn_kwargs={"pages_uri": store.table_uri(PAGES), "regions_uri": store.table_uri(REGIONS),
-                                           "storage_options": store.storage_options, "dim": dim})
+                                           "storage_options": store.storage_options, "dim": encoder.dim})
             for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
                 committer.add_reports(batch)
                 if committer.due():
@@ -454,7 +475,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("ocr_actors", "embed_actors", "ocr_batch_size", "embed_batch_size", "write_rows",
                  "commit_every_docs", "max_attempts"):
         p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d, name))
-    for name in ("render_num_cpus", "ocr_num_cpus", "embed_num_cpus", "embed_num_gpus", "records_num_cpus",
+    for name in ("task_num_cpus", "ocr_num_cpus", "embed_num_cpus", "embed_num_gpus",
                  "commit_every_s", "lease_wait_s", "lease_ttl_s", "retain_s", "read_timeout_s", "page_timeout_s"):
         p.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(d, name))
     p.add_argument("--no-housekeeping", dest="housekeeping", action="store_false",

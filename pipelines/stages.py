@@ -5,6 +5,7 @@
                                     only if a later stage reads them), then the document's report row
     OcrStage          (CPU actors)  + regions_json (engine loaded once per actor; skipped for --ocr none)
     EmbedStage        (GPU actors)  + vectors, grid (model loaded once per actor); drops the pixels
+    embed_batch       (tasks)       the same for weight-free encoders (lexical, null): no actor pool
     write_pages       (tasks)       pages + regions rows (overlaps precomputed) written as uncommitted
                                     Lance fragments; returns reports: one row per page / document and
                                     the fragments' metadata -- all the driver ever receives
@@ -62,7 +63,7 @@ STREAM_SCHEMA = pa.schema([
     ("width_pt", pa.float32()), ("height_pt", pa.float32()), ("dpi", pa.float32()),
     ("pixels", pa.large_binary()),  # [height, width, 3] uint8 RGB, row-major; null when no stage reads them
     ("image", pa.binary()),  # the stored page image, JPEG
-    ("render_s", pa.float64()),
+    ("read_s", pa.float64()), ("render_s", pa.float64()), ("encode_s", pa.float64()),
 ])
 
 # What write_pages returns to the driver.
@@ -73,11 +74,13 @@ REPORT_SCHEMA = pa.schema([
     ("uri", pa.string()), ("size", pa.int64()), ("content_hash", pa.string()), ("page_count", pa.int32()),
     ("regions", pa.int32()),
     ("table", pa.string()), ("fragments", pa.string()),  # kind "fragments": table name, JSON list of metadata
-    ("render_s", pa.float64()), ("ocr_s", pa.float64()), ("embed_s", pa.float64()), ("write_s", pa.float64()),
+    ("read_s", pa.float64()),  # doc rows: reading + hashing the document
+    ("render_s", pa.float64()), ("encode_s", pa.float64()),  # page rows: rasterising; JPEG (+ pixels)
+    ("ocr_s", pa.float64()), ("embed_s", pa.float64()), ("write_s", pa.float64()),
     ("ocr_worker", pa.string()), ("embed_worker", pa.string()),
 ])
 
-TIMING = ("render_s", "ocr_s", "embed_s", "write_s")
+TIMING = ("read_s", "render_s", "encode_s", "ocr_s", "embed_s", "write_s")  # seconds per row, per stage
 WORKERS = ("ocr_worker", "embed_worker")
 
 
@@ -115,24 +118,27 @@ def _pixels(image) -> pa.Array:
     return pa.Array.from_buffers(pa.large_binary(), 1, [None, pa.py_buffer(np.array([0, buf.size], np.int64)), buf])
 
 
-def _page_table(base: dict, page, with_pixels: bool, image_quality: int, seconds: float) -> pa.Table:
+def _page_table(base: dict, page, with_pixels: bool, image_quality: int, render_s: float) -> pa.Table:
+    t = time.perf_counter()
     row = {**base, "kind": PAGE, "page_number": page.number, "width": page.width, "height": page.height,
            "width_pt": page.width_pt, "height_pt": page.height_pt, "dpi": page.dpi,
-           "image": encode_image(page.image, image_quality), "render_s": seconds}
-    t = _table([row])
+           "image": encode_image(page.image, image_quality), "render_s": render_s}
+    table = _table([row])
     if with_pixels:
-        t = t.set_column(t.schema.get_field_index("pixels"), "pixels", _pixels(page.image))
-    return t
+        table = table.set_column(table.schema.get_field_index("pixels"), "pixels", _pixels(page.image))
+    return table.set_column(table.schema.get_field_index("encode_s"), "encode_s",
+                            pa.array([time.perf_counter() - t], pa.float64()))
 
 
 def prepare_documents(batch: pa.Table, source: Source, render: RenderOptions, limits: ReadLimits, epoch: int,
                       ledger=None, with_pixels: bool = True, image_quality: int = 85,
-                      time_limits: TimeLimits = TimeLimits()) -> Iterator[pa.Table]:
+                      time_limits: TimeLimits = TimeLimits(), block_bytes: int = 8 << 20) -> Iterator[pa.Table]:
     """Read, hash and render the documents of ``batch`` (WORK_SCHEMA rows), streaming their pages.
 
     A CHECK item whose bytes hash to ``known_hash`` yields only a "touched" document row. Pages are
-    yielded as they are rendered (a document never sits whole in memory); the document's "doc"
-    row comes last and says how many pages were emitted, or the error that stopped it.
+    yielded in blocks of about ``block_bytes`` as they are rendered (a document never sits whole in
+    memory; with raw pixels a block is one page); the document's "doc" row comes last and says how
+    many pages were emitted, or the error that stopped it.
     """
     ledger = ledger if isinstance(ledger, LedgerClient) else LedgerClient(ledger)
     for item in batch.to_pylist():
@@ -142,7 +148,7 @@ def prepare_documents(batch: pa.Table, source: Source, render: RenderOptions, li
         gen = make_gen(epoch, item["ordinal"], attempt)
         base = {"doc_id": doc_id, "gen": gen, "uri": uri}
         t0 = time.perf_counter()
-        n, digest, size = 0, None, item["size"]
+        n, digest, size, read_s = 0, None, item["size"], None
         try:
             if poison:
                 raise _Poisoned(f"reading or rendering: {poison}")
@@ -150,11 +156,13 @@ def prepare_documents(batch: pa.Table, source: Source, render: RenderOptions, li
             with Watchdog(time_limits.read_s, lambda: ledger.note(key, f"reading took over {time_limits.read_s:g} s")), \
                     source.open_document(uri, raw, limits) as doc:
                 digest, size = doc.sha256, doc.size
+                read_s = time.perf_counter() - t0
                 if item["action"] == Action.CHECK and digest == item["known_hash"]:
                     yield _table([{**base, "kind": DOC, "size": size, "content_hash": digest, "page_count": 0,
-                                   "touched": True, "render_s": time.perf_counter() - t0}])
+                                   "touched": True, "read_s": read_s}])
                     continue
                 pages = iter_pages(doc.data if doc.data is not None else doc.path, render, source=uri)
+                block, block_size = [], 0
                 while True:
                     t = time.perf_counter()
                     with Watchdog(time_limits.page_s,
@@ -164,14 +172,20 @@ def prepare_documents(batch: pa.Table, source: Source, render: RenderOptions, li
                             break
                         out = _page_table(base, page, with_pixels, image_quality, time.perf_counter() - t)
                     n += 1
-                    yield out
+                    block.append(out)
+                    block_size += out.nbytes
+                    if block_size >= block_bytes:  # a block of pages: fewer, larger objects for Ray
+                        yield pa.concat_tables(block)
+                        block, block_size = [], 0
+                if block:
+                    yield pa.concat_tables(block)
             yield _table([{**base, "kind": DOC, "size": size, "content_hash": digest, "page_count": n,
-                           "render_s": time.perf_counter() - t0}])
+                           "read_s": read_s}])
         except Exception as e:
             f = _failure(e, uri)
             log.warning("%s: %s (%s)", uri, f.reason, f.kind.value)
             yield _table([{**base, "kind": DOC, "size": size, "content_hash": digest, "page_count": n,
-                           "error": f.reason, "failure": f.kind.value, "render_s": time.perf_counter() - t0}])
+                           "error": f.reason, "failure": f.kind.value, "read_s": read_s}])
         finally:
             ledger.exit([key])
 
@@ -368,43 +382,59 @@ class EmbedStage:
         self.worker = worker_info(self.device)
         log.info("embed actor ready: %s %s", self.encoder.encoder_id, self.worker)
 
-    def _inputs(self, batch: pa.Table, i: int):
-        if self.encoder.needs_pixels:
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return _embed(batch, self.encoder, self.dim, self.ledger, self.limits, self.worker)
+
+
+def embed_batch(batch: pa.Table, encoder: str = "lexical", dim: int = 128, ledger=None,
+                time_limits: TimeLimits = TimeLimits()) -> pa.Table:
+    """The embed stage as a task, for weight-free encoders (``loads_model=False``: built per call)."""
+    from snappy.encoders import make_encoder
+
+    enc = make_encoder(encoder)
+    if enc.dim != dim:
+        raise ValueError(f"encoder {encoder!r} gives {enc.dim}-d vectors, the index expects {dim}")
+    return _embed(batch, enc, dim, LedgerClient(ledger), time_limits, worker_info("cpu"))
+
+
+def _embed(batch: pa.Table, encoder, dim: int, ledger: LedgerClient, limits: TimeLimits, worker: str) -> pa.Table:
+    """+ vectors, grid, n_tokens for the batch's good pages; pixels dropped."""
+    from snappy.indexing import embed_pages
+
+    n = batch.num_rows
+    idx = _pages(batch)
+    errors = batch.column("error").to_pylist()
+    vectors: list[np.ndarray] = [np.zeros((0, dim), np.float16)] * n
+    grids: list[str | None] = [None] * n
+    n_tokens: list[int | None] = [None] * n
+    seconds = [0.0] * n
+    has_regions = "regions_json" in batch.schema.names
+
+    def inputs(i: int):
+        if encoder.needs_pixels:
             return _image(batch, i)
         return _Shape(batch.column("width")[i].as_py(), batch.column("height")[i].as_py())
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        from snappy.indexing import embed_pages
+    if idx:
+        def run(js):
+            regions = [regions_from_json(batch.column("regions_json")[idx[j]].as_py()) if has_regions else []
+                       for j in js]
+            return embed_pages(encoder, [inputs(idx[j]) for j in js], regions)
 
-        n = batch.num_rows
-        idx = _pages(batch)
-        errors = batch.column("error").to_pylist()
-        vectors: list[np.ndarray] = [np.zeros((0, self.dim), np.float16)] * n
-        grids: list[str | None] = [None] * n
-        n_tokens: list[int | None] = [None] * n
-        seconds = [0.0] * n
-        has_regions = "regions_json" in batch.schema.names
-        if idx:
-            def run(js):
-                images = [self._inputs(batch, idx[j]) for j in js]
-                regions = [regions_from_json(batch.column("regions_json")[idx[j]].as_py()) if has_regions else []
-                           for j in js]
-                return embed_pages(self.encoder, images, regions)
-
-            embs = _guarded(batch, idx, "embedding", self.ledger, self.limits.page_s, run, errors, seconds)
-            for i, emb in zip(idx, embs):
-                if emb is not None:
-                    vectors[i] = np.asarray(emb.vectors, np.float16)  # [n_tokens, dim]
-                    grids[i] = emb.grid.to_json()
-                    n_tokens[i] = int(emb.vectors.shape[0])
-        batch = _merge_failures(batch, errors)
-        batch = _set_column(batch, "vectors", vectors_array(vectors, self.dim))
-        batch = _set_column(batch, "grid", grids, pa.string())
-        batch = _set_column(batch, "n_tokens", n_tokens, pa.int32())
-        batch = _set_column(batch, "embed_s", seconds, pa.float64())
-        batch = _set_column(batch, "encoder_id", [self.encoder.encoder_id] * n, pa.string())
-        batch = _set_column(batch, "embed_worker", [self.worker] * n, pa.string())
-        return batch.drop_columns(["pixels"])  # no later stage needs them
+        embs = _guarded(batch, idx, "embedding", ledger, limits.page_s, run, errors, seconds)
+        for i, emb in zip(idx, embs):
+            if emb is not None:
+                vectors[i] = np.asarray(emb.vectors, np.float16)  # [n_tokens, dim]
+                grids[i] = emb.grid.to_json()
+                n_tokens[i] = int(emb.vectors.shape[0])
+    batch = _merge_failures(batch, errors)
+    batch = _set_column(batch, "vectors", vectors_array(vectors, dim))
+    batch = _set_column(batch, "grid", grids, pa.string())
+    batch = _set_column(batch, "n_tokens", n_tokens, pa.int32())
+    batch = _set_column(batch, "embed_s", seconds, pa.float64())
+    batch = _set_column(batch, "encoder_id", [encoder.encoder_id] * n, pa.string())
+    batch = _set_column(batch, "embed_worker", [worker] * n, pa.string())
+    return batch.drop_columns(["pixels"])  # no later stage needs them
 
 
 # ---------------------------------------------------------------------- write (tasks)

@@ -50,6 +50,11 @@ class RenderOptions:
     max_render_s: float | None = 1800.0  # rendering time per document, checked between pages
 
 
+def _rgb(image: Image.Image) -> Image.Image:
+    """The image in RGB mode (no copy when it already is)."""
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
 @dataclass
 class Page:
     image: Image.Image  # RGB, rotation applied
@@ -340,7 +345,7 @@ def _pdf_pages(src: bytes | _File, opts: RenderOptions, source: str) -> Iterator
                 w_pt, h_pt = page.get_size()
                 _check_size(source, i + 1, math.ceil(w_pt * scale), math.ceil(h_pt * scale), opts)  # as render()
                 try:
-                    image = page.render(scale=scale).to_pil().convert("RGB")
+                    image = _rgb(page.render(scale=scale).to_pil())
                 except MemoryError:
                     raise
                 except Exception as e:  # pdfium raises several types for broken pages
@@ -417,7 +422,7 @@ def _image_pages(src: bytes | _File, head: bytes, opts: RenderOptions, source: s
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                     img.load()
-                    frame = ImageOps.exif_transpose(img).convert("RGB")  # EXIF orientation applied
+                    frame = _rgb(ImageOps.exif_transpose(img))  # EXIF orientation applied
             except MemoryError:
                 raise
             except Exception as e:  # OSError, SyntaxError, ValueError, struct.error, ... from decoders

@@ -31,13 +31,15 @@ class Encoder(ABC):
     change of encoder is detectable). ``needs_regions`` is True for encoders that read the
     page's OCR regions instead of (or as well as) its pixels; ``needs_pixels`` is False for
     encoders whose ``embed_pages`` reads only each image's ``.size`` (the pipeline then ships
-    them no pixels).
+    them no pixels); ``loads_model`` is False for encoders without weights, cheap to build (the
+    pipeline runs them in its tasks instead of an actor pool).
     """
 
     encoder_id: str
     dim: int
     needs_regions: bool = False
     needs_pixels: bool = True
+    loads_model: bool = True
 
     @abstractmethod
     def embed_pages(

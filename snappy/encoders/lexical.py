@@ -68,6 +68,7 @@ def qwen_like_grid(page_size: tuple[int, int], opts: LexicalOptions) -> PatchGri
 
 class LexicalEncoder(Encoder):
     needs_regions = True
+    loads_model = False
     needs_pixels = False  # words and their boxes, on a grid sized from the page
 
     def __init__(self, options: LexicalOptions | None = None):

@@ -12,6 +12,7 @@ from snappy.grid import PatchGrid
 
 class NullEncoder(Encoder):
     needs_regions = False
+    loads_model = False
     needs_pixels = False
 
     def __init__(self, dim: int = 128):

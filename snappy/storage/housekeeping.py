@@ -1,8 +1,9 @@
 """Housekeeping after a run (the writer still holds the lease): compaction, scalar indexes, old versions.
 
 - **Compaction** (Lance's ``compact_files``): a run appends many small fragments (one per worker
-  write) and deletes replaced rows; compaction merges small fragments and materialises deletions,
-  so the next reader opens a few large files.
+  write) and deletes replaced rows; once a table has ``compact_min_fragments`` fragments below the
+  target size, or more than ``max_deleted_share`` of its rows are deleted, compaction merges the
+  small fragments and materialises deletions, so readers open a few large files.
 - **Scalar indexes** (BTREE) on the keys queries and commits filter by: ``documents.doc_id``
   (merge), ``pages.page_id`` (rows by id), ``regions.page_id`` (a page's regions), ``doc_id`` on
   pages/regions (replacing a document's rows). New fragments are added incrementally
@@ -31,6 +32,8 @@ SCALAR_INDEXES = {DOCUMENTS: ("doc_id",), PAGES: ("page_id", "doc_id"), REGIONS:
 @dataclass(frozen=True)
 class HousekeepingOptions:
     compact: bool = True
+    compact_min_fragments: int = 32  # small fragments that make compaction worth it
+    max_deleted_share: float = 0.1  # deleted rows (of the table's physical rows) that do too
     scalar_indexes: bool = True
     retain_s: float = 3600.0  # versions younger than this stay readable (None: keep every version)
     target_rows: dict = field(default_factory=lambda: dict(MAX_ROWS_PER_FILE))  # rows per compacted fragment
@@ -45,9 +48,10 @@ def housekeep(writer: IndexWriter, options: HousekeepingOptions = HousekeepingOp
             continue
         ds = store.dataset(name)
         info: dict = {"fragments_before": len(ds.get_fragments())}
-        if options.compact and _needs_compaction(ds, options.target_rows[name]):
+        if options.compact and _needs_compaction(ds, options.target_rows[name], options):
             metrics = ds.optimize.compact_files(target_rows_per_fragment=options.target_rows[name],
-                                                materialize_deletions=True, materialize_deletions_threshold=0.05)
+                                                materialize_deletions=True,
+                                                materialize_deletions_threshold=options.max_deleted_share)
             info["compacted"] = {"removed": metrics.fragments_removed, "added": metrics.fragments_added}
             ds = store.dataset(name)
         if options.scalar_indexes and ds.count_rows():
@@ -71,8 +75,11 @@ def housekeep(writer: IndexWriter, options: HousekeepingOptions = HousekeepingOp
     return out
 
 
-def _needs_compaction(ds, target_rows: int) -> bool:
+def _needs_compaction(ds, target_rows: int, options: HousekeepingOptions) -> bool:
     frags = ds.get_fragments()
-    if len(frags) > 1 and sum(1 for f in frags if f.metadata.num_rows < target_rows) > 1:
+    small = sum(1 for f in frags if f.metadata.num_rows < target_rows)
+    if small >= options.compact_min_fragments:
         return True
-    return any(f.metadata.deletion_file is not None for f in frags)
+    physical = sum(f.metadata.num_rows for f in frags)
+    deleted = sum(f.metadata.num_deletions for f in frags)
+    return physical > 0 and deleted / physical > options.max_deleted_share

@@ -151,7 +151,7 @@ def document_record(uri: str, settings: IndexSettings, *, size: int | None = Non
 
 def encode_image(image, quality: int = 85) -> bytes:
     buf = io.BytesIO()
-    image.convert("RGB").save(buf, format="JPEG", quality=quality)
+    (image if image.mode == "RGB" else image.convert("RGB")).save(buf, format="JPEG", quality=quality)
     return buf.getvalue()
 
 

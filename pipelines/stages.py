@@ -138,7 +138,8 @@ def prepare_documents(batch: pa.Table, source: Source, render: RenderOptions, li
     A CHECK item whose bytes hash to ``known_hash`` yields only a "touched" document row. Pages are
     yielded in blocks of about ``block_bytes`` as they are rendered (a document never sits whole in
     memory; with raw pixels a block is one page); the document's "doc" row comes last and says how
-    many pages were emitted, or the error that stopped it.
+    many pages were yielded (``page_count``: the driver waits for exactly those), or the error that
+    stopped it.
     """
     ledger = ledger if isinstance(ledger, LedgerClient) else LedgerClient(ledger)
     for item in batch.to_pylist():
@@ -165,20 +166,20 @@ def prepare_documents(batch: pa.Table, source: Source, render: RenderOptions, li
                 block, block_size = [], 0
                 while True:
                     t = time.perf_counter()
-                    with Watchdog(time_limits.page_s,
-                                  lambda: ledger.note(key, f"rendering page {n + 1} took over {time_limits.page_s:g} s")):
-                        page = next(pages, None)
+                    with Watchdog(time_limits.page_s, lambda: ledger.note(
+                            key, f"rendering page {n + len(block) + 1} took over {time_limits.page_s:g} s")):
+                        page = next(pages, None)  # a page that fails drops the pages not yet yielded
                         if page is None:
                             break
                         out = _page_table(base, page, with_pixels, image_quality, time.perf_counter() - t)
-                    n += 1
                     block.append(out)
                     block_size += out.nbytes
                     if block_size >= block_bytes:  # a block of pages: fewer, larger objects for Ray
                         yield pa.concat_tables(block)
-                        block, block_size = [], 0
+                        n, block, block_size = n + len(block), [], 0
                 if block:
                     yield pa.concat_tables(block)
+                    n += len(block)
             yield _table([{**base, "kind": DOC, "size": size, "content_hash": digest, "page_count": n,
                            "read_s": read_s}])
         except Exception as e:

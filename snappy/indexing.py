@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
+from typing import Sequence
 
 from PIL import Image
 
@@ -38,16 +37,6 @@ def regions_to_json(regions: Sequence[Region]) -> str:
 
 def regions_from_json(s: str | None) -> list[Region]:
     return [Region.from_dict(d) for d in json.loads(s)] if s else []
-
-
-# ---------------------------------------------------------------------- page pixels
-def page_pixels(page: Page) -> bytes:
-    """The page's RGB pixels, row-major ``[height, width, 3]`` uint8, as bytes (lossless, cheap)."""
-    return page.image.convert("RGB").tobytes()
-
-
-def image_from_pixels(data: bytes, width: int, height: int) -> Image.Image:
-    return Image.frombytes("RGB", (int(width), int(height)), data)
 
 
 # ---------------------------------------------------------------------- one document

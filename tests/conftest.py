@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import signal
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,25 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # Ray binds 127
 
 REPO = Path(__file__).resolve().parent.parent
 ANCHORS = REPO.parent / "shared" / "anchors"
+
+
+class Hang(BaseException):
+    """Raised by :func:`deadline`; a BaseException so that no ``except Exception`` swallows it."""
+
+
+@contextmanager
+def deadline(seconds: float, what: str = "the block"):
+    """Fail (instead of hanging the suite) if the block runs longer than ``seconds`` (main thread)."""
+    def _alarm(*_):
+        raise Hang(f"{what}: still running after {seconds} s")
+
+    old = signal.signal(signal.SIGALRM, _alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
 
 
 @pytest.fixture(scope="session")

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import tempfile
 import time
-from contextlib import contextmanager
 
 import pytest
+from conftest import deadline
 
 from snappy.failures import FailureKind, classify
 from snappy.pages import RenderOptions, iter_pages
@@ -22,24 +21,6 @@ from snappy.synth import INDEXED, SKIPPED, bad_s3_objects, write_bad_corpus, wri
 DPI = 50.0
 PER_ENTRY_S = 20.0
 ADDRESS = re.compile(r"\b0x[0-9a-fA-F]{6,}|object at ")  # "13000x13000" is fine
-
-
-class Hang(BaseException):
-    """Raised by the deadline; a BaseException so that no ``except Exception`` swallows it."""
-
-
-@contextmanager
-def deadline(seconds: float, what: str):
-    def _alarm(*_):
-        raise Hang(f"{what}: still running after {seconds} s")
-
-    old = signal.signal(signal.SIGALRM, _alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
 
 
 def outcome(src: Source, entry, render: dict) -> tuple[str, object, FailureKind | None]:

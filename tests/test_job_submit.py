@@ -121,4 +121,8 @@ def test_ray_job_submit_runs_the_entry_point_unchanged(ray_head, sample_corpus, 
     assert store.count_rows()["pages"] == 5
     docs = {r["uri"].rsplit("/", 1)[-1]: r for r in store.documents().to_pylist()}
     assert docs["broken.png"]["status"] == "failed" and "not a readable image" in docs["broken.png"]["error"]
-    assert store.versions() == {"documents": 1, "pages": 1, "regions": 1}
+    assert store.snapshot().seq >= 1 and store.snapshot().versions == store.latest_versions()
+    from snappy.storage import runlog
+
+    (run,) = runlog.recent(store.files)  # the run log, written by the job on the cluster
+    assert run["status"] == "ok" and run["documents"]["indexed"] == 2

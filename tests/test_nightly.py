@@ -181,6 +181,9 @@ def test_odd_entries_become_rows_with_reasons(ray_session, tmp_path):
     os.symlink(src / "missing.pdf", src / "dangling.pdf")
     os.symlink(src / "loop-b.pdf", src / "loop-a.pdf")
     os.symlink(src / "loop-a.pdf", src / "loop-b.pdf")
+    from snappy.synth import minimal_pdf
+
+    (src / "second-page-huge.pdf").write_bytes(minimal_pdf([(612, 792), (612, 60000)]))  # fails on page 2
     cfg = config(src, tmp_path / "idx")
     s = run(cfg)
     store = IndexStore(cfg.index)
@@ -191,8 +194,11 @@ def test_odd_entries_become_rows_with_reasons(ray_session, tmp_path):
     assert rows["folder.pdf"]["error"] == "is a directory, not a document"
     assert rows["dangling.pdf"]["error"] == "broken symbolic link (target missing)"
     assert rows["loop-a.pdf"]["error"] == rows["loop-b.pdf"]["error"] == "symbolic link loop"
-    assert s["documents"]["indexed"] == 3 and s["documents"]["failed"] == 5
-    assert run(cfg)["plan"] == {"unchanged": 3, "rejected_unchanged": 5}  # recorded once, not rewritten
+    huge = rows["second-page-huge.pdf"]  # page 1 rendered, page 2 over max_side: the document fails whole
+    assert (huge["status"], huge["failure"]) == ("failed", "document") and huge["error"].startswith("page 2 is")
+    assert s["documents"]["indexed"] == 3 and s["documents"]["failed"] == 6 and s["documents"]["retry_later"] == 0
+    assert store.count_rows()["pages"] == 3 and store.dataset("pages").count_rows() == 3  # its page 1 is gone
+    assert run(cfg)["plan"] == {"unchanged": 3, "rejected_unchanged": 5, "failed_unchanged": 1}  # recorded once
 
 
 # ---------------------------------------------------------------------- one writer

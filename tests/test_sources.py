@@ -4,12 +4,11 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-import signal
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from conftest import deadline
 
 from snappy.pages import DocumentError, RenderOptions, iter_pages
 from snappy.sources import (DocumentBytes, ReadLimits, Source, SourceDocument, SourceEntry, SourceReadError,
@@ -18,21 +17,6 @@ from snappy.storage.schema import doc_id_for
 from snappy.synth import minimal_pdf
 
 CREDS = {"aws_access_key_id": "test", "aws_secret_access_key": "test", "aws_region": "us-east-1"}
-
-
-@contextmanager
-def deadline(seconds: float):
-    """Fail (instead of hanging the suite) if the block takes longer than ``seconds``."""
-    def _alarm(*_):
-        raise TimeoutError(f"took more than {seconds} s")
-
-    old = signal.signal(signal.SIGALRM, _alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
 
 
 # ---------------------------------------------------------------------- local listing

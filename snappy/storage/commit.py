@@ -43,10 +43,6 @@ def make_gen(epoch: int, ordinal: int, attempt: int = 0) -> int:
     return (epoch << 32) | (ordinal << ATTEMPT_BITS) | min(max(attempt, 0), MAX_ATTEMPT)
 
 
-def gen_epoch(gen: int) -> int:
-    return int(gen) >> 32
-
-
 def sql_list(values: Iterable) -> str:
     """``'a', 'b'`` (strings, quotes escaped) or ``1, 2`` (integers) for a SQL ``IN (...)``."""
     out = []
@@ -132,12 +128,6 @@ def check_unique(name: str, keys: pa.ChunkedArray | pa.Array, what: str) -> None
         counts = pc.value_counts(keys)
         dup = [c["values"] for c in counts.to_pylist() if c["counts"] > 1][:5]
         raise ValueError(f"{name}: duplicate {what} values in one write: {dup}")
-
-
-def confirmed_pairs(documents: pa.Table) -> dict[str, int]:
-    """doc_id -> confirmed generation of the indexed documents (small tables; tests, sweeps)."""
-    t = documents.filter(pc.equal(documents.column("status"), "indexed"))
-    return dict(zip(t.column("doc_id").to_pylist(), t.column("gen").to_pylist()))
 
 
 def settle_for(rows: Sequence[dict]) -> dict[str, int | None]:

@@ -56,16 +56,6 @@ def latest(files: Files) -> Snapshot | None:
     return None
 
 
-def history(files: Files, n: int = 20) -> list[Snapshot]:
-    """The last ``n`` snapshots, newest first."""
-    out = []
-    for name in reversed(files.list(SNAPSHOT_DIR)[-n:]):
-        data = files.get(f"{SNAPSHOT_DIR}/{name}")
-        if data is not None:
-            out.append(Snapshot.from_json(data))
-    return out
-
-
 def publish(files: Files, versions: dict[str, int], run_id: str | None = None,
             writer_epoch: int | None = None, after: Snapshot | None = None) -> Snapshot:
     """Publish ``versions`` as the next snapshot after ``after`` (default: the latest)."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import contextmanager
-from typing import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Iterator, Mapping, Sequence
 
 import lance
 import pyarrow as pa
@@ -21,8 +21,11 @@ import pyarrow.compute as pc
 
 from snappy.storage import fs
 from snappy.storage import snapshot as snapshots
-from snappy.storage.commit import live_mask, sql_list
+from snappy.storage.commit import live_mask
 from snappy.storage.schema import DOCUMENTS, INDEXED, KEYS, PAGES, REGIONS, SCHEMAS
+
+if TYPE_CHECKING:
+    from snappy.storage.writer import IndexWriter
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +193,3 @@ class IndexStore:
         """Delete every row of these documents (one commit, lease held)."""
         with self.writer(wait_s=wait_s) as w:
             return w.put_documents([], delete=doc_ids)
-
-
-def sql_in(column: str, values: Sequence) -> str:
-    return f"{column} IN ({sql_list(values)})"

@@ -90,7 +90,7 @@ def main() -> None:
         # ---- snappy exact MaxSim
         for dtype in ("float32", "float16"):
             t, s = timed(lambda: Searcher(str(index), encoder="null", options=SearchOptions(dtype=dtype)))
-            m = s.matrix
+            m = s.state.matrix
             log.info("%s: loaded %d pages (%.0f MiB) in %.1f s", dtype, m.n_pages, m.vectors.nbytes / 2**20, t)
             single, _ = timed(lambda: [maxsim([q], m) for q in queries[:4]], repeat=2)
             r = {"load_s": t, "matrix_mib": m.vectors.nbytes / 2**20, "s_per_query_single": single / 4}
@@ -108,7 +108,7 @@ def main() -> None:
         res["top10_identical_to_f64"] = bool(np.array_equal(exact_top, top_k(ref, 10)))
         res["max_abs_diff_vs_f64"] = float(np.abs(scores - ref).max())
         res["max_rel_diff_vs_f64"] = float((np.abs(scores - ref) / np.abs(ref).max()).max())
-        page_ids = np.asarray(s.page_ids)
+        page_ids = np.asarray(s.state.page_ids)
         res["top1_is_source_page"] = float(np.mean(exact_top[:, 0] == targets))
         log.info("exact vs float64: top10 identical %s, max abs diff %.2e", res["top10_identical_to_f64"],
                  res["max_abs_diff_vs_f64"])

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
 
+from snappy.search.maintain import CandidateSettings
 from snappy.storage.fs import S3Settings
 
 
@@ -40,6 +41,9 @@ class IndexConfig:
     # One writer at a time (snappy/storage/lease.py)
     lease_wait_s: float = 0.0  # another run holds the index: wait this long, then exit naming it
     lease_ttl_s: float = 300.0  # a crashed run's lease lapses after this (same host: at once)
+
+    # The search's candidate stage (snappy/search/maintain.py): codebook once the index is big enough
+    candidates: CandidateSettings = field(default_factory=CandidateSettings)
 
     # Housekeeping after the run (snappy/storage/housekeeping.py)
     housekeeping: bool = True

@@ -27,15 +27,15 @@ from typing import Sequence
 
 import pyarrow as pa
 
-from pipelines.config import IndexConfig
-from pipelines.stages import TIMING
+from .config import IndexConfig
+from .stages import TIMING
 from snappy.pages import RenderOptions
 from snappy.plan import Action, KnownDocuments, ListedChunk, PlanOptions, plan_chunk
 from snappy.settle import DocumentTracker, document_row, rejected_row
 from snappy.sources import ReadLimits, Source
 from snappy.storage import IndexStore, runlog
 from snappy.storage.commit import CommitBatch
-from snappy.storage.schema import DOCUMENTS, PAGES, REGIONS, SCHEMAS, IndexSettings
+from snappy.storage.schema import CODEBOOK, CODES, DOCUMENTS, PAGES, REGIONS, SCHEMAS, IndexSettings
 
 log = logging.getLogger("pipelines.index")
 
@@ -115,7 +115,7 @@ class Plan:
 def plan_run(source: Source, known: KnownDocuments, settings: IndexSettings, config: IndexConfig,
              chunk_size: int = 10_000) -> Plan:
     """List the source chunk by chunk and decide what to do with each entry; reads no document."""
-    from pipelines.stages import WORK_SCHEMA
+    from .stages import WORK_SCHEMA
 
     opts = PlanOptions(incremental=config.incremental, retry_failed=config.retry_failed,
                        max_attempts=config.max_attempts, limit=config.limit)
@@ -168,7 +168,7 @@ class Committer:
         self.last_commit = time.monotonic()
 
     def _reset(self) -> None:
-        self.fragments: dict[str, list[dict]] = {PAGES: [], REGIONS: []}
+        self.fragments: dict[str, list[dict]] = {PAGES: [], REGIONS: [], CODES: []}
         self.doc_rows: list[dict] = []
         self.settled: list = []
         self.settle: dict[str, int | None] = {}
@@ -322,6 +322,14 @@ def run_index(config: IndexConfig) -> dict:
             t = time.perf_counter()
             committer.finish()
             phases["commit"] = time.perf_counter() - t
+            if config.candidates.enabled:  # train / retrain / backfill the candidate stage when due
+                from snappy.search.maintain import update_candidates
+
+                t = time.perf_counter()
+                summary["candidates"] = update_candidates(writer, config.candidates)
+                phases["candidates"] = time.perf_counter() - t
+                if summary["candidates"].get("action"):
+                    committer.counts["commits"] += 1
             if config.housekeeping and committer.counts["commits"]:
                 from snappy.storage.housekeeping import HousekeepingOptions, housekeep
 
@@ -371,6 +379,15 @@ def _summary(c: Committer, plan: Plan, snap) -> dict:
                         for k, v in c.workers.items()}}
 
 
+def _codebook(store: IndexStore):
+    """The index's candidate codebook (the writer's view), for the write stage; None if it has none."""
+    if not store.exists(CODEBOOK):
+        return None
+    from snappy.search.candidates import Codebook
+
+    return Codebook.from_table(store.dataset(CODEBOOK).to_table())
+
+
 def _run_pipeline(config: IndexConfig, source: Source, store: IndexStore, plan: Plan, encoder: EncoderInfo,
                   writer, committer: Committer) -> dict:
     """Run the Ray Data job over the planned work, committing as reports arrive.
@@ -383,8 +400,8 @@ def _run_pipeline(config: IndexConfig, source: Source, store: IndexStore, plan: 
     import ray
     from ray.data import ActorPoolStrategy, DataContext
 
-    from pipelines.guard import start_ledger
-    from pipelines.stages import EmbedStage, OcrStage, TimeLimits, embed_batch, prepare_documents, write_pages
+    from .guard import start_ledger
+    from .stages import EmbedStage, OcrStage, TimeLimits, embed_batch, prepare_documents, write_pages
 
     started, address = ensure_ray(config)
     try:
@@ -435,9 +452,12 @@ def _run_pipeline(config: IndexConfig, source: Source, store: IndexStore, plan: 
             # Fused into the read task (no actor stage before it), the write takes whole blocks: a batch
             # size there would make Ray Data hand each task that many *documents*, not pages.
             fused = not use_ocr and not encoder.loads_model
+            codebook = _codebook(store) if config.candidates.enabled else None
             ds = ds.map_batches(write_pages, batch_size=None if fused else config.write_rows, batch_format="pyarrow",
                                 **task,
                                 fn_kwargs={"pages_uri": store.table_uri(PAGES), "regions_uri": store.table_uri(REGIONS),
+                                           "codes_uri": store.table_uri(CODES), "codebook": codebook,
+                                           "pool_factor": config.candidates.pool_factor,
                                            "storage_options": store.storage_options, "dim": encoder.dim})
             for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
                 committer.add_reports(batch)
@@ -478,6 +498,10 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("task_num_cpus", "ocr_num_cpus", "embed_num_cpus", "embed_num_gpus",
                  "commit_every_s", "lease_wait_s", "lease_ttl_s", "retain_s", "read_timeout_s", "page_timeout_s"):
         p.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(d, name))
+    p.add_argument("--candidate-min-pages", type=int, default=d.candidates.min_pages,
+                   help="train the search's candidate codebook once the index has this many pages")
+    p.add_argument("--no-candidates", dest="candidates_enabled", action="store_false",
+                   help="no candidate stage (the search scans every page exactly)")
     p.add_argument("--no-housekeeping", dest="housekeeping", action="store_false",
                    help="skip compaction, indexes and old-version cleanup after the run")
     p.add_argument("--ray-address", default=None, help="Ray address; default $RAY_ADDRESS, else a local Ray")
@@ -494,12 +518,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> IndexConfig:
+    from snappy.search.maintain import CandidateSettings
     from snappy.storage.fs import S3Settings
 
     fields = set(IndexConfig.field_names())
     values = {k: v for k, v in vars(args).items() if k in fields}
     values["incremental"] = not args.full
     values["s3"] = S3Settings(endpoint=args.s3_endpoint, region=args.s3_region)
+    values["candidates"] = CandidateSettings(enabled=args.candidates_enabled, min_pages=args.candidate_min_pages)
     return IndexConfig(**values)
 
 

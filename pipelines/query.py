@@ -33,7 +33,7 @@ class QueryActorImpl:
 
         self.searcher = Searcher(index, encoder=encoder, storage_options=storage_options,
                                  options=SearchOptions(dtype=dtype, auto_refresh=auto_refresh))
-        _ = self.searcher.encoder if self.searcher.matrix.n_pages else None  # load the model now, once
+        _ = self.searcher.encoder if self.searcher.n_pages else None  # load the model now, once
 
     def query(self, text: str, top_pages: int = 5, threshold: str = "p50", method: str = "iou",
               patch_scores: bool = False) -> list[dict]:
@@ -49,7 +49,7 @@ class QueryActorImpl:
 
     def info(self) -> dict:
         s = self.searcher
-        return {"index": s.store.uri, "pages": s.matrix.n_pages, "versions": s.loaded_versions,
+        return {"index": s.store.uri, "pages": s.n_pages, "versions": s.loaded_versions,
                 "encoder_id": s.encoder_id, "pid": os.getpid()}
 
 

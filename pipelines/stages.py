@@ -31,7 +31,7 @@ from typing import Iterator
 import numpy as np
 import pyarrow as pa
 
-from pipelines.guard import LedgerClient, Watchdog
+from .guard import LedgerClient, Watchdog
 from snappy.failures import FailureKind, classify
 from snappy.indexing import regions_from_json, regions_to_json
 from snappy.pages import RenderOptions, iter_pages
@@ -443,8 +443,13 @@ PAGE_COLUMNS = ("page_number", "width", "height", "width_pt", "height_pt", "dpi"
                 "encoder_id", "gen")
 
 
-def write_pages(batch: pa.Table, pages_uri: str, regions_uri: str, storage_options, dim: int = 128) -> pa.Table:
-    """Pages and regions rows of the batch's good pages -> uncommitted Lance fragments; reports for the driver."""
+def write_pages(batch: pa.Table, pages_uri: str, regions_uri: str, storage_options, dim: int = 128,
+                codes_uri: str | None = None, codebook=None, pool_factor: int = 8) -> pa.Table:
+    """Pages and regions rows of the batch's good pages -> uncommitted Lance fragments; reports for the driver.
+
+    With a ``codebook`` (the index has one), also the pages' candidate-stage rows (``codes``), so new
+    pages are searchable through the candidate stage from the commit that adds them.
+    """
     from snappy.grid import PatchGrid
 
     t0 = time.perf_counter()
@@ -485,6 +490,12 @@ def write_pages(batch: pa.Table, pages_uri: str, regions_uri: str, storage_optio
             regions = pa.Table.from_pylist(region_rows, schema=regions_schema())
             reports.append(("regions", write_fragments(regions_uri, regions, storage_options,
                                                        MAX_ROWS_PER_FILE["regions"])))
+        if codebook is not None and codes_uri:
+            from snappy.search.candidates import sketch_table
+
+            codes = sketch_table(codebook, pages.select(["page_id", "doc_id", "gen"]), pages.column("vectors"),
+                                 pool_factor)
+            reports.append(("codes", write_fragments(codes_uri, codes, storage_options, MAX_ROWS_PER_FILE["codes"])))
     write_s = (time.perf_counter() - t0) / max(len(good), 1)
     out = {name: [cols.get(name, [None] * n)[i] for i in range(n)] for name in REPORT_SCHEMA.names
            if name not in ("table", "fragments", "regions", "write_s", "error", "failure")}

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from snappy.cli import app
+from pipelines.cli import app
 from snappy.storage.synthetic import SynthDocSpec, SynthPageSpec, write_index
 
 DOCS = [

@@ -189,7 +189,7 @@ def test_index_scorer_matches_the_chain(chain_run, synth_set, ocr_corpus, tmp_pa
 def test_cli_runs_on_ray_actors_and_resumes(synth_set, tmp_path):
     """`snappy eval --ray-actors 2`: the same records as a local run, streamed into samples.jsonl."""
     path, _ = synth_set
-    app = _eval_app()
+    from pipelines.cli import app  # the `snappy` app: it hands eval its Ray runner
     args = ["eval", "--dataset", str(path), "--ocr", "rapid", "--encoder", "lexical", "--limit", "3",
             "--no-progress", "--no-tokens"]
     local, distributed = tmp_path / "local", tmp_path / "ray"

@@ -37,7 +37,7 @@ KUBERAY_CRDS = {"RayCluster": "rayclusters", "RayJob": "rayjobs", "RayCronJob": 
                 "RayService": "rayservices"}
 # KubeRay's ValidateRay*Metadata: DNS-1035 labels, short enough for "<name>-xxxxx-serve-svc" & co.
 KUBERAY_NAME_MAX = {"RayCluster": 53, "RayService": 47, "RayJob": 47}
-SERVE_IMPORT = ("pipelines.serve", "build_app")  # module, application builder (takes an args dict)
+SERVE_IMPORT = ("snappy_pipelines.serve", "build_app")  # module, application builder (takes an args dict)
 SERVE_PORT = 8000
 IMAGES = {"registry.example.com/snappy:cpu", "registry.example.com/snappy:gpu"}
 DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -305,11 +305,15 @@ def _serve_schema() -> dict[str, set[str]]:
 
 
 def _project_packages() -> set[str]:
-    """Top-level import names `pip install .` gives (setuptools packages.find include patterns)."""
+    """Top-level import names `pip install .` gives (pyproject's [tool.setuptools] packages)."""
     cfg = tomllib.loads((REPO / "pyproject.toml").read_text())
-    include = cfg["tool"]["setuptools"]["packages"]["find"]["include"]
-    return {p.name for p in REPO.iterdir() if (p / "__init__.py").is_file()
-            and any(re.fullmatch(pat.replace("*", ".*"), p.name) for pat in include)}
+    return {name.split(".")[0] for name in cfg["tool"]["setuptools"]["packages"]}
+
+
+def _package_dir(pkg: str) -> str:
+    """The folder a top-level package is installed from (pyproject's package-dir mapping)."""
+    cfg = tomllib.loads((REPO / "pyproject.toml").read_text())
+    return cfg["tool"]["setuptools"].get("package-dir", {}).get(pkg, pkg)
 
 
 def _split_import_path(import_path: str) -> tuple[str, str]:
@@ -564,7 +568,7 @@ def _mutations():
 
     def serve_package(doc):
         doc["spec"]["serveConfigV2"] = doc["spec"]["serveConfigV2"].replace(
-            "import_path: pipelines.", "import_path: snappy_pipelines.")
+            "import_path: snappy_pipelines.", "import_path: pipelines.")  # the folder, not an installed package
 
     def cronjob(doc):
         _rename(doc["spec"], "concurrencyPolicy", "concurrencyPolicyy")
@@ -696,14 +700,16 @@ def test_dockerfile_installs_the_project(dockerfile):
         f"{dockerfile.name}: base image is not rayproject/ray:{pin}-py3{py.group(1)}-*")
     assert re.search(r"pip install [^\n]*-e \.", text), f"{dockerfile.name}: does not pip install the repository"
     for pkg in sorted(_project_packages()):
-        assert re.search(rf"^COPY\b.*\s{pkg}\s+{pkg}\s*$", text, re.M), f"{dockerfile.name}: does not COPY {pkg}/"
+        folder = _package_dir(pkg)
+        assert re.search(rf"^COPY\b.*\s{folder}\s+{folder}\s*$", text, re.M), f"{dockerfile.name}: does not COPY {folder}/"
     ignore = dockerfile.with_name(dockerfile.name + ".dockerignore")
     assert ignore.is_file() and ".venv" in ignore.read_text().split(), f"{ignore.name}: must keep .venv out"
 
 
 def test_serve_builder_exists():
     module, attr = SERVE_IMPORT
-    source = REPO.joinpath(*module.split(".")).with_suffix(".py")
+    top, *rest = module.split(".")
+    source = REPO.joinpath(_package_dir(top), *rest).with_suffix(".py")
     if not source.is_file():
         pytest.skip(f"{_rel(source)} not written yet (the RayService imports {module}:{attr})")
     tree = ast.parse(source.read_text())

@@ -301,7 +301,7 @@ def _du(path: Path) -> int:
 def test_inspect_lists_runs_and_detects_damage(ray_session, tmp_path):
     from typer.testing import CliRunner
 
-    from snappy.cli import app
+    from pipelines.cli import app
 
     src = tmp_path / "src"
     write_page_corpus(src, pages=4, pages_per_doc=2)

@@ -174,7 +174,7 @@ def test_cli_index_then_query(ray_session, corpus_dir, tmp_path):
     """`snappy index` (progress display, summary) then `snappy query --json` on what it wrote."""
     from typer.testing import CliRunner
 
-    from snappy.cli import app
+    from pipelines.cli import app
 
     src = tmp_path / "src"
     src.mkdir()

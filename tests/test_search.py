@@ -44,8 +44,8 @@ def hand_index(tmp_path):
 
 def test_hand_built_top_page_and_region(hand_index):
     s = Searcher(hand_index)
-    assert s.matrix.n_pages == 4  # the failed document has no pages
-    (res,) = s.query_vectors([e(5)[None]], top_pages=3, threshold="top1")
+    assert s.n_pages == 4  # the failed document has no pages
+    (res,) = s.search_vectors([e(5)[None]], top_pages=3, threshold="top1")
     assert [(r.uri, r.page_number) for r in res[:2]] == [("mem://a", 2), ("mem://b", 1)]
     assert res[0].score == pytest.approx(1.0) and res[1].score == pytest.approx(0.6, abs=1e-3)
     assert [r.rank for r in res] == [1, 2, 3]
@@ -54,7 +54,7 @@ def test_hand_built_top_page_and_region(hand_index):
     assert top[0].bbox_norm == pytest.approx((0.25, 0.0, 0.75, 0.25)) and top[0].score == pytest.approx(1.0)
     assert res[0].patch_scores.shape == (16,) and res[0].patch_scores[1] == pytest.approx(1.0)
     # a two-token query: e5 and e7 both on page a/2; e7 sits in patch 9 (row 2) -> region "other"
-    (res,) = s.query_vectors([np.stack([e(5), e(7)])], top_pages=1, threshold="top2", method="max")
+    (res,) = s.search_vectors([np.stack([e(5), e(7)])], top_pages=1, threshold="top2", method="max")
     assert res[0].score == pytest.approx(2.0) and [r.text for r in res[0].regions] == ["target", "other"]
     d = res[0].to_dict()
     assert d["page_number"] == 2 and d["regions"][0]["bbox"] == [100.0, 0.0, 300.0, 100.0]
@@ -63,8 +63,8 @@ def test_hand_built_top_page_and_region(hand_index):
 def test_batch_equals_single_queries(hand_index):
     s = Searcher(hand_index)
     qs = [e(5)[None], np.stack([e(7), e(0)])]
-    batch = s.query_vectors(qs, top_pages=4)
-    singles = [s.query_vectors([q], top_pages=4)[0] for q in qs]
+    batch = s.search_vectors(qs, top_pages=4)
+    singles = [s.search_vectors([q], top_pages=4)[0] for q in qs]
     for b, one in zip(batch, singles):
         assert [(r.page_id, r.score) for r in b] == [(r.page_id, r.score) for r in one]
 
@@ -96,14 +96,14 @@ def test_refresh_on_new_version(hand_index, tmp_path):
     s = Searcher(hand_index)
     assert s.refresh() is False
     write_index(hand_index.uri, [SynthDocSpec("mem://d", [SynthPageSpec((400, 400), REGIONS, _page({3: e(9)}), GRID)])])
-    assert s.refresh() is True and s.matrix.n_pages == 5
-    (res,) = s.query_vectors([e(9)[None]], top_pages=1)
+    assert s.refresh() is True and s.n_pages == 5
+    (res,) = s.search_vectors([e(9)[None]], top_pages=1)
     assert res[0].uri == "mem://d"
     auto = Searcher(hand_index, options=SearchOptions(auto_refresh=True, dtype="float16"))
     hand_index.delete_documents([doc_id_for("mem://d")])
-    assert auto.query_vectors([e(9)[None]], top_pages=1)[0][0].uri == "mem://d"  # query_vectors: no refresh
+    assert auto.search_vectors([e(9)[None]], top_pages=1)[0][0].uri == "mem://d"  # query_vectors: no refresh
     auto.query_batch(["x"])  # query_batch refreshes
-    assert auto.matrix.n_pages == 4
+    assert auto.n_pages == 4
 
 
 def test_multi_block_grid_and_page_image(tmp_path):
@@ -115,7 +115,7 @@ def test_multi_block_grid_and_page_image(tmp_path):
     store = write_index(str(tmp_path / "idx"), [SynthDocSpec("mem://t", [SynthPageSpec(
         (400, 200), [((300, 0, 400, 100), "corner"), ((0, 100, 200, 200), "left")], vec, grid)])])
     s = Searcher(store)
-    (res,) = s.query_vectors([e(3)[None]], top_pages=1, threshold="top1")
+    (res,) = s.search_vectors([e(3)[None]], top_pages=1, threshold="top1")
     assert [r.text for r in res[0].regions] == ["corner"]
     assert s.page_image(res[0].page_id).size == (400, 200)
 
@@ -151,8 +151,8 @@ def test_lexical_index_real_regions(tmp_path):
     pages = store.dataset(PAGES).to_table(columns=["page_id", "vectors"]).to_pylist()
     q = s.encoder.embed_queries(["revenue invoice director"])
     ref = maxsim_reference(q, [np.asarray(p["vectors"], np.float32) for p in pages])[0]
-    got = maxsim(q, s.matrix)[0]
-    order = [s.page_index[p["page_id"]] for p in pages]
+    got = maxsim(q, s.state.matrix)[0]
+    order = [s.state.page_index[p["page_id"]] for p in pages]
     np.testing.assert_allclose(got[order], ref, rtol=1e-5, atol=1e-5)
 
 

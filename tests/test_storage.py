@@ -199,4 +199,4 @@ def test_s3_store_round_trip(s3_server):
     from snappy.search import Searcher
 
     s = Searcher(uri, encoder="lexical", storage_options=s3_server)
-    assert s.matrix.n_pages == 3
+    assert s.n_pages == 3

@@ -1,6 +1,6 @@
 """``snappy eval``: score pre-computed predictions or run the full chain on a dataset.
 
-The lead's ``snappy/cli.py`` calls :func:`register` to add the command to the main app.
+The ``snappy`` command (``pipelines/cli.py``) calls :func:`register` to add the command to its app.
 """
 from __future__ import annotations
 
@@ -83,6 +83,7 @@ def _predictions_mode(files: List[Path], dataset: Optional[str], fmt: str, annot
 
 
 def eval_command(
+    ctx: typer.Context,
     predictions: Optional[List[Path]] = typer.Option(None, "--predictions", "-p", help="Pre-computed run file(s): the paper's summary.json format or snappy's per-sample JSONL."),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="BBox-DocVQA folder / s3:// prefix / annotation JSONL, a generic JSONL, or hf:ID."),
     fmt: str = typer.Option("auto", "--format", help="auto | bbox-docvqa | jsonl | hf"),
@@ -117,14 +118,14 @@ def eval_command(
             _fail("give --predictions FILE or --dataset PATH")
         _dataset_mode(dataset, fmt, annotations, index, encoder, ocr, threshold, method, out, limit, resume,
                       random_repeats, seed, overlap, tiktoken_file, approx_text_tokens, no_tokens, as_json, progress,
-                      ray_actors, ray_address)
+                      ray_actors, ray_address, (ctx.obj or {}).get("eval_on_ray"))
     except DatasetError as e:
         _fail(str(e))
 
 
 def _dataset_mode(dataset, fmt, annotations, index, encoder, ocr, threshold, method, out, limit, resume,
                   random_repeats, seed, overlap, tiktoken_file, approx_text_tokens, no_tokens, as_json, progress,
-                  ray_actors=0, ray_address=None) -> None:
+                  ray_actors=0, ray_address=None, eval_on_ray=None) -> None:
     from snappy.eval.datasets import load_dataset
     from snappy.eval.report import markdown_report, write_report
     from snappy.eval.runner import EvalConfig, run, summarize_records
@@ -148,11 +149,11 @@ def _dataset_mode(dataset, fmt, annotations, index, encoder, ocr, threshold, met
     factory = partial(make_scorer, index, encoder, ocr, method)
     jsonl = (out / "samples.jsonl") if out else None
     if ray_actors > 0:
-        from pipelines.eval import evaluate_on_ray
-
+        if eval_on_ray is None:  # the Ray runner comes from the pipelines package (the `snappy` CLI passes it)
+            _fail("--ray-actors needs the Ray pipelines: run it through the `snappy` command")
         counter_factory = None if counter is None else partial(text_counter, tiktoken_file, approx_text_tokens)
         name = f"index:{index}" if index else f"{ocr}+{encoder}"
-        evaluate = partial(evaluate_on_ray, scorer_factory=factory, cfg=cfg, counter_factory=counter_factory,
+        evaluate = partial(eval_on_ray, scorer_factory=factory, cfg=cfg, counter_factory=counter_factory,
                            actors=ray_actors, address=ray_address)
         result = run(samples, None, cfg, counter, jsonl, resume=resume, progress=progress, evaluate=evaluate,
                      label=f"{name} on {ray_actors} Ray actors")
@@ -194,5 +195,6 @@ def make_scorer(index: str | None, encoder: str, ocr: str, method: str):
 
 
 def register(app: typer.Typer, name: str = "eval") -> None:
-    """Add the ``eval`` command to a Typer app (the main ``snappy`` CLI)."""
+    """Add the ``eval`` command to a Typer app (the main ``snappy`` CLI). ``--ray-actors`` uses the
+    runner the app puts in ``ctx.obj["eval_on_ray"]`` (the library does not import the pipelines)."""
     app.command(name)(eval_command)

@@ -138,17 +138,12 @@ class IndexScorer:
         doc = self._doc_for(str(page.image))
         uri = s.doc_uri[doc]
         number = 1 if Path(uri).suffix.lower() != ".pdf" else page.page
-        pid = page_id_for(doc, number)
-        if pid not in s.page_index:
-            raise KeyError(f"{uri}: page {number} is not in the index")
-        i = s.page_index[pid]
-        grid = s.grid(i)
+        data = s.page(page_id_for(doc, number))  # stored vectors, grid and regions, read by row
+        grid, (w, h), table = data["grid"], data["size"], data["regions"]
         q = s.encoder.embed_queries([query])[0]
-        ps = patch_scores(q, s.matrix.page(i).astype(np.float32), reduce=self.reduce)
-        table = s.regions_of([pid]).get(pid)
-        w, h = (int(v) for v in s.page_size[i])
+        ps = patch_scores(q, np.asarray(data["vectors"], np.float32), reduce=self.reduce)
         regions = []
-        if table is not None and table.num_rows:
+        if table.num_rows:
             for b, t in zip(table.column("bbox").to_pylist(), table.column("text").to_pylist()):
                 regions.append(Region(bbox=tuple(b), page_size=(w, h), text=t or ""))
             ov = overlap_from_table(table, grid)

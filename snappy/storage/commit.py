@@ -68,11 +68,13 @@ class CommitBatch:
     settle: dict[str, int | None] = field(default_factory=dict)
     drop_gens: set[int] = field(default_factory=set)
     delete_documents: list[str] = field(default_factory=list)
+    deletes: dict[str, str] = field(default_factory=dict)  # table -> filter of further rows to delete
+    replace: dict[str, pa.Table] = field(default_factory=dict)  # small tables rewritten whole (the codebook)
     dim: int = 128  # vector width (to create the pages table on its first commit)
 
     def is_empty(self) -> bool:
         return not (any(self.fragments.values()) or (self.documents is not None and self.documents.num_rows)
-                    or self.settle or self.drop_gens or self.delete_documents)
+                    or self.settle or self.drop_gens or self.delete_documents or self.deletes or self.replace)
 
 
 def delete_filter(settle: Mapping[str, int | None], drop_gens: Iterable[int] = ()) -> str | None:

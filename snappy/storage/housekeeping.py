@@ -21,12 +21,14 @@ import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from snappy.storage.schema import DOCUMENTS, PAGES, REGIONS
+from snappy.storage.schema import CODEBOOK, CODES, DOCUMENTS, PAGES, REGIONS
+from snappy.storage.tables import TABLES
 from snappy.storage.writer import MAX_ROWS_PER_FILE, IndexWriter
 
 log = logging.getLogger(__name__)
 
-SCALAR_INDEXES = {DOCUMENTS: ("doc_id",), PAGES: ("page_id", "doc_id"), REGIONS: ("page_id", "doc_id")}
+SCALAR_INDEXES = {DOCUMENTS: ("doc_id",), PAGES: ("page_id", "doc_id"), REGIONS: ("page_id", "doc_id"),
+                  CODES: ("doc_id",), CODEBOOK: ()}
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,7 @@ def housekeep(writer: IndexWriter, options: HousekeepingOptions = HousekeepingOp
     """Compact, index and clean every table; publish the result. Returns what was done per table."""
     store = writer.store
     out: dict[str, dict] = {}
-    for name in (DOCUMENTS, PAGES, REGIONS):
+    for name in TABLES:
         if not store.exists(name):
             continue
         ds = store.dataset(name)
@@ -54,7 +56,7 @@ def housekeep(writer: IndexWriter, options: HousekeepingOptions = HousekeepingOp
                                                 materialize_deletions_threshold=options.max_deleted_share)
             info["compacted"] = {"removed": metrics.fragments_removed, "added": metrics.fragments_added}
             ds = store.dataset(name)
-        if options.scalar_indexes and ds.count_rows():
+        if options.scalar_indexes and SCALAR_INDEXES[name] and ds.count_rows():
             have = {c for idx in ds.describe_indices() for c in idx.field_names}
             new = [c for c in SCALAR_INDEXES[name] if c not in have]
             for column in new:

@@ -22,9 +22,10 @@ from snappy.propagation import RegionOverlap
 from snappy.regions import Region, boxes_array
 
 DOCUMENTS, PAGES, REGIONS = "documents", "pages", "regions"
+CODEBOOK, CODES = "codebook", "codes"  # the candidate stage (snappy/search/candidates.py)
 INDEXED, FAILED, PENDING = "indexed", "failed", "pending"
 STATUSES = (INDEXED, FAILED, PENDING)  # pending: a transient failure of a document with no live rows yet
-KEYS = {DOCUMENTS: "doc_id", PAGES: "page_id", REGIONS: "region_id"}
+KEYS = {DOCUMENTS: "doc_id", PAGES: "page_id", REGIONS: "region_id", CODEBOOK: "centroid", CODES: "page_id"}
 DEFAULT_DIM = 128
 
 
@@ -126,7 +127,33 @@ def regions_schema() -> pa.Schema:
     ])
 
 
-SCHEMAS = {DOCUMENTS: documents_schema, PAGES: pages_schema, REGIONS: regions_schema}
+def codebook_schema(dim: int = DEFAULT_DIM) -> pa.Schema:
+    """One row per centroid of the candidate stage's codebook (rewritten whole when retrained)."""
+    return pa.schema([
+        pa.field("centroid", pa.int32(), nullable=False),
+        pa.field("vector", pa.list_(pa.float32(), dim)),  # unit vector
+        pa.field("codebook_id", pa.int64()),  # names the training; codes rows carry it
+        pa.field("trained_pages", pa.int64()),  # live pages when trained
+        pa.field("train_similarity", pa.float32()),  # mean cosine of training tokens to their centroid
+        pa.field("pool_scale", pa.float32()),  # int8 step of the pooled vectors (codes.pooled * pool_scale)
+    ])
+
+
+def codes_schema(dim: int = DEFAULT_DIM) -> pa.Schema:
+    """One row per page: what the candidate stage keeps of it (a generation row, like pages)."""
+    return pa.schema([
+        pa.field("page_id", pa.string(), nullable=False),
+        pa.field("doc_id", pa.string(), nullable=False),
+        pa.field("codebook_id", pa.int64()),
+        pa.field("codes", pa.list_(pa.int32())),  # sorted unique centroids its tokens fall in
+        pa.field("pooled", pa.list_(pa.list_(pa.int8(), dim))),  # its tokens pooled ~8:1, int8 (x pool_scale)
+        pa.field("similarity", pa.float32()),  # mean cosine of the page's tokens to their centroids
+        pa.field("gen", pa.int64()),
+    ])
+
+
+SCHEMAS = {DOCUMENTS: documents_schema, PAGES: pages_schema, REGIONS: regions_schema, CODEBOOK: codebook_schema,
+           CODES: codes_schema}
 
 
 def document_record(uri: str, settings: IndexSettings, *, size: int | None = None, digest: str | None = None,

@@ -4,6 +4,9 @@
   the real record builders and :class:`IndexStore`; vectors default to the weight-free lexical
   encoder, so queries return real regions.
 - :func:`write_random_pages` writes N pages of random unit vectors (the MaxSim benchmark).
+- :class:`StructuredCorpus` / :func:`write_vector_pages` write pages that look like
+  late-interaction page embeddings, with queries that target one page each (the search
+  benchmark): recall on uniform noise says nothing about a real index.
 """
 from __future__ import annotations
 
@@ -88,6 +91,127 @@ def random_unit_pages(n_pages: int, n_tokens: int = 1024, dim: int = 128, seed: 
     v = rng.standard_normal((n_pages, n_tokens, dim), dtype=np.float32)
     v /= np.linalg.norm(v, axis=-1, keepdims=True)
     return v.astype(dtype)
+
+
+@dataclass(frozen=True)
+class StructuredCorpus:
+    """Synthetic page embeddings with the structure of ColPali-family pages, deterministic per page.
+
+    - A **vocabulary** of ``vocabulary`` concept centroids (unit vectors): what a patch can show.
+      Concepts are drawn with a Zipf law (exponent ``zipf``): a few appear on most pages (headers,
+      boilerplate), most on few pages (the facts a query asks for).
+    - A page shows ``concepts`` (uniform in the range) concepts; each of its content tokens is one of
+      them plus Gaussian noise of norm ``noise`` relative to the centroid, re-normalised: neighbouring
+      patches of one word or figure are similar but not identical.
+    - ``background`` of a page's tokens are near-identical **background** tokens (one of
+      ``background_styles`` unit vectors with noise ``background_noise``): white margins, rules.
+    - A **query** targets one page: ``query_concepts`` of that page's concepts (rarer ones more
+      likely), one token each with noise ``query_noise`` (a query paraphrases), plus
+      ``query_prefix`` tokens shared by every query (the encoder's instruction prefix).
+
+    ``page(i)`` and ``query(j)`` depend only on ``(seed, i)`` / ``(seed, j)``, so the exact top-k of a
+    100,000-page index is computed by regenerating pages chunk by chunk, without reading them back.
+    """
+
+    n_pages: int
+    n_tokens: int = 1024
+    dim: int = 128
+    vocabulary: int = 8192
+    zipf: float = 1.05
+    concepts: tuple[int, int] = (24, 72)
+    background: float = 0.45
+    background_styles: int = 8
+    noise: float = 0.6
+    background_noise: float = 0.08
+    query_concepts: tuple[int, int] = (6, 14)
+    query_noise: float = 0.7
+    query_prefix: int = 8
+    seed: int = 0
+
+    def _rng(self, kind: int, i: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, kind, i])
+
+    @staticmethod
+    def _unit(x: np.ndarray) -> np.ndarray:
+        return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+
+    def _noisy(self, rng, centers: np.ndarray, level: float) -> np.ndarray:
+        noise = rng.standard_normal(centers.shape, dtype=np.float32) * (level / np.sqrt(self.dim))
+        return self._unit(centers + noise)
+
+    def vocabulary_vectors(self) -> np.ndarray:
+        """``[vocabulary + background_styles + query_prefix, dim]`` the fixed vectors of the corpus."""
+        rng = self._rng(0, 0)
+        n = self.vocabulary + self.background_styles + self.query_prefix
+        return self._unit(rng.standard_normal((n, self.dim), dtype=np.float32))
+
+    def _popularity(self) -> np.ndarray:
+        w = 1.0 / np.arange(1, self.vocabulary + 1) ** self.zipf
+        return w / w.sum()
+
+    def page_concepts(self, i: int) -> np.ndarray:
+        rng = self._rng(1, i)
+        m = int(rng.integers(self.concepts[0], self.concepts[1] + 1))
+        return rng.choice(self.vocabulary, size=m, replace=False, p=self._popularity())
+
+    def page(self, i: int, vocab: np.ndarray | None = None) -> np.ndarray:
+        """``[n_tokens, dim]`` float16 unit vectors of page ``i``."""
+        vocab = self.vocabulary_vectors() if vocab is None else vocab
+        rng = self._rng(2, i)
+        concepts = self.page_concepts(i)
+        n_bg = int(round(self.background * self.n_tokens))
+        styles = rng.integers(0, 2, size=n_bg) + rng.integers(0, self.background_styles // 2, size=1)  # 2 styles a page
+        bg = self._noisy(rng, vocab[self.vocabulary + styles], self.background_noise)
+        owners = concepts[rng.integers(0, len(concepts), size=self.n_tokens - n_bg)]
+        content = self._noisy(rng, vocab[owners], self.noise)
+        tokens = np.concatenate([bg, content])
+        return tokens[rng.permutation(len(tokens))].astype(np.float16)
+
+    def query(self, j: int, vocab: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+        """``([t, dim] float32 query tokens, target page)`` of query ``j``."""
+        vocab = self.vocabulary_vectors() if vocab is None else vocab
+        rng = self._rng(3, j)
+        target = int(rng.integers(0, self.n_pages))
+        concepts = self.page_concepts(target)
+        rarity = 1.0 / self._popularity()[concepts]
+        k = int(min(len(concepts), rng.integers(self.query_concepts[0], self.query_concepts[1] + 1)))
+        chosen = rng.choice(concepts, size=k, replace=False, p=rarity / rarity.sum())
+        prefix = vocab[self.vocabulary + self.background_styles:]
+        return np.concatenate([prefix, self._noisy(rng, vocab[chosen], self.query_noise)]), target
+
+    def pages(self, start: int, stop: int, vocab: np.ndarray | None = None) -> list[np.ndarray]:
+        vocab = self.vocabulary_vectors() if vocab is None else vocab
+        return [self.page(i, vocab) for i in range(start, stop)]
+
+
+def write_vector_pages(uri: str, n_pages: int, page_vectors, encoder_id: str, dim: int = 128,
+                       batch_pages: int = 250, storage_options=None, name: str = "synthetic") -> IndexStore:
+    """An index of ``n_pages`` one-page documents whose vectors are ``page_vectors(start, stop) -> [arrays]``
+    (no regions, no images), written in one streaming commit."""
+    store = IndexStore(uri, storage_options)
+    settings = IndexSettings(encoder_id=encoder_id, ocr_engine="none", dpi=72.0)
+    uris = [f"{name}://{i:07d}" for i in range(n_pages)]
+    docs = [document_record(u, settings, page_count=1) for u in uris]
+    schema = to_table(PAGES, [], dim).schema
+
+    def batches():
+        for start in range(0, n_pages, batch_pages):
+            ids = range(start, min(start + batch_pages, n_pages))
+            vecs = page_vectors(start, ids.stop)
+            grids = [PatchGrid.uniform("synthetic", (len(v) * 4, 4), 1, len(v)).to_json() for v in vecs]
+            cols = {
+                "page_id": [page_id_for(doc_id_for(uris[i]), 1) for i in ids], "doc_id": [doc_id_for(uris[i]) for i in ids],
+                "page_number": [1] * len(ids), "width": [len(v) * 4 for v in vecs], "height": [4] * len(ids),
+                "width_pt": [float(len(v) * 4) for v in vecs], "height_pt": [4.0] * len(ids), "dpi": [72.0] * len(ids),
+                "image": [None] * len(ids), "vectors": vectors_array(list(vecs), dim),
+                "n_tokens": [len(v) for v in vecs], "grid": grids, "encoder_id": [encoder_id] * len(ids),
+                "gen": [0] * len(ids),  # replaced by each document's generation when written
+            }
+            yield pa.RecordBatch.from_arrays([pa.array(cols[f.name], f.type) if f.name != "vectors" else cols[f.name]
+                                              for f in schema], schema=schema)
+
+    store.upsert(docs, pa.RecordBatchReader.from_batches(schema, batches()), dim=dim)
+    return store
 
 
 def write_random_pages(uri: str, n_pages: int, n_tokens: int = 1024, dim: int = 128, seed: int = 0,

@@ -22,15 +22,31 @@ import pyarrow.compute as pc
 from snappy.storage import fs
 from snappy.storage import snapshot as snapshots
 from snappy.storage.commit import live_mask
-from snappy.storage.schema import DOCUMENTS, INDEXED, KEYS, PAGES, REGIONS, SCHEMAS
+from snappy.storage.schema import CODEBOOK, CODES, DOCUMENTS, INDEXED, KEYS, PAGES, REGIONS, SCHEMAS
 
 if TYPE_CHECKING:
     from snappy.storage.writer import IndexWriter
 
 log = logging.getLogger(__name__)
 
-TABLES = (DOCUMENTS, PAGES, REGIONS)
-ROW_TABLES = (PAGES, REGIONS)  # tables whose rows carry a generation
+class IndexDamaged(RuntimeError):
+    """A table of the index cannot be read as its snapshot says; the message names it and the cause."""
+
+    def __init__(self, uri: str, reason: str):
+        super().__init__(f"{reason} (run `snappy inspect {uri}` for the whole check)")
+        self.uri, self.reason = uri, reason
+
+
+class IndexUnavailable(OSError):
+    """The index location cannot be reached (network, endpoint, credentials)."""
+
+    def __init__(self, uri: str, reason: str):
+        super().__init__(f"{uri}: cannot reach the index location ({reason})")
+        self.uri, self.reason = uri, reason
+
+
+TABLES = (DOCUMENTS, PAGES, REGIONS, CODEBOOK, CODES)
+ROW_TABLES = (PAGES, REGIONS, CODES)  # tables whose rows carry a generation
 
 
 class IndexStore:
@@ -80,7 +96,14 @@ class IndexStore:
     def snapshot(self) -> snapshots.Snapshot | None:
         """The latest published snapshot; for an index written before snapshots existed, its
         latest versions as snapshot 0; None for an empty location."""
-        snap = snapshots.latest(self.files)
+        try:
+            snap = snapshots.latest(self.files)
+        except Exception as e:  # botocore: EndpointConnectionError, ClientError (403, NoSuchBucket), ...
+            if not self.files.remote:
+                raise
+            from snappy.sources import s3_reason
+
+            raise IndexUnavailable(self.uri, s3_reason(e, 0)) from e
         if snap is not None:
             return snap
         latest = self.latest_versions()

@@ -24,17 +24,18 @@ from snappy.storage import runlog
 from snappy.storage import snapshot as snapshots
 from snappy.storage.commit import CommitBatch, check_unique, delete_filter, make_gen, settle_for, sql_list, stale_generations
 from snappy.storage.lease import Lease
-from snappy.storage.schema import DEFAULT_DIM, DOCUMENTS, INDEXED, KEYS, PAGES, REGIONS, SCHEMAS
+from snappy.storage.schema import CODEBOOK, CODES, DEFAULT_DIM, DOCUMENTS, INDEXED, KEYS, PAGES, REGIONS, SCHEMAS
 from snappy.storage.tables import ROW_TABLES, TABLES, IndexStore
 
 log = logging.getLogger(__name__)
 
-MAX_ROWS_PER_FILE = {PAGES: 4096, REGIONS: 1 << 20, DOCUMENTS: 1 << 20}  # pages rows are ~0.4 MB each
+MAX_ROWS_PER_FILE = {PAGES: 4096, REGIONS: 1 << 20, DOCUMENTS: 1 << 20, CODES: 1 << 20,
+                     CODEBOOK: 1 << 20}  # pages rows are ~0.4 MB each
 IN_CHUNK = 5000  # values per SQL IN list
 
 
 def table_schema(name: str, dim: int = DEFAULT_DIM) -> pa.Schema:
-    return SCHEMAS[name](dim) if name == PAGES else SCHEMAS[name]()
+    return SCHEMAS[name](dim) if name in (PAGES, CODEBOOK, CODES) else SCHEMAS[name]()
 
 
 def write_fragments(table_uri: str, data: pa.Table | pa.RecordBatchReader, storage_options: Mapping[str, str] | None,
@@ -88,6 +89,12 @@ class IndexWriter:
             for name in ROW_TABLES:
                 if existed[name]:  # a table created by this commit has nothing to replace
                     self._delete(name, where)
+        for name, where in batch.deletes.items():
+            if self.store.exists(name):
+                self._delete(name, where)
+        for name, table in batch.replace.items():  # small tables rewritten whole (the codebook)
+            lance.write_dataset(table, self.store.table_uri(name), schema=table.schema, mode="overwrite",
+                                storage_options=self.store.storage_options)
         if batch.delete_documents and self.store.exists(DOCUMENTS):
             for i in range(0, len(batch.delete_documents), IN_CHUNK):
                 self.store.dataset(DOCUMENTS).delete(f"doc_id IN ({sql_list(batch.delete_documents[i:i + IN_CHUNK])})")

@@ -1,4 +1,8 @@
-"""The ``snappy`` command line: ``index``, ``query``, ``inspect`` (and ``eval`` when installed)."""
+"""The ``snappy`` command line: ``index``, ``query``, ``serve``, ``inspect``, ``eval``.
+
+An entry point, so it lives with the Ray entry points: it composes the library (``snappy``) and the
+pipelines (indexing, serving); the library never imports this package.
+"""
 from __future__ import annotations
 
 import json
@@ -12,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-log = logging.getLogger("snappy.cli")
+log = logging.getLogger("pipelines.cli")
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
                   help="Region-level document retrieval: index documents into Lance tables, query regions.")
@@ -20,7 +24,8 @@ err = Console(stderr=True)
 
 
 @app.callback()
-def _setup(verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging")) -> None:
+def _setup(ctx: typer.Context, verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging")) -> None:
+    ctx.obj = {"eval_on_ray": _eval_on_ray}  # `snappy eval --ray-actors` (snappy.eval.cli) runs through it
     from rich.logging import RichHandler
 
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(name)s: %(message)s",
@@ -68,14 +73,12 @@ def index(
     as_json: bool = typer.Option(False, "--json", help="print the run summary as JSON"),
 ) -> None:
     """Index documents into Lance tables: an incremental Ray Data job (a local Ray only if there is work)."""
-    try:
-        from pipelines.config import IndexConfig
-        from pipelines.index import EXIT_BUSY, format_summary, run_index
-    except ImportError as e:
-        raise typer.BadParameter(f"the indexing pipeline (pipelines/) cannot be imported: {e}") from e
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from snappy.storage.lease import LeaseHeld
+
+    from .config import IndexConfig
+    from .index import EXIT_BUSY, format_summary, run_index
 
     values = dict(source=source, index=index_dir, encoder=encoder, ocr=ocr, dpi=dpi, limit=limit,
                   max_pages=max_pages, max_bytes=max_bytes, incremental=not full, retry_failed=retry_failed,
@@ -259,12 +262,15 @@ def _human(n: int) -> str:
 
 # ---------------------------------------------------------------------------- eval (optional)
 
-try:  # `snappy eval` lives in snappy.eval.cli; the CLI works without it
-    from snappy.eval.cli import register as _register_eval
-except ImportError as _e:  # pragma: no cover - depends on the installation
-    log.debug("snappy eval unavailable: %s", _e)
-else:
-    _register_eval(app)
+def _eval_on_ray(*args, **kwargs):
+    from .eval import evaluate_on_ray
+
+    return evaluate_on_ray(*args, **kwargs)
+
+
+from snappy.eval.cli import register as _register_eval  # noqa: E402  (the eval commands are library code)
+
+_register_eval(app)
 
 
 def main() -> None:

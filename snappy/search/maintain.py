@@ -1,0 +1,133 @@
+"""Keeping the candidate stage up to date: when to (re)train the codebook, and codes for every page.
+
+Runs under the index's writer (lease held) after the indexing run's commits:
+
+- **no codebook** and at least ``min_pages`` live pages: train one (spherical k-means over tokens of
+  ``train_pages`` sampled pages) and compute every page's codes;
+- **drift**: pages written since training fit the centroids worse (mean cosine below
+  ``retrain_similarity`` x the training one), or the index grew ``retrain_growth`` times since: retrain
+  and recompute every page's codes (a full rebuild, committed at once with the new codebook);
+- otherwise compute codes only for live pages that have none for the current codebook (pages written
+  by a run that started before the codebook existed). The indexing run itself computes the codes of
+  the pages it writes once a codebook exists, in the same commit as the pages.
+
+Codes rows carry their page's generation, so they follow the commit protocol like pages: a
+re-indexed document's old codes go with its old pages, and readers see codes and codebook of one
+snapshot together.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from snappy.search.candidates import Codebook, default_k, sketch_table
+from snappy.storage.commit import CommitBatch, live_mask
+from snappy.storage.schema import CODEBOOK, CODES, DOCUMENTS, PAGES, codes_schema
+from snappy.storage.writer import IndexWriter, write_fragments
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CandidateSettings:
+    enabled: bool = True
+    min_pages: int = 5000  # below: no codebook (the exact scan serves small indexes)
+    k: int | None = None  # centroids; None: default_k(tokens in the index)
+    train_pages: int = 2000  # pages sampled for training
+    train_tokens: int = 1 << 18  # token vectors k-means sees
+    retrain_growth: float = 4.0  # retrain when the index has grown this many times since training
+    retrain_similarity: float = 0.95  # ... or new pages fit the centroids below this share of the training fit
+    pool_factor: int = 8  # tokens per pooled vector
+    batch_pages: int = 256  # pages read and coded at a time
+    seed: int = 0
+
+
+def plan_codebook(n_pages: int, codebook: Codebook | None, recent_similarity: float | None,
+                  s: CandidateSettings) -> str | None:
+    """Why the codebook must be (re)trained now, or None (pure)."""
+    if not s.enabled or n_pages < s.min_pages:
+        return None
+    if codebook is None:
+        return f"no codebook yet ({n_pages} pages)"
+    if n_pages >= s.retrain_growth * max(codebook.trained_pages, 1):
+        return f"the index grew from {codebook.trained_pages} to {n_pages} pages since training"
+    if recent_similarity is not None and recent_similarity < s.retrain_similarity * codebook.train_similarity:
+        return (f"new pages fit the centroids worse (mean cosine {recent_similarity:.3f} vs "
+                f"{codebook.train_similarity:.3f} at training)")
+    return None
+
+
+def update_candidates(writer: IndexWriter, settings: CandidateSettings = CandidateSettings()) -> dict:
+    """Train / retrain / backfill as the module doc says, in one commit. Returns what it did."""
+    store = writer.store
+    out: dict = {"action": None}
+    if not settings.enabled or not store.exists(PAGES) or not store.exists(DOCUMENTS):
+        return out
+    t0 = time.perf_counter()
+    docs = store.dataset(DOCUMENTS).to_table(columns=["doc_id", "gen", "status"])
+    pages_ds = store.dataset(PAGES)
+    meta = pages_ds.to_table(columns=["page_id", "doc_id", "gen", "n_tokens"], scan_in_order=True)
+    position = np.arange(meta.num_rows, dtype=np.int64)
+    live = live_mask(meta.column("doc_id"), meta.column("gen"), docs) & \
+        (pc.fill_null(meta.column("n_tokens"), 0).to_numpy(zero_copy_only=False) > 0)
+    meta, position = meta.filter(pa.array(live)), position[live]
+    codebook = Codebook.from_table(store.dataset(CODEBOOK).to_table()) if store.exists(CODEBOOK) else None
+    codes = store.dataset(CODES).to_table(columns=["page_id", "doc_id", "gen", "codebook_id", "similarity"]) \
+        if store.exists(CODES) else codes_schema().empty_table().select(["page_id", "doc_id", "gen", "codebook_id",
+                                                                          "similarity"])
+    codes = codes.filter(pa.array(live_mask(codes.column("doc_id"), codes.column("gen"), docs)))
+    recent = None
+    if codebook is not None:
+        current = codes.filter(pc.equal(codes.column("codebook_id"), codebook.codebook_id))
+        newer = current.filter(pc.greater(current.column("gen"), codebook.codebook_id))
+        if newer.num_rows:
+            recent = float(pc.mean(newer.column("similarity")).as_py())
+    reason = plan_codebook(meta.num_rows, codebook, recent, settings)
+    batch = CommitBatch()
+    if reason:
+        log.info("training the candidate codebook: %s", reason)
+        codebook = _train(pages_ds, meta, position, settings, writer)
+        batch.replace[CODEBOOK] = codebook.to_table()
+        batch.deletes[CODES] = f"codebook_id != {codebook.codebook_id}"
+        todo = np.ones(meta.num_rows, bool)
+        out.update(action="trained", reason=reason, k=codebook.k, train_similarity=round(codebook.train_similarity, 4))
+    elif codebook is not None:
+        have = codes.filter(pc.equal(codes.column("codebook_id"), codebook.codebook_id))
+        todo = ~pc.is_in(meta.column("page_id"), value_set=have.column("page_id")).to_numpy(zero_copy_only=False)
+        out.update(action="backfill" if todo.any() else None)
+    else:
+        return out
+    sel = np.flatnonzero(todo)
+    frags = []
+    for a in range(0, len(sel), settings.batch_pages):
+        rows = sel[a:a + settings.batch_pages]
+        vectors = pages_ds.take(position[rows], columns=["vectors"]).column("vectors").combine_chunks()
+        table = sketch_table(codebook, meta.take(pa.array(rows)).select(["page_id", "doc_id", "gen"]), vectors,
+                             settings.pool_factor)
+        frags.extend(write_fragments(store.table_uri(CODES), table, store.storage_options))
+    if frags:
+        batch.fragments[CODES] = frags
+    if not batch.is_empty():
+        writer.commit(batch)
+    out.update(pages_coded=int(len(sel)), seconds=round(time.perf_counter() - t0, 2))
+    log.info("candidate stage: %s", out)
+    return out
+
+
+def _train(pages_ds, meta: pa.Table, position: np.ndarray, s: CandidateSettings, writer: IndexWriter) -> Codebook:
+    rng = np.random.default_rng(s.seed)
+    n = meta.num_rows
+    pick = np.sort(rng.choice(n, size=min(n, s.train_pages), replace=False))
+    vectors = pages_ds.take(position[pick], columns=["vectors"]).column("vectors").combine_chunks()
+    dim = vectors.type.value_type.list_size
+    flat = vectors.flatten().flatten().to_numpy(zero_copy_only=False).reshape(-1, dim).astype(np.float32)
+    if len(flat) > s.train_tokens:
+        flat = flat[rng.choice(len(flat), size=s.train_tokens, replace=False)]
+    total_tokens = int(pc.sum(meta.column("n_tokens")).as_py() or 0)
+    k = s.k or default_k(total_tokens)
+    return Codebook.train(flat, k, codebook_id=writer.epoch << 32, trained_pages=n, seed=s.seed)

@@ -1,0 +1,47 @@
+"""What a query may be: checks shared by the CLI, the Python API and the HTTP service (a 4xx there)."""
+from __future__ import annotations
+
+import re
+
+from snappy.propagation import METHODS, Threshold
+
+MAX_QUERY_CHARS = 2000  # longer text is a document, not a query (and costs the encoder seconds)
+MAX_TOP_PAGES = 100
+
+_WORD = re.compile(r"\w")
+
+
+class QueryError(ValueError):
+    """A request the search refuses; ``field`` names what is wrong (the service answers 400)."""
+
+    def __init__(self, reason: str, field: str = "query"):
+        super().__init__(reason)
+        self.reason, self.field = reason, field
+
+
+def check_query(text: object, max_chars: int = MAX_QUERY_CHARS) -> str:
+    """The query stripped of surrounding whitespace, or QueryError saying why it cannot be searched."""
+    if not isinstance(text, str):
+        raise QueryError(f"query must be a string, not {type(text).__name__}")
+    q = text.strip()
+    if not q:
+        raise QueryError("query is empty")
+    if len(q) > max_chars:
+        raise QueryError(f"query is {len(q)} characters, over the limit of {max_chars}")
+    if not _WORD.search(q):
+        raise QueryError("query has no words (no letters or digits)")
+    return q
+
+
+def check_request(top_pages: object = 5, threshold: object = "p50", method: object = "iou",
+                  max_top_pages: int = MAX_TOP_PAGES) -> tuple[int, Threshold, str]:
+    """Validated ``(top_pages, threshold, method)`` of a query request."""
+    if isinstance(top_pages, bool) or not isinstance(top_pages, int) or not 1 <= top_pages <= max_top_pages:
+        raise QueryError(f"top_pages must be an integer from 1 to {max_top_pages}, got {top_pages!r}", "top_pages")
+    try:
+        thr = Threshold.parse(threshold)  # type: ignore[arg-type]
+    except (ValueError, TypeError) as e:
+        raise QueryError(str(e), "threshold") from e
+    if method not in METHODS:
+        raise QueryError(f"method must be one of {', '.join(METHODS)}, got {method!r}", "method")
+    return top_pages, thr, str(method)

@@ -1,0 +1,48 @@
+"""What a query returns: ranked pages, each with its selected regions (plain dicts for JSON/HTTP)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from snappy.grid import PatchGrid
+
+
+@dataclass
+class RegionResult:
+    region_id: str
+    bbox: tuple[float, float, float, float]  # page pixels [x0, y0, x1, y1]
+    bbox_norm: tuple[float, float, float, float]
+    text: str
+    score: float
+    confidence: float | None = None
+    level: str | None = None
+
+    def to_dict(self) -> dict:
+        return {"region_id": self.region_id, "bbox": [float(v) for v in self.bbox],
+                "bbox_norm": [float(v) for v in self.bbox_norm], "text": self.text, "score": float(self.score),
+                "confidence": None if self.confidence is None else float(self.confidence), "level": self.level}
+
+
+@dataclass
+class PageResult:
+    doc_id: str
+    uri: str
+    page_id: str
+    page_number: int  # 1-based
+    score: float  # MaxSim of the query and the page
+    width: int  # page pixels
+    height: int
+    regions: list[RegionResult]  # selected regions, best first
+    patch_scores: np.ndarray = field(repr=False)  # [n_tokens] per-patch MaxSim of the query
+    grid: PatchGrid = field(repr=False)
+    rank: int = 0  # 1-based
+
+    def to_dict(self, with_patch_scores: bool = False) -> dict:
+        d = {"rank": self.rank, "doc_id": self.doc_id, "uri": self.uri, "page_id": self.page_id,
+             "page_number": int(self.page_number), "score": float(self.score), "width": int(self.width),
+             "height": int(self.height), "regions": [r.to_dict() for r in self.regions]}
+        if with_patch_scores:
+            d["patch_scores"] = [float(v) for v in self.patch_scores]
+            d["grid"] = self.grid.to_dict()
+        return d

@@ -1,0 +1,461 @@
+"""The Searcher: query -> candidate pages -> exact MaxSim -> regions, over one published snapshot.
+
+Two ways to rank, chosen per snapshot (``SearchOptions.mode``; ``auto`` picks):
+
+- **exact** (small indexes, or no codebook yet): every live page's patch vectors in one in-RAM
+  matrix, scanned by :func:`snappy.search.maxsim.maxsim` for every query;
+- **candidates** (large indexes): the centroid codes of every page (``codes`` table) in an
+  in-RAM :class:`~snappy.search.candidates.CentroidIndex` give a few hundred candidate pages, whose
+  stored vectors are read by row from Lance (``take`` at the snapshot's version) for the exact
+  MaxSim. Nothing of size ``pages x tokens`` is held in memory.
+
+Either way the result pages' regions are scored from the per-patch maxima of the exact MaxSim
+with cached weights (:mod:`snappy.search.regions`). A Searcher serves one snapshot at a time;
+:meth:`Searcher.refresh` builds the next snapshot's state off to the side and swaps it in, so a
+query always runs against one consistent snapshot (it holds its state for its whole duration).
+With ``shard=(i, n)`` it serves the pages of the documents whose id hashes to ``i``.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from snappy.encoders import Encoder, make_encoder
+from snappy.grid import PatchGrid
+from snappy.propagation import Threshold, select_regions
+from snappy.search.candidates import CandidateOptions, CentroidIndex, Codebook
+from snappy.search.maxsim import PageMatrix, maxsim, top_k
+from snappy.search.query import check_query, check_request
+from snappy.search.regions import REGION_COLUMNS, RegionStore
+from snappy.search.results import PageResult, RegionResult
+from snappy.storage.commit import live_mask, sql_list
+from snappy.storage.schema import CODEBOOK, CODES, DOCUMENTS, PAGES, REGIONS
+from snappy.storage.snapshot import Snapshot
+from snappy.storage.tables import IndexDamaged, IndexStore
+
+log = logging.getLogger(__name__)
+
+_META = ["page_id", "doc_id", "gen", "page_number", "width", "height", "n_tokens", "grid", "encoder_id"]
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    mode: str = "auto"  # auto | exact | candidates
+    exact_max_pages: int = 20_000  # auto: the exact in-RAM scan up to this many pages (or without a codebook)
+    candidates: CandidateOptions = field(default_factory=CandidateOptions)
+    max_uncoded: int = 20_000  # candidates mode: pages without codes yet, scored exactly beside the candidates
+    dtype: str = "float32"  # exact mode's matrix: float32 (fastest) or float16 (half the memory)
+    chunk_bytes: int = 8 << 20  # size of one [query tokens, page tokens] similarity block
+    threads: int = 1  # exact mode: chunks scored in parallel
+    region_cache_pages: int = 4096  # pages whose region weights stay cached
+    auto_refresh: bool = False  # check for a newer snapshot before every query
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("auto", "exact", "candidates"):
+            raise ValueError(f"SearchOptions.mode must be auto, exact or candidates, got {self.mode!r}")
+
+
+def shard_of(doc_ids: pa.Array | pa.ChunkedArray, n: int) -> np.ndarray:
+    """``[len]`` shard number of each document (its id's first 8 hex digits modulo ``n``)."""
+    if n == 1:
+        return np.zeros(len(doc_ids), np.int64)
+    heads = pc.utf8_slice_codeunits(doc_ids, 0, 8)
+    return np.array([int(h, 16) for h in heads.to_pylist()], np.int64) % n
+
+
+@dataclass
+class SearchState:
+    """Everything a query needs from one snapshot (immutable once built)."""
+
+    snap: Snapshot
+    docs: pa.Table  # doc_id, gen, status (for the live filter of rows read later)
+    doc_uri: dict[str, str]
+    page_ids: np.ndarray  # [P] object
+    page_doc: np.ndarray  # [P] object
+    page_number: np.ndarray  # [P] int
+    page_size: np.ndarray  # [P, 2] (width, height) px
+    grid_of: np.ndarray  # [P] int: index into grids
+    grids: list[PatchGrid]
+    n_tokens: np.ndarray  # [P]
+    position: np.ndarray  # [P] row position in the pages table at the snapshot's version (for take)
+    key_rank: np.ndarray  # [P] rank of page_id: ties break by page id, the same in every shard
+    encoder_id: str | None
+    mode: str
+    matrix: PageMatrix | None = None  # exact mode
+    index: CentroidIndex | None = None  # candidates mode
+    index_pages: np.ndarray | None = None  # candidates mode: CentroidIndex page position -> state page
+    uncoded: np.ndarray | None = None  # candidates mode: state pages without codes (always scored)
+    pages_ds: object = None  # the pages Lance dataset at the snapshot's version
+    regions: RegionStore | None = None
+    page_index: dict[str, int] = field(default_factory=dict)
+    loaded_s: float = 0.0
+
+    @property
+    def n_pages(self) -> int:
+        return len(self.page_ids)
+
+    def grid(self, i: int) -> PatchGrid:
+        return self.grids[self.grid_of[i]]
+
+
+class Searcher:
+    """Ranks an index's pages and scores their regions (see the module doc).
+
+    ``encoder`` is an Encoder, a spec or stored id for :func:`snappy.encoders.make_encoder`, or None
+    (the index's own encoder, built on first query).
+    """
+
+    def __init__(self, index: str | IndexStore, encoder: Encoder | str | None = None,
+                 storage_options: Mapping[str, str] | None = None, options: SearchOptions | None = None,
+                 shard: tuple[int, int] = (0, 1)):
+        self.store = index if isinstance(index, IndexStore) else IndexStore(index, storage_options)
+        self.options = options or SearchOptions()
+        if not 0 <= shard[0] < shard[1]:
+            raise ValueError(f"shard must be (i, n) with 0 <= i < n, got {shard}")
+        self.shard = shard
+        self._encoder = encoder if isinstance(encoder, Encoder) else None
+        self._encoder_spec = encoder if isinstance(encoder, str) else None
+        self._swap = threading.Lock()
+        self.state: SearchState = self.load(self._latest())
+
+    # ------------------------------------------------------------------ snapshots
+    def _latest(self) -> Snapshot:
+        snap = self.store.snapshot()
+        if snap is None or DOCUMENTS not in snap.versions:
+            raise FileNotFoundError(f"{self.store.uri}: no index here (no snapshot and no documents table: "
+                                    f"was it indexed?)")
+        return snap
+
+    @property
+    def snapshot(self) -> Snapshot:
+        return self.state.snap
+
+    @property
+    def loaded_versions(self) -> dict[str, int]:
+        return dict(self.state.snap.versions)
+
+    @property
+    def n_pages(self) -> int:
+        return self.state.n_pages
+
+    @property
+    def doc_uri(self) -> dict[str, str]:
+        return self.state.doc_uri
+
+    @property
+    def encoder_id(self) -> str | None:
+        return self.state.encoder_id
+
+    def refresh(self, force: bool = False) -> bool:
+        """Load the latest snapshot if it is newer than the one served; True if swapped in.
+        Queries running meanwhile finish on the state they started with."""
+        snap = self._latest()
+        if not force and snap.seq == self.state.snap.seq and snap.versions == self.state.snap.versions:
+            return False
+        state = self.load(snap)
+        with self._swap:
+            self.state = state
+        return True
+
+    def load(self, snap: Snapshot) -> SearchState:
+        """The state of ``snap`` (does not swap it in)."""
+        t0 = time.perf_counter()
+        try:
+            state = self._load(snap)
+        except (OSError, ValueError) as e:
+            if isinstance(e, FileNotFoundError) and "no index here" in str(e):
+                raise
+            raise IndexDamaged(self.store.uri, f"cannot load snapshot {snap.seq}: {_short(e)}") from e
+        state.loaded_s = time.perf_counter() - t0
+        log.info("%s: snapshot %d, %d pages (%s mode) in %.1f s", self.store.uri, snap.seq, state.n_pages, state.mode,
+                 state.loaded_s)
+        return state
+
+    def _load(self, snap: Snapshot) -> SearchState:
+        store, (si, sn) = self.store, self.shard
+        docs = store.documents(["doc_id", "uri", "status", "gen"], snap=snap)
+        if sn > 1:
+            docs = docs.filter(pa.array(shard_of(docs.column("doc_id"), sn) == si))
+        live_docs = docs.select(["doc_id", "gen", "status"])
+        doc_uri = dict(zip(docs.column("doc_id").to_pylist(), docs.column("uri").to_pylist()))
+        if PAGES not in snap.versions:
+            raise FileNotFoundError(f"{store.uri}: the index has documents but no pages table yet")
+        pages_ds = store.dataset(PAGES, snap.versions[PAGES])
+        meta = pages_ds.to_table(columns=_META, scan_in_order=True)  # [rows] light columns, in take order
+        position = np.arange(meta.num_rows, dtype=np.int64)
+        keep = live_mask(meta.column("doc_id"), meta.column("gen"), live_docs) & \
+            (pc.fill_null(meta.column("n_tokens"), 0).to_numpy(zero_copy_only=False) > 0)
+        meta, position = meta.filter(pa.array(keep)), position[keep]
+        page_ids = np.asarray(meta.column("page_id").to_pylist(), dtype=object)
+        enc_ids = sorted({e for e in meta.column("encoder_id").to_pylist() if e})
+        if len(enc_ids) > 1:  # several encoders (settings changed, a re-index still under way): serve the majority
+            counts = pc.value_counts(meta.column("encoder_id")).to_pylist()
+            major = max(counts, key=lambda c: c["counts"])["values"]
+            log.warning("%s: pages indexed with %d encoders %s; serving the %d pages of %s until the re-index "
+                        "finishes", store.uri, len(enc_ids), enc_ids, major and max(c["counts"] for c in counts), major)
+            sel = pc.equal(meta.column("encoder_id"), major).to_numpy(zero_copy_only=False)
+            meta, position, page_ids = meta.filter(pa.array(sel)), position[sel], page_ids[sel]
+            enc_ids = [major]
+        grid_json = meta.column("grid").to_pylist()
+        uniq: dict[str, int] = {}
+        grid_of = np.array([uniq.setdefault(g, len(uniq)) for g in grid_json], np.int64)
+        grids = [PatchGrid.from_json(g) for g in uniq]
+        key_rank = np.empty(len(page_ids), np.int64)
+        key_rank[np.argsort(page_ids, kind="stable")] = np.arange(len(page_ids))
+        state = SearchState(
+            snap=snap, docs=live_docs, doc_uri=doc_uri, page_ids=page_ids,
+            page_doc=np.asarray(meta.column("doc_id").to_pylist(), dtype=object),
+            page_number=meta.column("page_number").to_numpy(zero_copy_only=False),
+            page_size=np.stack([meta.column("width").to_numpy(zero_copy_only=False),
+                                meta.column("height").to_numpy(zero_copy_only=False)], axis=1)
+            if meta.num_rows else np.zeros((0, 2), np.int64),
+            grid_of=grid_of, grids=grids, n_tokens=meta.column("n_tokens").to_numpy(zero_copy_only=False),
+            position=position, key_rank=key_rank, encoder_id=enc_ids[0] if enc_ids else None, mode="exact",
+            pages_ds=pages_ds, page_index={p: i for i, p in enumerate(page_ids)})
+        state.regions = RegionStore(lambda ids: self._read_regions(state, ids), self.options.region_cache_pages)
+        mode = self._mode(snap, state.n_pages)
+        if mode == "candidates" and self._load_candidates(state):
+            state.mode = "candidates"
+        else:
+            state.matrix = self._load_matrix(state)
+        return state
+
+    def _mode(self, snap: Snapshot, n_pages: int) -> str:
+        o = self.options
+        if o.mode != "auto":
+            return o.mode
+        has_codebook = CODEBOOK in snap.versions and CODES in snap.versions
+        return "candidates" if has_codebook and n_pages > o.exact_max_pages else "exact"
+
+    def _load_candidates(self, state: SearchState) -> bool:
+        """Codebook + codes of the state's pages -> CentroidIndex; False (exact instead) if unusable."""
+        snap = state.snap
+        if CODEBOOK not in snap.versions or CODES not in snap.versions:
+            if self.options.mode == "candidates":
+                log.warning("%s: no codebook yet; searching exactly", self.store.uri)
+            return False
+        codebook = Codebook.from_table(self.store.dataset(CODEBOOK, snap.versions[CODEBOOK]).to_table())
+        codes = self.store.read(CODES, ["page_id", "codebook_id", "codes", "pooled"], snap=snap, documents=state.docs)
+        codes = codes.filter(pc.equal(codes.column("codebook_id"), codebook.codebook_id))
+        pos = pc.index_in(codes.column("page_id"), value_set=pa.array(list(state.page_ids), pa.string()))
+        ok = pc.is_valid(pos).to_numpy(zero_copy_only=False)
+        codes, pos = codes.filter(pa.array(ok)), pc.drop_null(pos).to_numpy().astype(np.int64)
+        coded = np.zeros(state.n_pages, bool)
+        coded[pos] = True
+        uncoded = np.flatnonzero(~coded)
+        if len(uncoded) > self.options.max_uncoded:
+            log.warning("%s: %d pages have no codes yet (over max_uncoded=%d); searching exactly", self.store.uri,
+                        len(uncoded), self.options.max_uncoded)
+            return False
+        state.index = CentroidIndex.build(codebook, codes.column("codes"), codes.column("pooled"))
+        state.index_pages, state.uncoded = pos, uncoded
+        return True
+
+    def _load_matrix(self, state: SearchState) -> PageMatrix:
+        """Every page's vectors in one contiguous matrix (exact mode), streamed batch by batch."""
+        ds = state.pages_ds
+        dim = ds.schema.field("vectors").type.value_type.list_size
+        dtype = np.dtype(self.options.dtype)
+        n_tok = state.n_tokens.astype(np.int64)
+        offsets = np.concatenate([[0], np.cumsum(n_tok)]).astype(np.int64)
+        vectors = np.empty((int(offsets[-1]), dim), dtype)  # [n_tokens_total, dim]
+        wanted = np.zeros(ds.count_rows(), bool)
+        wanted[state.position] = True
+        row, pos, page = 0, 0, 0
+        for batch in ds.to_batches(columns=["vectors"], scan_in_order=True):
+            col = batch.column(0)
+            sel = wanted[row:row + len(col)]
+            row += len(col)
+            if not sel.any():
+                continue
+            col = col.filter(pa.array(sel))
+            lengths = pc.list_value_length(col).to_numpy(zero_copy_only=False)
+            expect = n_tok[page:page + len(col)]
+            if not np.array_equal(lengths, expect):
+                bad = int(np.flatnonzero(lengths != expect)[0])
+                raise IndexDamaged(self.store.uri, f"{self.store.table_uri(PAGES)}: page {state.page_ids[page + bad]} "
+                                                   f"has {lengths[bad]} vectors but n_tokens={expect[bad]}")
+            flat = col.flatten().flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
+            vectors[pos:pos + len(flat)] = flat
+            pos += len(flat)
+            page += len(col)
+        return PageMatrix(vectors, offsets)
+
+    def _read_regions(self, state: SearchState, page_ids: Sequence[str]) -> pa.Table:
+        if REGIONS not in state.snap.versions:
+            return pa.table({c: [] for c in REGION_COLUMNS})
+        return self.store.read(REGIONS, REGION_COLUMNS, filter=f"page_id IN ({sql_list(page_ids)})",
+                               snap=state.snap, documents=state.docs)
+
+    # ------------------------------------------------------------------ encoder
+    @property
+    def encoder(self) -> Encoder:
+        if self._encoder is None:
+            spec = self._encoder_spec or self.state.encoder_id
+            if spec is None:
+                raise ValueError(f"{self.store.uri}: the index has no pages, so no encoder to encode queries with")
+            self._encoder = make_encoder(spec)
+            if self.state.encoder_id and self._encoder.encoder_id != self.state.encoder_id:
+                log.warning("query encoder %s differs from the index's encoder %s", self._encoder.encoder_id,
+                            self.state.encoder_id)
+        return self._encoder
+
+    def encode(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """Token vectors of the queries (after :func:`snappy.search.query.check_query`)."""
+        return self.encoder.embed_queries([check_query(t) for t in texts])
+
+    # ------------------------------------------------------------------ ranking
+    def rank(self, query_vectors: Sequence[np.ndarray], top_pages: int = 5,
+             state: SearchState | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(page indices [B, k], scores [B, k])`` of the best pages per query (indices into ``state``)."""
+        idx, scores, _, _ = self._rank(query_vectors, top_pages, state or self.state)
+        return idx, scores
+
+    def _rank(self, queries, top_pages: int, state: SearchState):
+        """(idx [B,k], scores [B,k], per-page patch scores getter, scored pages) for a batch of queries."""
+        if state.mode == "exact":
+            scores, patches = maxsim(queries, state.matrix, self.options.chunk_bytes, self.options.threads,
+                                     patch_max=True)
+            idx = top_k(scores, top_pages, keys=state.key_rank)
+            offsets = state.matrix.offsets
+
+            def patch_scores(b: int, i: int) -> np.ndarray:
+                return patches[b, offsets[i]:offsets[i + 1]]
+            return idx, np.take_along_axis(scores, idx, axis=1), patch_scores, state.n_pages
+        cand = self._candidates(queries, state)  # state page indices
+        rows = state.pages_ds.take(state.position[cand], columns=["vectors"])  # exact vectors, by row
+        col = rows.column("vectors").combine_chunks()
+        dim = col.type.value_type.list_size
+        lengths = pc.list_value_length(col).to_numpy(zero_copy_only=False)
+        matrix = PageMatrix(col.flatten().flatten().to_numpy(zero_copy_only=False).reshape(-1, dim),
+                            np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
+        scores, patches = maxsim(queries, matrix, self.options.chunk_bytes, 1, patch_max=True)
+        local = top_k(scores, top_pages, keys=state.key_rank[cand])
+        offsets = matrix.offsets
+        where = {int(c): j for j, c in enumerate(cand)}
+
+        def patch_scores(b: int, i: int) -> np.ndarray:
+            j = where[i]
+            return patches[b, offsets[j]:offsets[j + 1]]
+        return cand[local], np.take_along_axis(scores, local, axis=1), patch_scores, len(cand)
+
+    def _candidates(self, queries, state: SearchState) -> np.ndarray:
+        from snappy.search.maxsim import query_matrix
+
+        dim = state.index.codebook.dim
+        qs = [query_matrix([q], dim)[0] for q in queries]
+        found = state.index.search(qs, self.options.candidates)
+        return np.unique(np.concatenate([state.index_pages[found], state.uncoded]))
+
+    # ------------------------------------------------------------------ queries
+    def query(self, text: str, top_pages: int = 5, threshold: "Threshold | str | float" = "p50",
+              method: str = "iou") -> list[PageResult]:
+        return self.query_batch([text], top_pages, threshold, method)[0]
+
+    def query_batch(self, texts: Sequence[str], top_pages: int = 5, threshold: "Threshold | str | float" = "p50",
+                    method: str = "iou") -> list[list[PageResult]]:
+        """Result pages per query. QueryError for a query or option that cannot be searched."""
+        top_pages, _, method = check_request(top_pages, threshold, method)
+        if self.options.auto_refresh:
+            self.refresh()
+        state = self.state
+        if state.n_pages == 0:
+            return [[] for _ in texts]
+        return self.search_vectors(self.encode(texts), top_pages, threshold, method, state)
+
+    def search_vectors(self, query_vectors: Sequence[np.ndarray], top_pages: int = 5,
+                       threshold: "Threshold | str | float" = "p50", method: str = "iou",
+                       state: SearchState | None = None) -> list[list[PageResult]]:
+        """Like :meth:`query_batch` with encoded queries (``[t, dim]`` float32 each)."""
+        state = state or self.state
+        threshold = Threshold.parse(threshold)
+        if state.n_pages == 0 or not len(query_vectors):
+            return [[] for _ in query_vectors]
+        idx, scores, patch_scores, _ = self._rank(query_vectors, top_pages, state)
+        wanted = sorted({int(i) for i in idx.ravel()})
+        regions = state.regions.get([state.page_ids[i] for i in wanted],
+                                    {state.page_ids[i]: state.grid(i) for i in wanted})
+        out = []
+        for b, (row, srow) in enumerate(zip(idx, scores)):
+            out.append([self._page_result(state, int(i), float(s), patch_scores(b, int(i)),
+                                          regions.get(state.page_ids[i]), threshold, method, rank)
+                        for rank, (i, s) in enumerate(zip(row, srow), start=1)])
+        return out
+
+    def _page_result(self, state: SearchState, i: int, score: float, ps: np.ndarray, regions, threshold: Threshold,
+                     method: str, rank: int) -> PageResult:
+        selected: list[RegionResult] = []
+        if regions is not None and regions.n_regions:
+            rs = regions.scores(ps, method)  # [R]
+            keep = select_regions(rs, threshold)
+            if len(keep):
+                rows = regions.rows.take(pa.array(np.asarray(keep, np.int64))).to_pylist()
+                selected = [RegionResult(region_id=r["region_id"], bbox=tuple(r["bbox"]), bbox_norm=tuple(r["bbox_norm"]),
+                                         text=r["text"] or "", score=float(rs[j]), confidence=r["confidence"],
+                                         level=r["level"]) for j, r in zip(keep, rows)]
+        w, h = (int(v) for v in state.page_size[i])
+        doc = state.page_doc[i]
+        return PageResult(doc_id=doc, uri=state.doc_uri.get(doc, ""), page_id=state.page_ids[i],
+                          page_number=int(state.page_number[i]), score=score, width=w, height=h, regions=selected,
+                          patch_scores=np.asarray(ps, np.float32), grid=state.grid(i), rank=rank)
+
+    # ------------------------------------------------------------------ single pages
+    def page(self, page_id: str) -> dict:
+        """One page's stored vectors ``[n, dim]``, grid, size and region rows (for evaluation and tools)."""
+        state = self.state
+        i = state.page_index.get(page_id)
+        if i is None:
+            raise KeyError(f"{self.store.uri}: page {page_id} is not in the index")
+        if state.matrix is not None:
+            vectors = state.matrix.page(i)
+        else:
+            col = state.pages_ds.take([int(state.position[i])], columns=["vectors"]).column("vectors")
+            vectors = np.asarray(col.combine_chunks().flatten().flatten().to_numpy(zero_copy_only=False)).reshape(
+                int(state.n_tokens[i]), -1)
+        regions = self._read_regions(state, [page_id]).sort_by("region_index")
+        return {"vectors": vectors, "grid": state.grid(i), "size": tuple(int(v) for v in state.page_size[i]),
+                "regions": regions, "doc_id": state.page_doc[i], "page_number": int(state.page_number[i])}
+
+    def regions_of(self, page_ids: Sequence[str]) -> dict[str, pa.Table]:
+        """Region rows of these pages, per page_id, in reading order."""
+        state = self.state
+        if not page_ids:
+            return {}
+        table = self._read_regions(state, page_ids).sort_by([("page_id", "ascending"), ("region_index", "ascending")])
+        out = {}
+        pids = np.asarray(table.column("page_id").to_pylist(), dtype=object)
+        if len(pids):
+            starts = np.flatnonzero(np.r_[True, pids[1:] != pids[:-1]])
+            for a, b in zip(starts, np.r_[starts[1:], len(pids)]):
+                out[str(pids[a])] = table.slice(a, b - a)
+        return out
+
+    def page_image(self, page_id: str):
+        """The stored rendered page (PIL image)."""
+        from PIL import Image
+
+        state = self.state
+        t = self.store.read(PAGES, ["image"], filter=f"page_id IN ({sql_list([page_id])})", snap=state.snap,
+                            documents=state.docs)
+        if t.num_rows == 0 or t.column("image")[0].as_py() is None:
+            raise KeyError(f"{self.store.table_uri(PAGES)}: no image stored for page {page_id}")
+        return Image.open(io.BytesIO(t.column("image")[0].as_py())).convert("RGB")
+
+    def info(self) -> dict:
+        s = self.state
+        mem = s.matrix.vectors.nbytes if s.matrix is not None else (s.index.nbytes if s.index is not None else 0)
+        return {"index": self.store.uri, "snapshot": s.snap.seq, "versions": dict(s.snap.versions),
+                "pages": s.n_pages, "mode": s.mode, "encoder_id": s.encoder_id, "shard": list(self.shard),
+                "memory_bytes": int(mem), "loaded_s": round(s.loaded_s, 3)}
+
+
+def _short(e: BaseException) -> str:
+    return f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"

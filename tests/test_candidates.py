@@ -1,0 +1,144 @@
+"""The candidate stage: codebook + codes + pooled vectors, kept up to date; candidates then exact = exact."""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from snappy.search import Searcher, SearchOptions
+from snappy.search.candidates import CandidateOptions, Codebook, CentroidIndex, default_k, pool_page
+from snappy.search.maintain import CandidateSettings, plan_codebook, update_candidates
+from snappy.storage import IndexStore
+from snappy.storage.schema import CODEBOOK, CODES, IndexSettings, document_record, page_id_for, to_table
+from snappy.storage.synthetic import StructuredCorpus, write_vector_pages
+
+N_TOKENS = 96
+CORPUS = StructuredCorpus(400, n_tokens=N_TOKENS, vocabulary=512, concepts=(4, 10), seed=7)
+SETTINGS = CandidateSettings(min_pages=100, k=256, train_pages=300, train_tokens=20000)
+
+
+@pytest.fixture()
+def index(tmp_path):
+    vocab = CORPUS.vocabulary_vectors()
+    store = write_vector_pages(str(tmp_path / "idx"), CORPUS.n_pages, lambda a, b: CORPUS.pages(a, b, vocab),
+                               "synthetic:structured", name="structured")
+    with store.writer() as w:
+        out = update_candidates(w, SETTINGS)
+    assert out["action"] == "trained" and out["pages_coded"] == CORPUS.n_pages
+    return store
+
+
+def queries(n: int = 24) -> tuple[list[np.ndarray], list[int]]:
+    vocab = CORPUS.vocabulary_vectors()
+    qs = [CORPUS.query(j, vocab) for j in range(n)]
+    return [q for q, _ in qs], [t for _, t in qs]
+
+
+def ranked(results) -> list[list[tuple[str, float]]]:
+    return [[(p.page_id, round(p.score, 4)) for p in pages] for pages in results]
+
+
+def test_candidates_covering_the_top_k_give_exactly_the_exact_results(index):
+    q, _ = queries()
+    exact = Searcher(index, options=SearchOptions(mode="exact"))
+    wide = Searcher(index, options=SearchOptions(mode="candidates", candidates=CandidateOptions(64, 400, 400)))
+    assert exact.state.mode == "exact" and wide.state.mode == "candidates"
+    a, b = exact.search_vectors(q, top_pages=10), wide.search_vectors(q, top_pages=10)
+    assert ranked(a) == ranked(b)  # same pages, same order, same scores
+    for pa_, pb in zip(a, b):  # and the same per-patch scores, so the same regions
+        for x, y in zip(pa_, pb):
+            np.testing.assert_allclose(x.patch_scores, y.patch_scores, atol=1e-5)
+
+
+def test_default_candidates_find_the_exact_top_10(index):
+    q, targets = queries(40)
+    exact = Searcher(index, options=SearchOptions(mode="exact"))
+    cand = Searcher(index, options=SearchOptions(mode="candidates", candidates=CandidateOptions(8, 128, 48)))
+    ex, got = exact.rank(q, 10)[0], cand.rank(q, 10)[0]
+    ids_ex = [{exact.state.page_ids[i] for i in row} for row in ex]
+    ids_got = [{cand.state.page_ids[i] for i in row} for row in got]
+    recall = np.mean([len(a & b) / 10 for a, b in zip(ids_ex, ids_got)])
+    assert recall >= 0.9, recall
+    # every query's target page is the top result
+    assert all(cand.state.page_ids[row[0]] == page_id_for_target(t) for row, t in zip(got, targets))
+
+
+def page_id_for_target(i: int) -> str:
+    from snappy.storage.schema import doc_id_for
+
+    return page_id_for(doc_id_for(f"structured://{i:07d}"), 1)
+
+
+def test_incremental_maintenance_adds_changes_and_drops_pages(index):
+    store = index
+    vocab = CORPUS.vocabulary_vectors()
+    settings = IndexSettings("synthetic:structured", "none", 72.0)
+    bigger = StructuredCorpus(460, n_tokens=N_TOKENS, vocabulary=512, concepts=(4, 10), seed=7)
+
+    def page_rows(i: int, vectors: np.ndarray) -> tuple[dict, dict]:
+        uri = f"structured://{i:07d}"
+        doc = document_record(uri, settings, page_count=1)
+        grid = '{"family":"synthetic","page_size":[384,4],"rows":1,"cols":%d}' % len(vectors)
+        from snappy.grid import PatchGrid
+
+        grid = PatchGrid.uniform("synthetic", (len(vectors) * 4, 4), 1, len(vectors)).to_json()
+        page = {"page_id": page_id_for(doc["doc_id"], 1), "doc_id": doc["doc_id"], "page_number": 1,
+                "width": len(vectors) * 4, "height": 4, "width_pt": 1.0, "height_pt": 1.0, "dpi": 72.0, "image": None,
+                "vectors": vectors, "n_tokens": len(vectors), "grid": grid, "encoder_id": "synthetic:structured"}
+        return doc, page
+
+    new = [page_rows(i, bigger.page(i, vocab)) for i in range(400, 460)]  # 60 new pages
+    changed = [page_rows(i, bigger.page(459 - i, vocab)) for i in range(5)]  # 5 pages now show other content
+    store.upsert([d for d, _ in new + changed], to_table("pages", [p for _, p in new + changed], 128), dim=128)
+    store.delete_documents([document_record(f"structured://{i:07d}", settings)["doc_id"] for i in range(5, 10)])
+    with store.writer() as w:
+        out = update_candidates(w, SETTINGS)
+    assert out == {**out, "action": "backfill", "pages_coded": 65}
+    codes = store.read(CODES, ["page_id", "codebook_id"])
+    live_pages = store.read("pages", ["page_id"])
+    assert sorted(codes.column("page_id").to_pylist()) == sorted(live_pages.column("page_id").to_pylist())
+    assert store.dataset(CODES).count_rows() == codes.num_rows  # replaced and deleted codes are gone
+    assert store.count_rows()["pages"] == 455
+    exact = Searcher(store, options=SearchOptions(mode="exact"))
+    cand = Searcher(store, options=SearchOptions(mode="candidates", candidates=CandidateOptions(8, 160, 60)))
+    qs = [bigger.query(j, vocab)[0] for j in range(30)]
+    ex, got = exact.rank(qs, 10)[0], cand.rank(qs, 10)[0]
+    recall = np.mean([len({exact.state.page_ids[i] for i in a} & {cand.state.page_ids[i] for i in b}) / 10
+                      for a, b in zip(ex, got)])
+    assert recall >= 0.9, recall
+
+
+def test_growth_and_drift_retrain_the_codebook(index):
+    cb = Codebook.from_table(index.dataset(CODEBOOK).to_table())
+    s = CandidateSettings(min_pages=100)
+    assert plan_codebook(50, None, None, s) is None  # too small: exact search
+    assert plan_codebook(400, None, None, s).startswith("no codebook")
+    assert plan_codebook(400, cb, cb.train_similarity, s) is None
+    assert "grew" in plan_codebook(4 * cb.trained_pages, cb, None, s)
+    assert "worse" in plan_codebook(400, cb, 0.8 * cb.train_similarity, s)
+    with index.writer() as w:  # retraining replaces codebook and every page's codes in one commit
+        w_epoch = w.epoch
+        out = update_candidates(w, CandidateSettings(min_pages=100, k=128, retrain_growth=1.0, train_tokens=20000))
+    assert out["action"] == "trained" and out["pages_coded"] == CORPUS.n_pages
+    new = Codebook.from_table(index.dataset(CODEBOOK).to_table())
+    assert new.k == 128 and new.codebook_id == w_epoch << 32 != cb.codebook_id
+    assert set(index.read(CODES, ["codebook_id"]).column("codebook_id").to_pylist()) == {new.codebook_id}
+
+
+def test_pooling_and_codebook_basics():
+    rng = np.random.default_rng(0)
+    v = rng.standard_normal((256, 16)).astype(np.float32)
+    pooled = pool_page(v, factor=8)
+    assert 16 <= len(pooled) <= 32 and np.allclose(np.linalg.norm(pooled, axis=1), 1, atol=1e-5)
+    assert default_k(10**3) == 256 and default_k(10**8) == 16384 and default_k(5 * 10**6) == 8192
+    cb = Codebook.train(v, 8, codebook_id=1, trained_pages=1)
+    codes, sims = cb.assign(v)
+    assert codes.shape == (256,) and codes.max() < 8 and np.all(sims <= 1.0001)
+    back = Codebook.from_table(cb.to_table())
+    np.testing.assert_array_equal(back.centroids, cb.centroids)
+    assert back.pool_scale == pytest.approx(cb.pool_scale)
+    idx = CentroidIndex.build(cb, pa.array([[0, 3], [1], []], pa.list_(pa.int32())),
+                              pa.array([np.zeros((2, 16), np.int8).tolist(), np.ones((1, 16), np.int8).tolist(), []],
+                                       pa.list_(pa.list_(pa.int8(), 16))))
+    assert idx.list_pages[idx.list_indptr[3]:idx.list_indptr[4]].tolist() == [0]
+    assert idx.pooled_scores(np.ones((2, 16), np.float32), np.array([0, 1, 2])).tolist()[2] == 0.0

@@ -32,6 +32,9 @@ def _setup(ctx: typer.Context, verbose: bool = typer.Option(False, "--verbose", 
                         handlers=[RichHandler(console=err, show_path=False)], force=True)
     logging.getLogger("snappy").setLevel(logging.DEBUG if verbose else logging.INFO)
     logging.getLogger("pipelines").setLevel(logging.DEBUG if verbose else logging.INFO)
+    from snappy import logs
+
+    logs.install(verbose=verbose)  # no credential in any log, at any level
 
 
 def _s3(endpoint: str | None, region: str | None):
@@ -111,31 +114,37 @@ def index(
 def query(
     index_dir: str = typer.Argument(..., help="index location"),
     text: str = typer.Argument(..., help="the query"),
-    top_pages: int = typer.Option(5, "--top-pages", "-k", min=1, help="result pages"),
+    top_pages: int = typer.Option(5, "--top-pages", "-k", help="result pages (1..100)"),
     threshold: str = typer.Option("p50", help="region selection: p50 | adaptive[:k] | top3 | 0.4"),
     method: str = typer.Option("iou", help="region scoring: iou | ior | mean | max"),
     encoder: Optional[str] = typer.Option(None, help="query encoder (default: the one the index was built with)"),
     as_json: bool = typer.Option(False, "--json", help="print the result pages as JSON"),
     patch_scores: bool = typer.Option(False, "--patch-scores", help="include per-patch scores and grids in --json"),
     overlay: Optional[Path] = typer.Option(None, help="write result pages with regions + heat map (out.png or a folder)"),
+    exact: bool = typer.Option(False, "--exact", help="scan every page (skip the candidate stage of a large index)"),
     s3_endpoint: Optional[str] = typer.Option(None), s3_region: Optional[str] = typer.Option(None),
 ) -> None:
     """Rank pages by MaxSim and return their most relevant regions."""
-    from snappy.propagation import METHODS, Threshold
-    from snappy.search import Searcher
+    from snappy.search import QueryError, Searcher, SearchOptions
+    from snappy.search.query import check_query, check_request
+    from snappy.storage import IndexDamaged, IndexUnavailable
 
     try:
-        Threshold.parse(threshold)
-    except ValueError as e:
-        raise typer.BadParameter(str(e), param_hint="--threshold") from e
-    if method not in METHODS:
-        raise typer.BadParameter(f"{method!r} is not one of {METHODS}", param_hint="--method")
+        check_request(top_pages, threshold, method)
+        check_query(text)
+    except QueryError as e:
+        raise typer.BadParameter(e.reason, param_hint={"query": "TEXT"}.get(e.field, f"--{e.field.replace('_', '-')}")) \
+            from e
     try:
-        searcher = Searcher(index_dir, encoder=encoder, storage_options=_s3(s3_endpoint, s3_region))
-    except FileNotFoundError as e:
-        err.print(f"[red]error:[/red] {e}")
+        searcher = Searcher(index_dir, encoder=encoder, storage_options=_s3(s3_endpoint, s3_region),
+                            options=SearchOptions(mode="exact" if exact else "auto"))
+        results = searcher.query(text, top_pages=top_pages, threshold=threshold, method=method)
+    except (FileNotFoundError, IndexUnavailable) as e:
+        err.print(f"[red]error:[/red] {e}", soft_wrap=True)
         raise typer.Exit(2) from e
-    results = searcher.query(text, top_pages=top_pages, threshold=threshold, method=method)
+    except IndexDamaged as e:
+        err.print(f"[red]damaged index:[/red] {e}", soft_wrap=True)
+        raise typer.Exit(3) from e
     if overlay is not None and results:
         from snappy.overlay import write_overlays
 
@@ -156,6 +165,38 @@ def query(
         for reg in r.regions:
             t.add_row(f"{reg.score:.3f}", " ".join(f"{v:.0f}" for v in reg.bbox), reg.text)
         out.print(t)
+
+
+# ---------------------------------------------------------------------------- serve
+
+
+@app.command()
+def serve(
+    index_dir: str = typer.Argument(..., help="index location"),
+    host: str = typer.Option("127.0.0.1", help="HTTP address (loopback by default; 0.0.0.0 to expose it)"),
+    port: int = typer.Option(8000, help="HTTP port"),
+    replicas: int = typer.Option(1, min=1, help="router replicas (HTTP + query encoding)"),
+    shards: int = typer.Option(1, min=1, help="shard deployments (each holds the pages of 1/N of the documents)"),
+    shard_replicas: int = typer.Option(1, min=1, help="replicas per shard"),
+    refresh_s: float = typer.Option(10.0, help="look for a newer snapshot this often (seconds)"),
+    encoder: Optional[str] = typer.Option(None, help="query encoder (default: the index's own)"),
+    exact: bool = typer.Option(False, "--exact", help="always scan every page (no candidate stage)"),
+    max_query_chars: int = typer.Option(2000, help="longer queries get 400"),
+    ray_address: Optional[str] = typer.Option(None, help="Ray address (default: $RAY_ADDRESS, else a local Ray)"),
+    s3_endpoint: Optional[str] = typer.Option(None), s3_region: Optional[str] = typer.Option(None),
+) -> None:
+    """Serve the index over HTTP with Ray Serve: POST /query, GET /healthz, GET /version."""
+    import os
+
+    from .serve import ServeConfig, run
+
+    if ray_address:
+        os.environ["RAY_ADDRESS"] = ray_address
+    config = ServeConfig(index=index_dir, encoder=encoder, shards=shards, replicas=replicas,
+                         shard_replicas=shard_replicas, refresh_s=refresh_s, max_query_chars=max_query_chars,
+                         mode="exact" if exact else "auto", s3_endpoint=s3_endpoint, s3_region=s3_region)
+    err.print(f"serving {index_dir} on http://{host}:{port} ({shards} shard(s)); Ctrl-C stops")
+    run(config, host=host, port=port)
 
 
 # ---------------------------------------------------------------------------- inspect

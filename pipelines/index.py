@@ -556,6 +556,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from snappy import logs
+
+    logs.install(verbose=args.verbose)
     try:
         summary = run_index(config_from_args(args))
     except LeaseHeld as e:

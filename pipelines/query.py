@@ -87,6 +87,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--encoder", default=None)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from snappy import logs
+
+    logs.install()
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # bind 127.0.0.1 only
     import ray
 

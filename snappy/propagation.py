@@ -195,31 +195,47 @@ class Threshold:
                 "top": f"top{int(self.value)}", "fixed": f"{self.value:g}"}[self.kind]
 
 
+def _percentile(v: np.ndarray, q: float) -> float:
+    """``np.percentile(v, q)`` (linear interpolation) from two order statistics: no full sort."""
+    pos = (v.size - 1) * q / 100.0
+    lo = int(np.floor(pos))
+    hi = min(lo + 1, v.size - 1)
+    part = np.partition(v, [lo, hi]) if hi != lo else np.partition(v, lo)
+    return float(part[lo] + (part[hi] - part[lo]) * (pos - lo))
+
+
 def select_regions(scores: np.ndarray, threshold: "Threshold | str | float") -> np.ndarray:
     """Indices of kept regions, best first (NaN scores are never kept)."""
-    th = Threshold.parse(threshold)
-    s = np.asarray(scores, dtype=np.float64)
-    valid = np.flatnonzero(~np.isnan(s))
-    if valid.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    v = s[valid]
-    if th.kind == "fixed":
-        kept = valid[v >= th.value]
+    th = threshold if isinstance(threshold, Threshold) else Threshold.parse(threshold)
+    s = np.asarray(scores)
+    nan = np.isnan(s)
+    if nan.any():
+        valid = np.flatnonzero(~nan)
+        if valid.size == 0:
+            return np.zeros(0, dtype=np.int64)
+        v = s[valid]
     else:
-        scale = max(float(np.abs(v).max()), 1e-12)
-        if v.size > 1 and float(v.max() - v.min()) <= th.flat_eps * scale:
+        valid, v = None, s
+    if th.kind == "fixed":
+        kept = np.flatnonzero(v >= th.value)
+    else:
+        vmax, vmin = float(v.max()), float(v.min())
+        scale = max(abs(vmax), abs(vmin), 1e-12)
+        if v.size > 1 and vmax - vmin <= th.flat_eps * scale:
             return np.zeros(0, dtype=np.int64)
         if th.kind == "top":
             k = int(th.value)
-            order = valid[np.argsort(-v, kind="stable")]
-            cut = s[order[min(k, order.size) - 1]] if k > 0 else np.inf
-            kept = order[:k] if np.count_nonzero(v >= cut) <= k else valid[v > cut]
+            order = np.argsort(-v, kind="stable")
+            cut = v[order[min(k, order.size) - 1]] if k > 0 else np.inf
+            kept = order[:k] if np.count_nonzero(v >= cut) <= k else np.flatnonzero(v > cut)
         elif th.kind == "percentile":
-            cut = np.percentile(v, th.value)
+            cut = _percentile(v, th.value)
             budget = int(np.ceil((100.0 - th.value) / 100.0 * v.size))
-            kept = valid[v >= cut]
+            kept = np.flatnonzero(v >= cut)
             if kept.size > max(budget, 1):
-                kept = valid[v > cut]
+                kept = np.flatnonzero(v > cut)
         else:  # adaptive
-            kept = valid[v >= v.mean() + th.value * v.std()]
+            kept = np.flatnonzero(v >= v.mean() + th.value * v.std())
+    if valid is not None:
+        kept = valid[kept]
     return kept[np.argsort(-s[kept], kind="stable")]

@@ -8,7 +8,6 @@ import pytest
 from snappy.search import Searcher, SearchOptions
 from snappy.search.candidates import CandidateOptions, Codebook, CentroidIndex, default_k, pool_page
 from snappy.search.maintain import CandidateSettings, plan_codebook, update_candidates
-from snappy.storage import IndexStore
 from snappy.storage.schema import CODEBOOK, CODES, IndexSettings, document_record, page_id_for, to_table
 from snappy.storage.synthetic import StructuredCorpus, write_vector_pages
 

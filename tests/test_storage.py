@@ -200,3 +200,15 @@ def test_s3_store_round_trip(s3_server):
 
     s = Searcher(uri, encoder="lexical", storage_options=s3_server)
     assert s.n_pages == 3
+
+
+def test_run_ids_list_in_start_order_within_one_second(tmp_path):
+    from snappy.storage import runlog
+    from snappy.storage.fs import Files
+
+    files = Files(str(tmp_path))
+    t = 1_790_000_000.0
+    ids = [runlog.new_run_id(t + i * 0.001) for i in range(5)]
+    for i, run_id in enumerate(reversed(ids)):  # written out of order
+        runlog.write(files, {"run_id": run_id, "n": i})
+    assert [r["run_id"] for r in runlog.recent(files, 5)] == ids[::-1]

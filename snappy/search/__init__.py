@@ -1,14 +1,18 @@
 """The query path: query -> candidate pages -> exact MaxSim -> regions.
 
+- :mod:`snappy.search.query` what a query request may be (:class:`QueryError` otherwise);
 - :mod:`snappy.search.maxsim` the exact MaxSim kernel and top-k;
+- :mod:`snappy.search.candidates` the first stage: centroid codes + pooled vectors -> candidate pages;
+- :mod:`snappy.search.maintain` building and updating that structure during indexing runs;
 - :mod:`snappy.search.regions` region rows and patch->region scoring for result pages;
 - :mod:`snappy.search.results` what a query returns;
 - :mod:`snappy.search.searcher` the :class:`Searcher` that puts them together over an index snapshot.
 """
 from snappy.search.maxsim import PageMatrix, maxsim, maxsim_reference, top_k
 from snappy.search.regions import overlap_from_table
-from snappy.search.results import PageResult, RegionResult
+from snappy.search.query import QueryError
+from snappy.search.results import PageResult, RegionResult, merge_pages
 from snappy.search.searcher import Searcher, SearchOptions
 
-__all__ = ["PageMatrix", "PageResult", "RegionResult", "Searcher", "SearchOptions", "maxsim", "maxsim_reference",
-           "overlap_from_table", "top_k"]
+__all__ = ["PageMatrix", "PageResult", "QueryError", "RegionResult", "Searcher", "SearchOptions", "maxsim",
+           "maxsim_reference", "merge_pages", "overlap_from_table", "top_k"]

@@ -40,20 +40,25 @@ class PageRegions:
     def n_regions(self) -> int:
         return len(self.indptr) - 1
 
+    def __post_init__(self) -> None:
+        counts = np.diff(self.indptr)
+        self._has = counts > 0
+        self._all = bool(self._has.all())
+        self._starts = np.minimum(self.indptr[:-1], max(len(self.patch) - 1, 0))
+
     def scores(self, patch_scores: np.ndarray, method: str = "iou") -> np.ndarray:
         """``[R]`` region scores from the page's ``[P]`` patch scores; NaN for a region over no patch."""
-        n = self.n_regions
-        out = np.full(n, np.nan, np.float32)
         if len(self.patch) == 0:
-            return out
+            return np.full(self.n_regions, np.nan, np.float32)
         vals = patch_scores[self.patch]
-        starts = self.indptr[:-1]
-        has = self.indptr[1:] > starts
         if method == "max":
-            red = np.maximum.reduceat(vals, np.minimum(starts, len(vals) - 1))
+            red = np.maximum.reduceat(vals, self._starts)
         else:
-            red = np.add.reduceat(vals * self.weights[method], np.minimum(starts, len(vals) - 1))
-        out[has] = red[has]
+            red = np.add.reduceat(vals * self.weights[method], self._starts)
+        if self._all:
+            return red
+        out = np.full(self.n_regions, np.nan, np.float32)
+        out[self._has] = red[self._has]
         return out
 
 
@@ -88,7 +93,9 @@ def build_page_regions(table: pa.Table, grids: dict[str, PatchGrid]) -> dict[str
     areas_cache: dict[int, np.ndarray] = {}
     for a, b in zip(page_starts, page_ends):
         grid = grids[pids[a]]
-        areas = areas_cache.setdefault(id(grid), _patch_areas(grid))
+        areas = areas_cache.get(id(grid))
+        if areas is None:
+            areas = areas_cache[id(grid)] = _patch_areas(grid)
         e0, e1 = indptr[a], indptr[b]
         if e1 > e0 and patch[e0:e1].max() >= len(areas):
             raise ValueError(f"stored region overlap of page {pids[a]} refers to patch {patch[e0:e1].max()} but "

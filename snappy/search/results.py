@@ -46,3 +46,11 @@ class PageResult:
             d["patch_scores"] = [float(v) for v in self.patch_scores]
             d["grid"] = self.grid.to_dict()
         return d
+
+
+def merge_pages(shard_pages: list[list[dict]], top_pages: int) -> list[dict]:
+    """The best ``top_pages`` of several shards' result pages (``PageResult.to_dict`` dicts), ranked
+    1..k by score, ties by page id: the same order a single searcher over all pages gives."""
+    pages = [p for part in shard_pages for p in part]
+    pages.sort(key=lambda p: (-p["score"], p["page_id"]))
+    return [{**p, "rank": r} for r, p in enumerate(pages[:top_pages], start=1)]

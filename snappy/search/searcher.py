@@ -17,6 +17,7 @@ With ``shard=(i, n)`` it serves the pages of the documents whose id hashes to ``
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import threading
@@ -33,17 +34,19 @@ from snappy.grid import PatchGrid
 from snappy.propagation import Threshold, select_regions
 from snappy.search.candidates import CandidateOptions, CentroidIndex, Codebook
 from snappy.search.maxsim import PageMatrix, maxsim, top_k
-from snappy.search.query import check_query, check_request
+from snappy.search.query import QueryError, check_query, check_request
 from snappy.search.regions import REGION_COLUMNS, RegionStore
 from snappy.search.results import PageResult, RegionResult
 from snappy.storage.commit import live_mask, sql_list
 from snappy.storage.schema import CODEBOOK, CODES, DOCUMENTS, PAGES, REGIONS
 from snappy.storage.snapshot import Snapshot
-from snappy.storage.tables import IndexDamaged, IndexStore
+from snappy.storage.tables import IndexDamaged, IndexStore, IndexUnavailable, reraise_fatal
 
 log = logging.getLogger(__name__)
 
 _META = ["page_id", "doc_id", "gen", "page_number", "width", "height", "n_tokens", "grid", "encoder_id"]
+_META_TYPES = {"gen": pa.int64(), "page_number": pa.int32(), "width": pa.int32(), "height": pa.int32(),
+               "n_tokens": pa.int32()}
 
 
 @dataclass(frozen=True)
@@ -168,16 +171,32 @@ class Searcher:
     def load(self, snap: Snapshot) -> SearchState:
         """The state of ``snap`` (does not swap it in)."""
         t0 = time.perf_counter()
-        try:
+        with self._reading(f"cannot load snapshot {snap.seq}"):
             state = self._load(snap)
-        except (OSError, ValueError) as e:
-            if isinstance(e, FileNotFoundError) and "no index here" in str(e):
-                raise
-            raise IndexDamaged(self.store.uri, f"cannot load snapshot {snap.seq}: {_short(e)}") from e
         state.loaded_s = time.perf_counter() - t0
         log.info("%s: snapshot %d, %d pages (%s mode) in %.1f s", self.store.uri, snap.seq, state.n_pages, state.mode,
                  state.loaded_s)
         return state
+
+    @contextlib.contextmanager
+    def _reading(self, what: str):
+        """Errors reading the tables -> IndexDamaged naming the table, the file and the cause (from the
+        health check, run only now that something failed)."""
+        try:
+            yield
+        except (IndexDamaged, IndexUnavailable, QueryError):
+            raise
+        except BaseException as e:  # Lance panics on some corrupt files (a BaseException)
+            reraise_fatal(e)
+            from snappy.storage.health import check
+
+            try:
+                problems = [str(p) for p in check(self.store)]
+            except BaseException as e2:
+                reraise_fatal(e2)
+                problems = []
+            detail = "; ".join(problems[:3]) + (f" (+{len(problems) - 3} more)" if len(problems) > 3 else "")
+            raise IndexDamaged(self.store.uri, f"{what}: {detail or _short(e)}") from e
 
     def _load(self, snap: Snapshot) -> SearchState:
         store, (si, sn) = self.store, self.shard
@@ -186,10 +205,11 @@ class Searcher:
             docs = docs.filter(pa.array(shard_of(docs.column("doc_id"), sn) == si))
         live_docs = docs.select(["doc_id", "gen", "status"])
         doc_uri = dict(zip(docs.column("doc_id").to_pylist(), docs.column("uri").to_pylist()))
-        if PAGES not in snap.versions:
-            raise FileNotFoundError(f"{store.uri}: the index has documents but no pages table yet")
-        pages_ds = store.dataset(PAGES, snap.versions[PAGES])
-        meta = pages_ds.to_table(columns=_META, scan_in_order=True)  # [rows] light columns, in take order
+        if PAGES in snap.versions:
+            pages_ds = store.dataset(PAGES, snap.versions[PAGES])
+            meta = pages_ds.to_table(columns=_META, scan_in_order=True)  # [rows] light columns, in take order
+        else:  # every document so far failed: an index without pages
+            pages_ds, meta = None, pa.table({c: pa.array([], _META_TYPES.get(c, pa.string())) for c in _META})
         position = np.arange(meta.num_rows, dtype=np.int64)
         keep = live_mask(meta.column("doc_id"), meta.column("gen"), live_docs) & \
             (pc.fill_null(meta.column("n_tokens"), 0).to_numpy(zero_copy_only=False) > 0)
@@ -262,6 +282,8 @@ class Searcher:
     def _load_matrix(self, state: SearchState) -> PageMatrix:
         """Every page's vectors in one contiguous matrix (exact mode), streamed batch by batch."""
         ds = state.pages_ds
+        if ds is None or state.n_pages == 0:
+            return PageMatrix(np.zeros((0, 128), np.dtype(self.options.dtype)), np.zeros(1, np.int64))
         dim = ds.schema.field("vectors").type.value_type.list_size
         dtype = np.dtype(self.options.dtype)
         n_tok = state.n_tokens.astype(np.int64)
@@ -331,7 +353,8 @@ class Searcher:
                 return patches[b, offsets[i]:offsets[i + 1]]
             return idx, np.take_along_axis(scores, idx, axis=1), patch_scores, state.n_pages
         cand = self._candidates(queries, state)  # state page indices
-        rows = state.pages_ds.take(state.position[cand], columns=["vectors"])  # exact vectors, by row
+        with self._reading("cannot read candidate pages"):
+            rows = state.pages_ds.take(state.position[cand], columns=["vectors"])  # exact vectors, by row
         col = rows.column("vectors").combine_chunks()
         dim = col.type.value_type.list_size
         lengths = pc.list_value_length(col).to_numpy(zero_copy_only=False)
@@ -377,12 +400,23 @@ class Searcher:
         """Like :meth:`query_batch` with encoded queries (``[t, dim]`` float32 each)."""
         state = state or self.state
         threshold = Threshold.parse(threshold)
+        usable = [i for i, q in enumerate(query_vectors) if np.size(q) and np.isfinite(q).all()]
+        if len(usable) < len(query_vectors):  # one bad query must not fail the batch it came in
+            log.warning("%d of %d queries have no token vectors or non-finite values: no results for them",
+                        len(query_vectors) - len(usable), len(query_vectors))
+            out: list[list[PageResult]] = [[] for _ in query_vectors]
+            if usable:
+                for i, res in zip(usable, self.search_vectors([query_vectors[i] for i in usable], top_pages,
+                                                              threshold, method, state)):
+                    out[i] = res
+            return out
         if state.n_pages == 0 or not len(query_vectors):
             return [[] for _ in query_vectors]
         idx, scores, patch_scores, _ = self._rank(query_vectors, top_pages, state)
         wanted = sorted({int(i) for i in idx.ravel()})
-        regions = state.regions.get([state.page_ids[i] for i in wanted],
-                                    {state.page_ids[i]: state.grid(i) for i in wanted})
+        with self._reading("cannot read regions"):
+            regions = state.regions.get([state.page_ids[i] for i in wanted],
+                                        {state.page_ids[i]: state.grid(i) for i in wanted})
         out = []
         for b, (row, srow) in enumerate(zip(idx, scores)):
             out.append([self._page_result(state, int(i), float(s), patch_scores(b, int(i)),

@@ -13,7 +13,7 @@ import pyarrow.fs as pafs
 
 from snappy.storage import fs
 from snappy.storage.schema import DOCUMENTS, PAGES, REGIONS, SCHEMAS
-from snappy.storage.tables import IndexStore
+from snappy.storage.tables import IndexStore, reraise_fatal
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,8 @@ def check(store: IndexStore, deep: bool = False) -> list[Problem]:
     """Problems found in the index at its latest snapshot (empty list: intact)."""
     try:
         snap = store.snapshot()
-    except Exception as e:
+    except BaseException as e:  # a Rust panic too (see reraise_fatal)
+        reraise_fatal(e)
         return [Problem("_snapshots", f"the latest snapshot cannot be read ({_short(e)})")]
     if snap is None:
         return []
@@ -52,8 +53,9 @@ def _check_table(store: IndexStore, name: str, version: int, deep: bool) -> list
     try:
         ds = store.dataset(name, version)
         frags = ds.get_fragments()
-    except Exception as e:
-        return [Problem(name, f"version {version} cannot be opened ({_short(e)})", file=f"{uri}/_versions")]
+    except BaseException as e:  # a corrupt manifest can make Lance panic
+        reraise_fatal(e)
+        return [Problem(name, f"version {version} cannot be opened ({_short(e)})", file=_manifest(store, name, version))]
     schema_fn = SCHEMAS[name]
     missing = [c for c in (schema_fn() if name != PAGES else schema_fn()).names if c not in ds.schema.names]
     out = [Problem(name, f"columns missing: {missing}")] if missing else []
@@ -82,11 +84,23 @@ def _check_table(store: IndexStore, name: str, version: int, deep: bool) -> list
         try:
             for _ in frag.to_batches(columns=columns, batch_size=8192):
                 pass
-        except Exception as e:
+        except BaseException as e:
+            reraise_fatal(e)
             files = ", ".join(f.path for f in frag.metadata.data_files())
             out.append(Problem(name, f"fragment {frag.fragment_id} cannot be read ({_short(e)})",
                                file=f"{uri}/data/{files}"))
     return out
+
+
+def _manifest(store: IndexStore, name: str, version: int) -> str:
+    """The manifest file of ``version`` (Lance names it ``<version>`` or ``<2^64-1-version>``)."""
+    uri = store.table_uri(name)
+    pfs, root = fs.filesystem(uri, store.storage_options)
+    names = _sizes(pfs, f"{root}/_versions")
+    for candidate in (f"{(1 << 64) - 1 - version:020d}.manifest", f"{version}.manifest"):
+        if candidate in names:
+            return f"{uri}/_versions/{candidate}"
+    return f"{uri}/_versions (no manifest for version {version})"
 
 
 def _sizes(pfs: pafs.FileSystem, folder: str) -> dict[str, int]:

@@ -19,7 +19,10 @@ KEEP_RUNS = 1000
 
 
 def new_run_id(now: float | None = None) -> str:
-    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now or time.time())) + "-" + uuid.uuid4().hex[:8]
+    """``20261126T161005.123Z-1a2b3c4d``: milliseconds, so two runs in one second still list in order."""
+    now = now or time.time()
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z"
+    return stamp + "-" + uuid.uuid4().hex[:8]
 
 
 def write(files: Files, record: dict[str, Any]) -> None:

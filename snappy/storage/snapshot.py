@@ -25,6 +25,14 @@ class SnapshotConflict(RuntimeError):
     """Another writer published this sequence number first (the lease was lost)."""
 
 
+class SnapshotCorrupt(ValueError):
+    """A snapshot file that is not a snapshot (overwritten or edited by hand)."""
+
+    def __init__(self, name: str, reason: str):
+        super().__init__(f"{name}: not a readable snapshot ({reason})")
+        self.name = name
+
+
 @dataclass(frozen=True)
 class Snapshot:
     seq: int  # 1, 2, ...; 0 for an index written before snapshots existed
@@ -37,10 +45,14 @@ class Snapshot:
         return json.dumps(asdict(self), sort_keys=True).encode()
 
     @classmethod
-    def from_json(cls, data: bytes) -> "Snapshot":
-        d = json.loads(data)
-        return cls(seq=int(d["seq"]), versions={k: int(v) for k, v in d["versions"].items()},
-                   run_id=d.get("run_id"), writer_epoch=d.get("writer_epoch"), created_at=float(d["created_at"]))
+    def from_json(cls, data: bytes, name: str = "snapshot") -> "Snapshot":
+        try:
+            d = json.loads(data)
+            return cls(seq=int(d["seq"]), versions={k: int(v) for k, v in d["versions"].items()},
+                       run_id=d.get("run_id"), writer_epoch=d.get("writer_epoch"),
+                       created_at=float(d["created_at"]))
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise SnapshotCorrupt(name, f"{type(e).__name__}: {e}") from e
 
 
 def _name(seq: int) -> str:
@@ -52,7 +64,7 @@ def latest(files: Files) -> Snapshot | None:
     for name in reversed(files.list(SNAPSHOT_DIR)):
         data = files.get(f"{SNAPSHOT_DIR}/{name}")
         if data is not None:
-            return Snapshot.from_json(data)
+            return Snapshot.from_json(data, f"{files.root}/{SNAPSHOT_DIR}/{name}")
     return None
 
 
@@ -67,3 +79,9 @@ def publish(files: Files, versions: dict[str, int], run_id: str | None = None,
     for name in files.list(SNAPSHOT_DIR)[:-KEEP_SNAPSHOTS]:
         files.delete(f"{SNAPSHOT_DIR}/{name}")
     return snap
+
+
+def get(files: Files, seq: int) -> Snapshot | None:
+    """Snapshot ``seq`` if it is still kept (the last ``KEEP_SNAPSHOTS`` are)."""
+    data = files.get(_name(seq))
+    return Snapshot.from_json(data, f"{files.root}/{_name(seq)}") if data is not None else None

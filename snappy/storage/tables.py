@@ -45,6 +45,13 @@ class IndexUnavailable(OSError):
         self.uri, self.reason = uri, reason
 
 
+def reraise_fatal(e: BaseException) -> None:
+    """Lance reports some broken files as a Rust panic, pyo3's ``PanicException``, which derives from
+    BaseException: callers catch BaseException to name the damage, and this lets the rest through."""
+    if isinstance(e, (KeyboardInterrupt, SystemExit, GeneratorExit)):
+        raise e
+
+
 TABLES = (DOCUMENTS, PAGES, REGIONS, CODEBOOK, CODES)
 ROW_TABLES = (PAGES, REGIONS, CODES)  # tables whose rows carry a generation
 
@@ -98,6 +105,8 @@ class IndexStore:
         latest versions as snapshot 0; None for an empty location."""
         try:
             snap = snapshots.latest(self.files)
+        except snapshots.SnapshotCorrupt as e:
+            raise IndexDamaged(self.uri, str(e)) from e
         except Exception as e:  # botocore: EndpointConnectionError, ClientError (403, NoSuchBucket), ...
             if not self.files.remote:
                 raise

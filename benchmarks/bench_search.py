@@ -1,0 +1,432 @@
+"""Benchmark the query side: the candidate stage against the exact scan, the options it was chosen
+among, LanceDB, and the region step; on data with structure, never uniform noise.
+
+    python benchmarks/bench_search.py build --pages 30000          # write an index (+ candidate stage) once
+    python benchmarks/bench_search.py scale --pages 10000,30000,100000
+    python benchmarks/bench_search.py options --pages 10000        # probe / pooled / binary / MUVERA / LanceDB
+    python benchmarks/bench_search.py lexical --pages 5000         # lexical-encoder vectors of generated pages
+    python benchmarks/bench_search.py regions                      # the region step through the real path
+
+Data: ``snappy.storage.synthetic.StructuredCorpus`` (documented there: a Zipf vocabulary of concept
+centroids, ~45 % near-identical background tokens, noisy content tokens, queries paraphrasing a
+target page's rarer concepts; 1,024 tokens x 128 per page) and, for ``lexical``, the lexical
+encoder's vectors of generated text pages (``snappy.synth``) with queries made of each page's words.
+
+Every measurement of ``scale`` runs in a fresh process (RSS and cold start are that process's),
+with the BLAS threads given by ``--threads`` for both the exact scan and the candidate search.
+Exact ground truth: in memory up to ``--exact-max`` pages, above that regenerated chunk by chunk
+from the corpus's seeds (the same float16 values the index holds). Indexes are cached in
+``--workdir`` (default ``~/.cache/snappy/bench-search``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+DEFAULT_WORK = Path(os.environ.get("SNAPPY_CACHE", Path.home() / ".cache" / "snappy")) / "bench-search"
+
+
+def corpus(n: int):
+    from snappy.storage.synthetic import StructuredCorpus
+
+    return StructuredCorpus(n)
+
+
+# ---------------------------------------------------------------------- build
+def build(n: int, work: Path) -> Path:
+    """The structured index of ``n`` pages with its candidate stage (cached)."""
+    from snappy.search.maintain import CandidateSettings, update_candidates
+    from snappy.storage.synthetic import write_vector_pages
+
+    path = work / f"structured-{n}"
+    done = path / "BUILT"
+    if done.is_file():
+        return path
+    c = corpus(n)
+    vocab = c.vocabulary_vectors()
+    t = time.perf_counter()
+    store = write_vector_pages(str(path), n, lambda a, b: c.pages(a, b, vocab), "synthetic:structured",
+                               name="structured", batch_pages=200)
+    write_s = time.perf_counter() - t
+    t = time.perf_counter()
+    with store.writer() as w:
+        out = update_candidates(w, CandidateSettings(min_pages=1, batch_pages=512))
+    cand_s = time.perf_counter() - t
+    done.write_text(json.dumps({"pages": n, "write_s": round(write_s, 1), "candidates_s": round(cand_s, 1), **out}))
+    print(f"built {path}: write {write_s:.0f} s, candidate stage {cand_s:.0f} s ({out})", flush=True)
+    return path
+
+
+def queries(n_pages: int, n: int):
+    c = corpus(n_pages)
+    vocab = c.vocabulary_vectors()
+    qs = [c.query(j, vocab) for j in range(n)]
+    return [q for q, _ in qs], [t for _, t in qs]
+
+
+def exact_offline(n_pages: int, qs, k: int = 10, chunk: int = 2000) -> list[list[int]]:
+    """Exact top-k page numbers for ``qs``, regenerating the corpus chunk by chunk (no index read)."""
+    import numpy as np
+
+    from snappy.search.maxsim import PageMatrix, maxsim
+
+    c = corpus(n_pages)
+    vocab = c.vocabulary_vectors()
+    best = np.full((len(qs), 0), -np.inf, np.float32)
+    ids = np.zeros((len(qs), 0), np.int64)
+    for a in range(0, n_pages, chunk):
+        b = min(n_pages, a + chunk)
+        s = maxsim(qs, PageMatrix.from_pages(c.pages(a, b, vocab), np.float32))
+        best = np.concatenate([best, s], axis=1)
+        ids = np.concatenate([ids, np.broadcast_to(np.arange(a, b), (len(qs), b - a))], axis=1)
+        keep = np.argsort(-best, axis=1, kind="stable")[:, :k]
+        best, ids = np.take_along_axis(best, keep, 1), np.take_along_axis(ids, keep, 1)
+    return ids.tolist()
+
+
+# ---------------------------------------------------------------------- one measurement, in its own process
+MEASURE = r"""
+import json, os, sys, time
+import numpy as np, psutil
+sys.path.insert(0, sys.argv[5])
+import bench_search as B
+from snappy.search import Searcher, SearchOptions
+from snappy.search.candidates import CandidateOptions
+path, mode, n_pages, n_q = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+opts = json.loads(sys.argv[6])
+proc = psutil.Process()
+t = time.perf_counter()
+s = Searcher(path, options=SearchOptions(mode=mode, exact_max_pages=0, candidates=CandidateOptions(**opts)))
+cold = time.perf_counter() - t
+qs, targets = B.queries(n_pages, n_q)
+s.search_vectors(qs[:2], top_pages=10)  # warm-up
+lat, tops = [], []
+for q in qs:
+    t = time.perf_counter()
+    (res,) = s.search_vectors([q], top_pages=10)
+    lat.append(time.perf_counter() - t)
+    tops.append([int(p.uri.rsplit("/", 1)[-1]) for p in res])  # structured://<page number>
+print(json.dumps({"mode": s.state.mode, "cold_start_s": round(cold, 2), "rss_mb": round(proc.memory_info().rss / 2**20),
+                  "median_ms": round(1000 * float(np.median(lat)), 1), "p90_ms": round(1000 * float(np.percentile(lat, 90)), 1),
+                  "tops": tops, "info": s.info()}))
+"""
+
+
+def measure(path: Path, mode: str, n_pages: int, n_q: int, threads: int, options: dict) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OPENBLAS_NUM_THREADS": str(threads),
+           "MKL_NUM_THREADS": str(threads), "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, "-c", MEASURE, str(path), mode, str(n_pages), str(n_q),
+                          str(Path(__file__).parent), json.dumps(options)],
+                         capture_output=True, text=True, env=env, timeout=7200)
+    if out.returncode:
+        raise RuntimeError(out.stderr[-3000:])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def recall(got: list[list[int]], truth: list[list[int]], k: int = 10) -> float:
+    return sum(len(set(g[:k]) & set(t[:k])) / k for g, t in zip(got, truth)) / len(truth)
+
+
+def scale(sizes: list[int], work: Path, n_q: int, threads: int, exact_max: int, options: dict) -> list[dict]:
+    rows = []
+    for n in sizes:
+        path = build(n, work)
+        qs, _ = queries(n, n_q)
+        row = {"pages": n, "threads": threads, "build": json.loads((path / "BUILT").read_text())}
+        cand = measure(path, "candidates", n, n_q, threads, options)
+        if n <= exact_max:
+            ex = measure(path, "exact", n, n_q, threads, options)
+            truth = ex.pop("tops")
+            row["exact"] = ex
+        else:
+            t = time.perf_counter()
+            truth = exact_offline(n, qs)
+            row["exact"] = {"offline_s": round(time.perf_counter() - t, 1)}
+        row["candidates"] = {k: v for k, v in cand.items() if k != "tops"}
+        row["recall@10"] = round(recall(cand["tops"], truth), 4)
+        if "median_ms" in row["exact"]:
+            row["speedup_median"] = round(row["exact"]["median_ms"] / cand["median_ms"], 1)
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    return rows
+
+
+# ---------------------------------------------------------------------- the options compared
+def options(n: int, n_q: int, lancedb_queries: int, work: Path) -> dict:
+    """Each first-stage option's recall of the exact top-10 vs the candidates it needs, same data."""
+    import numpy as np
+
+    from snappy.search.candidates import Codebook, CentroidIndex, default_k, pool_page
+    from snappy.search.maxsim import PageMatrix, maxsim, top_k
+
+    c = corpus(n)
+    vocab = c.vocabulary_vectors()
+    pages = c.pages(0, n, vocab)
+    m = PageMatrix.from_pages(pages, np.float32)
+    qs, _ = queries(n, n_q)
+    t = time.perf_counter()
+    exact_scores = maxsim(qs, m)
+    exact_ms = 1000 * (time.perf_counter() - t) / len(qs)
+    truth = top_k(exact_scores, 10)
+    out: dict = {"pages": n, "queries": n_q, "exact_ms_per_query": round(exact_ms, 1), "options": {}}
+
+    def curve(name: str, scores, budgets=(32, 64, 128, 256, 512, 1024), extra=None):
+        rec = {}
+        for b in budgets:
+            top = top_k(scores, min(b, scores.shape[1]))
+            rec[b] = round(float(np.mean([len(set(truth[i]) & set(top[i])) / 10 for i in range(len(qs))])), 3)
+        out["options"][name] = {"recall@10_within_top_M": rec, **(extra or {})}
+        print(name, out["options"][name], flush=True)
+
+    # PLAID-style centroids: probe score (best probed centroid per token) and centroid interaction
+    rng = np.random.default_rng(0)
+    k = default_k(n * c.n_tokens)
+    cb = Codebook.train(m.vectors[rng.choice(len(m.vectors), min(len(m.vectors), 1 << 18), replace=False)], k, 1, n)
+    codes = [np.unique(cb.assign(p.astype(np.float32))[0]) for p in pages]
+    import pyarrow as pa
+
+    pooled = [pool_page(p.astype(np.float32), 8) for p in pages]
+    idx = CentroidIndex.build(cb, pa.array(codes, pa.list_(pa.int32())), pa.array(
+        [cb.quantize(p).tolist() for p in pooled], pa.list_(pa.list_(pa.int8(), 128))))
+    probe_scores = np.zeros((len(qs), n), np.float32)
+    for i, q in enumerate(qs):
+        for budget in (8,):
+            pool = idx.probe(q, budget, n)
+            probe_scores[i, pool] = n - np.arange(len(pool))  # rank order of the probe
+    curve("centroids: probe (nprobe 8)", probe_scores, (256, 512, 1024, 2048, 4096),
+          {"bytes_per_page_in_ram": int(np.mean([len(x) for x in codes]) * 2 * 2), "k": k})
+    ci = np.stack([idx.centroid_scores(q @ cb.centroids.T, np.arange(n)) for q in qs])
+    curve("centroids: centroid interaction (all codes)", ci)
+    pm = PageMatrix.from_pages([cb.quantize(p).astype(np.float32) * cb.pool_scale for p in pooled], np.float32)
+    curve("token pooling 8:1, int8 (16 KB/page)", maxsim(qs, pm), extra={"bytes_per_page_in_ram": 16 * 1024})
+    pm16 = PageMatrix.from_pages([pool_page(p.astype(np.float32), 16) for p in pages], np.float32)
+    curve("token pooling 16:1, float", maxsim(qs, pm16), extra={"bytes_per_page_in_ram": 64 * 128 * 4})
+    curve("binary tokens, q . sign(d) (16 KB/page)", maxsim(qs, PageMatrix(np.sign(m.vectors), m.offsets)),
+          extra={"bytes_per_page_in_ram": c.n_tokens * 16})
+    fde_pages = np.stack([_fde(p.astype(np.float32), False) for p in pages])
+    fde_q = np.stack([_fde(q, True) for q in qs])
+    curve(f"MUVERA FDE ({fde_pages.shape[1]} dims)", fde_q @ fde_pages.T, (64, 256, 1024, 2048, 4096),
+          {"bytes_per_page_in_ram": fde_pages.shape[1] * 4})
+    # the full pipeline: probe 2048 -> pooled -> 96 -> exact
+    got = [idx._search_one(q, __import__("snappy.search.candidates", fromlist=["x"]).CandidateOptions())
+           for q in qs]
+    rec = np.mean([len(set(truth[i]) & set(g[top_k(exact_scores[i:i + 1, g], 10)[0]])) / 10
+                   for i, g in enumerate(got)])
+    out["snappy_pipeline_recall@10"] = round(float(rec), 3)
+    if lancedb_queries:
+        out["lancedb"] = lancedb_compare(pages, qs[:lancedb_queries], truth[:lancedb_queries], work / f"lancedb-{n}")
+    return out
+
+
+def _fde(vecs, is_query: bool, k_sim: int = 5, d_proj: int = 16, reps: int = 20, seed: int = 0):
+    """MUVERA fixed-dimensional encoding (SimHash partitions, sum for queries / mean for documents,
+    random ±1 projections, ``reps`` repetitions): ``reps * 2**k_sim * d_proj`` dims."""
+    import numpy as np
+
+    out, b = [], 2 ** k_sim
+    for r in range(reps):
+        rng = np.random.default_rng([seed, r])
+        g = rng.standard_normal((vecs.shape[1], k_sim)).astype(np.float32)
+        proj = rng.choice([-1.0, 1.0], size=(vecs.shape[1], d_proj)).astype(np.float32) / np.sqrt(d_proj)
+        bucket = ((vecs @ g > 0) * (1 << np.arange(k_sim))).sum(1)
+        agg = np.zeros((b, vecs.shape[1]), np.float32)
+        np.add.at(agg, bucket, vecs)
+        if not is_query:
+            cnt = np.bincount(bucket, minlength=b)
+            agg[cnt > 0] /= cnt[cnt > 0][:, None]
+        out.append((agg @ proj).reshape(-1))
+    return np.concatenate(out)
+
+
+def lancedb_compare(pages, qs, truth, path: Path) -> dict:
+    """LanceDB's own multivector search (flat, and IVF_PQ with refine) on the same pages and queries."""
+    import lancedb
+    import numpy as np
+    import pyarrow as pa
+
+    from snappy.storage.schema import vectors_array
+
+    path.mkdir(parents=True, exist_ok=True)
+    db = lancedb.connect(str(path))
+    if "pages" not in db.table_names():
+        tbl = db.create_table("pages", pa.table({"id": np.arange(len(pages)),
+                                                  "vectors": vectors_array([p.astype(np.float32) for p in pages])
+                                                  .cast(pa.list_(pa.list_(pa.float32(), 128)))}))
+    else:
+        tbl = db.open_table("pages")
+    out = {}
+    for name, build in (("flat", None), ("ivf_pq", dict(metric="cosine", num_partitions=256, num_sub_vectors=16))):
+        if build is not None and not tbl.list_indices():
+            t = time.perf_counter()
+            tbl.create_index(vector_column_name="vectors", index_type="IVF_PQ", **build)
+            out["ivf_pq_build_s"] = round(time.perf_counter() - t, 1)
+        lat, rec = [], []
+        for q, tr in zip(qs, truth):
+            t = time.perf_counter()
+            search = tbl.search(q.tolist(), vector_column_name="vectors").limit(10)
+            if build is not None:
+                search = search.nprobes(16).refine_factor(10)
+            res = search.to_arrow()
+            lat.append(time.perf_counter() - t)
+            rec.append(len(set(res.column("id").to_pylist()) & set(int(x) for x in tr)) / 10)
+        out[name] = {"median_ms": round(1000 * float(np.median(lat)), 1), "recall@10": round(float(np.mean(rec)), 3)}
+        print("lancedb", name, out[name], flush=True)
+    return out
+
+
+# ---------------------------------------------------------------------- lexical-encoder pages
+def lexical(n: int, n_q: int, work: Path) -> dict:
+    """Lexical-encoder vectors of ``n`` generated text pages; queries are each target page's fact words."""
+    import random
+
+    import numpy as np
+
+    from snappy.encoders.lexical import LexicalEncoder
+    from snappy.regions import Region
+    from snappy.search import Searcher, SearchOptions
+    from snappy.search.maintain import CandidateSettings, update_candidates
+    from snappy.storage.synthetic import write_vector_pages
+    from snappy.synth import LETTER, text_page
+
+    enc = LexicalEncoder()
+    rng = random.Random(0)
+    facts = [f"the {rng.choice(['valve', 'ledger', 'turbine', 'invoice', 'harbor', 'ferry'])} number {i} "
+             f"reads {rng.randint(100, 999)} units of {rng.choice(['cobalt', 'amber', 'saffron', 'granite'])}"
+             for i in range(n)]
+    dpi = 100.0
+
+    def vectors(a: int, b: int):
+        out = []
+        for i in range(a, b):
+            page = text_page(LETTER, [facts[i]], random.Random(i), n_lines=18)
+            size = (round(LETTER[0] * dpi / 72), round(LETTER[1] * dpi / 72))
+            regions = [Region(bbox=tuple(v * dpi / 72 for v in ln.bbox_pt), page_size=size, text=ln.text)
+                       for ln in page.lines]
+            out.append(enc.embed_regions(size, regions).vectors)
+        return out
+
+    path = work / f"lexical-{n}"
+    if not (path / "BUILT").is_file():
+        store = write_vector_pages(str(path), n, vectors, enc.encoder_id, name="lexical")
+        with store.writer() as w:
+            update_candidates(w, CandidateSettings(min_pages=1))
+        (path / "BUILT").write_text("{}")
+    qs = [enc.embed_queries([facts[i].split(" reads ")[0]])[0] for i in range(0, n, max(1, n // n_q))][:n_q]
+    exact = Searcher(str(path), options=SearchOptions(mode="exact"))
+    cand = Searcher(str(path), options=SearchOptions(mode="candidates"))
+    e_idx, _ = exact.rank(qs, 10)
+    c_idx, _ = cand.rank(qs, 10)
+    rec = np.mean([len({exact.state.page_ids[i] for i in a} & {cand.state.page_ids[i] for i in b}) / 10
+                   for a, b in zip(e_idx, c_idx)])
+    t = time.perf_counter()
+    for q in qs:
+        exact.rank([q], 10)
+    e_ms = 1000 * (time.perf_counter() - t) / len(qs)
+    t = time.perf_counter()
+    for q in qs:
+        cand.rank([q], 10)
+    c_ms = 1000 * (time.perf_counter() - t) / len(qs)
+    out = {"pages": n, "queries": len(qs), "recall@10": round(float(rec), 3), "exact_ms": round(e_ms, 1),
+           "candidates_ms": round(c_ms, 1), "tokens_per_page": int(exact.state.n_tokens.mean())}
+    print(json.dumps(out), flush=True)
+    return out
+
+
+# ---------------------------------------------------------------------- the region step
+def regions(repeat: int) -> dict:
+    """The region step per page through the searcher's own path, side by side with Snappy's scorer:
+    100 regions, a 24x31 grid, 20 query tokens (as ``bench_propagation.py``)."""
+    import numpy as np
+    import pyarrow as pa
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from bench_propagation import line_regions, per_call_us, reference_scores
+
+    from snappy.grid import PatchGrid
+    from snappy.propagation import Threshold, patch_scores, region_scores, select_regions
+    from snappy.regions import Region
+    from snappy.search.regions import REGION_COLUMNS, RegionStore, build_page_regions
+    from snappy.storage.schema import region_records
+
+    rng = np.random.default_rng(0)
+    grid = PatchGrid.uniform("colqwen2.5", (1700, 2200), rows=31, cols=24, model_size=(672, 868))
+    query = rng.normal(size=(20, 128)).astype(np.float32)
+    patches = rng.normal(size=(grid.n_tokens, 128)).astype(np.float32)
+    boxes = line_regions(rng, 100, 1700, 2200)
+    regs = [Region(bbox=tuple(b), page_size=(1700, 2200), text="x") for b in boxes]
+    pages = 10  # regions are fetched and their weights built for all result pages of a query at once
+    rows = [r for p in range(pages) for r in region_records(f"d{p:015d}", 1, regs, grid)]
+    table = pa.Table.from_pylist(rows).select(REGION_COLUMNS)
+    grids = {r["page_id"]: grid for r in rows}
+    ps = patch_scores(query, patches)  # what the exact MaxSim of the rerank hands over (its per-patch maxima)
+    ref = reference_scores(query, patches, grid.boxes(), boxes)
+    store = RegionStore(lambda ids: table, cache_pages=100)
+    pr = store.get(list(grids), grids)[rows[0]["page_id"]]
+    np.testing.assert_allclose(pr.scores(ps, "iou"), ref, rtol=1e-4, atol=1e-5)
+    thr = Threshold.parse("p50")
+    out = {"regions": 100, "grid": "24x31", "query_tokens": 20,
+           "cached_us_per_page (scores + p50 selection)": per_call_us(lambda: select_regions(pr.scores(ps), thr), repeat),
+           "first_time_us_per_page (weights built from the stored rows, 10 pages at once)":
+               per_call_us(lambda: build_page_regions(table, grids), max(repeat // 50, 5)) / pages,
+           "before: overlap_from_table + region_scores per query and page":
+               per_call_us(lambda: region_scores(ps, _rebuild(table.slice(0, 100), grid)), max(repeat // 10, 5)),
+           "snappy_reference_us_per_page (the paper's per-region loop)":
+               per_call_us(lambda: reference_scores(query, patches, grid.boxes(), boxes), max(repeat // 50, 5))}
+    out = {k: round(v, 1) if isinstance(v, float) else v for k, v in out.items()}
+    print(json.dumps(out, indent=1), flush=True)
+    return out
+
+
+def _rebuild(table, grid):
+    """What the query path did before: a RegionOverlap from the rows, weights normalised again."""
+    from snappy.search.regions import overlap_from_table
+
+    return overlap_from_table(table, grid)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("what", nargs="?", default="all", choices=["all", "build", "scale", "options", "lexical", "regions"])
+    p.add_argument("--pages", default="10000")
+    p.add_argument("--queries", type=int, default=100)
+    p.add_argument("--threads", type=int, default=1, help="BLAS threads for exact and candidates alike")
+    p.add_argument("--exact-max", type=int, default=30000, help="largest index scanned exactly in memory")
+    p.add_argument("--nprobe", type=int, default=8)
+    p.add_argument("--pool", type=int, default=2048)
+    p.add_argument("--candidates", type=int, default=96)
+    p.add_argument("--lancedb-queries", type=int, default=10)
+    p.add_argument("--repeat", type=int, default=2000)
+    p.add_argument("--workdir", default=str(DEFAULT_WORK))
+    p.add_argument("--json", default=None)
+    args = p.parse_args()
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    sizes = [int(x) for x in args.pages.split(",")]
+    opts = {"nprobe": args.nprobe, "pool": args.pool, "candidates": args.candidates}
+    out: dict = {}
+    if args.what in ("build",):
+        for n in sizes:
+            build(n, work)
+    if args.what in ("all", "regions"):
+        out["regions"] = regions(args.repeat)
+    if args.what in ("all", "options"):
+        out["options"] = options(sizes[0], min(args.queries, 50), args.lancedb_queries, work)
+    if args.what in ("all", "lexical"):
+        out["lexical"] = lexical(5000 if args.what == "all" else sizes[0], min(args.queries, 100), work)
+    if args.what in ("all", "scale"):
+        out["scale"] = scale(sizes, work, args.queries, args.threads, args.exact_max, opts)
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

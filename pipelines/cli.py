@@ -188,8 +188,21 @@ def serve(
     """Serve the index over HTTP with Ray Serve: POST /query, GET /healthz, GET /version."""
     import os
 
+    from snappy.storage import IndexDamaged, IndexStore, IndexUnavailable
+
     from .serve import ServeConfig, run
 
+    try:  # before any Ray starts: a wrong location is one line and exit 2, not a crash-looping replica
+        snap = IndexStore(index_dir, storage_options=_s3(s3_endpoint, s3_region)).snapshot()
+    except (FileNotFoundError, IndexUnavailable) as e:
+        err.print(f"[red]error:[/red] {e}", soft_wrap=True)
+        raise typer.Exit(2) from e
+    except IndexDamaged as e:
+        err.print(f"[red]damaged index:[/red] {e}", soft_wrap=True)
+        raise typer.Exit(3) from e
+    if snap is None or "documents" not in snap.versions:
+        err.print(f"[red]error:[/red] {index_dir}: no index here (run `snappy index` first)", soft_wrap=True)
+        raise typer.Exit(2)
     if ray_address:
         os.environ["RAY_ADDRESS"] = ray_address
     config = ServeConfig(index=index_dir, encoder=encoder, shards=shards, replicas=replicas,

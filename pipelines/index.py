@@ -457,7 +457,6 @@ def _run_pipeline(config: IndexConfig, source: Source, store: IndexStore, plan: 
                                 **task,
                                 fn_kwargs={"pages_uri": store.table_uri(PAGES), "regions_uri": store.table_uri(REGIONS),
                                            "codes_uri": store.table_uri(CODES), "codebook": codebook,
-                                           "pool_factor": config.candidates.pool_factor,
                                            "storage_options": store.storage_options, "dim": encoder.dim})
             for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
                 committer.add_reports(batch)

@@ -444,7 +444,7 @@ PAGE_COLUMNS = ("page_number", "width", "height", "width_pt", "height_pt", "dpi"
 
 
 def write_pages(batch: pa.Table, pages_uri: str, regions_uri: str, storage_options, dim: int = 128,
-                codes_uri: str | None = None, codebook=None, pool_factor: int = 8) -> pa.Table:
+                codes_uri: str | None = None, codebook=None) -> pa.Table:
     """Pages and regions rows of the batch's good pages -> uncommitted Lance fragments; reports for the driver.
 
     With a ``codebook`` (the index has one), also the pages' candidate-stage rows (``codes``), so new
@@ -493,8 +493,7 @@ def write_pages(batch: pa.Table, pages_uri: str, regions_uri: str, storage_optio
         if codebook is not None and codes_uri:
             from snappy.search.candidates import sketch_table
 
-            codes = sketch_table(codebook, pages.select(["page_id", "doc_id", "gen"]), pages.column("vectors"),
-                                 pool_factor)
+            codes = sketch_table(codebook, pages.select(["page_id", "doc_id", "gen"]), pages.column("vectors"))
             reports.append(("codes", write_fragments(codes_uri, codes, storage_options, MAX_ROWS_PER_FILE["codes"])))
     write_s = (time.perf_counter() - t0) / max(len(good), 1)
     out = {name: [cols.get(name, [None] * n)[i] for i in range(n)] for name in REPORT_SCHEMA.names

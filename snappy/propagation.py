@@ -195,47 +195,40 @@ class Threshold:
                 "top": f"top{int(self.value)}", "fixed": f"{self.value:g}"}[self.kind]
 
 
-def _percentile(v: np.ndarray, q: float) -> float:
-    """``np.percentile(v, q)`` (linear interpolation) from two order statistics: no full sort."""
-    pos = (v.size - 1) * q / 100.0
-    lo = int(np.floor(pos))
-    hi = min(lo + 1, v.size - 1)
-    part = np.partition(v, [lo, hi]) if hi != lo else np.partition(v, lo)
-    return float(part[lo] + (part[hi] - part[lo]) * (pos - lo))
-
-
 def select_regions(scores: np.ndarray, threshold: "Threshold | str | float") -> np.ndarray:
-    """Indices of kept regions, best first (NaN scores are never kept)."""
+    """Indices of kept regions, best first, ties in region order (NaN scores are never kept).
+
+    Every rule keeps a prefix of the regions sorted by score, so one stable sort serves them all
+    (this runs once per result page: a few microseconds, no per-region Python)."""
     th = threshold if isinstance(threshold, Threshold) else Threshold.parse(threshold)
     s = np.asarray(scores)
-    nan = np.isnan(s)
-    if nan.any():
-        valid = np.flatnonzero(~nan)
-        if valid.size == 0:
-            return np.zeros(0, dtype=np.int64)
-        v = s[valid]
-    else:
-        valid, v = None, s
+    order = np.argsort(-s, kind="stable")  # best first; NaN last
+    v = s[order]  # descending
+    if v.size and np.isnan(v[-1]):
+        n = int(np.count_nonzero(~np.isnan(v)))
+        order, v = order[:n], v[:n]
+    if v.size == 0:
+        return np.zeros(0, dtype=np.int64)
     if th.kind == "fixed":
-        kept = np.flatnonzero(v >= th.value)
-    else:
-        vmax, vmin = float(v.max()), float(v.min())
-        scale = max(abs(vmax), abs(vmin), 1e-12)
-        if v.size > 1 and vmax - vmin <= th.flat_eps * scale:
-            return np.zeros(0, dtype=np.int64)
-        if th.kind == "top":
-            k = int(th.value)
-            order = np.argsort(-v, kind="stable")
-            cut = v[order[min(k, order.size) - 1]] if k > 0 else np.inf
-            kept = order[:k] if np.count_nonzero(v >= cut) <= k else np.flatnonzero(v > cut)
-        elif th.kind == "percentile":
-            cut = _percentile(v, th.value)
-            budget = int(np.ceil((100.0 - th.value) / 100.0 * v.size))
-            kept = np.flatnonzero(v >= cut)
-            if kept.size > max(budget, 1):
-                kept = np.flatnonzero(v > cut)
-        else:  # adaptive
-            kept = np.flatnonzero(v >= v.mean() + th.value * v.std())
-    if valid is not None:
-        kept = valid[kept]
-    return kept[np.argsort(-s[kept], kind="stable")]
+        return order[:np.count_nonzero(v >= th.value)]
+    vmax, vmin = float(v[0]), float(v[-1])
+    scale = max(abs(vmax), abs(vmin), 1e-12)
+    if v.size > 1 and vmax - vmin <= th.flat_eps * scale:
+        return np.zeros(0, dtype=np.int64)
+    if th.kind == "top":
+        k = int(th.value)
+        if k <= 0:
+            return order[:0]
+        cut = v[min(k, v.size) - 1]
+        at_least = np.count_nonzero(v >= cut)
+        return order[:k] if at_least <= k else order[:np.count_nonzero(v > cut)]
+    if th.kind == "percentile":
+        asc = v[::-1]
+        pos = (v.size - 1) * th.value / 100.0
+        lo = int(np.floor(pos))
+        hi = min(lo + 1, v.size - 1)
+        cut = float(asc[lo] + (asc[hi] - asc[lo]) * (pos - lo))  # np.percentile(v, q), linear
+        budget = int(np.ceil((100.0 - th.value) / 100.0 * v.size))
+        n = np.count_nonzero(v >= cut)
+        return order[:n] if n <= max(budget, 1) else order[:np.count_nonzero(v > cut)]
+    return order[:np.count_nonzero(v >= v.mean() + th.value * v.std())]  # adaptive

@@ -297,3 +297,53 @@ def test_follows_a_commit_without_failed_requests_or_mixed_snapshots(service):
             state = reader.load(snapshots.get(reader.store.files, seq))
             expected[seq, q] = [p.to_dict() for p in reader.search_vectors(reader.encode([q]), 3, state=state)[0]]
         _same(pages, expected[seq, q])
+
+
+def test_serve_refuses_a_missing_index_before_starting_ray(tmp_path):
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    r = CliRunner().invoke(app, ["serve", str(tmp_path / "nothing")])
+    assert r.exit_code == 2 and "no index here" in r.output
+
+
+@pytest.mark.slow
+def test_snappy_serve_command_answers_and_stops_on_ctrl_c(tmp_path):
+    """The CLI as a user runs it: its own local Ray, two shards, answers like `snappy query --json`,
+    and SIGINT stops Serve and Ray (the process group it started is gone)."""
+    import signal
+    import subprocess
+    import sys
+
+    uri = str(tmp_path / "idx")
+    write_index(uri, corpus(30))
+    port = _free_port()
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "serve", uri, "--port", str(port), "--shards", "2",
+                             "--refresh-s", "1"], env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=open(tmp_path / "serve.log", "wb"))
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "not healthy in 180 s: " + (tmp_path / "serve.log").read_text()[-3000:]
+            try:
+                if _get(f"{base}/healthz")[0] == 200:
+                    break
+            except (urllib.error.URLError, ConnectionError):
+                pass
+            time.sleep(1)
+        status, body, headers = _post(f"{base}/query", {"query": "total amount due", "top_pages": 3})
+        assert status == 200 and headers.get("x-snappy-snapshot")
+        cli = subprocess.run([sys.executable, "-m", "pipelines.cli", "query", uri, "total amount due", "--top-pages", "3",
+                              "--json"], capture_output=True, text=True, env=env, timeout=120)
+        _same(body, json.loads(cli.stdout))
+        assert _post(f"{base}/query", {"query": "   "})[0] == 400
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=120) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)

@@ -45,11 +45,31 @@ def default_k(n_tokens: int) -> int:
     return int(min(16384, max(256, 2 ** round(math.log2(4 * math.sqrt(max(n_tokens, 1)))))))
 
 
+def nonempty(vectors: np.ndarray) -> np.ndarray:
+    """The tokens that carry something (an all-zero token, e.g. a lexical patch with no text, matches nothing)."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    keep = (vectors != 0).any(axis=1)
+    return vectors if keep.all() else vectors[keep]
+
+
+def default_pool_factor(encoder_id: str | None) -> int:
+    """Tokens per pooled vector for an encoder's pages (pure).
+
+    Model tokens of a page are highly redundant (background, the patches of one word or figure):
+    8:1 keeps the exact top-10 within the 96 best pooled scores (``docs/search.md``). The lexical
+    encoder's tokens are count-sketches of distinct words: averaging them loses the rare word that
+    identifies a page (8:1 kept the target page within 96 for 0.66 of queries at 2,000 pages, all
+    non-empty tokens for 0.94), so they are kept whole (factor 1, ~280 a page instead of 744)."""
+    return 1 if (encoder_id or "").startswith("lexical:") else 8
+
+
 def pool_page(vectors: np.ndarray, factor: int = 8, seed: int = 0) -> np.ndarray:
-    """``[~n/factor, dim]`` unit vectors: the page's tokens pooled by spherical k-means (faiss)."""
+    """``[~n/factor, dim]`` unit vectors: the page's non-empty tokens pooled by spherical k-means (faiss)."""
     import faiss
 
-    x = _unit(vectors)
+    x = _unit(nonempty(vectors))
+    if factor <= 1 or len(x) <= 1:
+        return x
     k = max(1, len(x) // factor)
     if len(x) <= k:
         return x
@@ -71,6 +91,7 @@ class Codebook:
     trained_pages: int  # live pages when trained
     train_similarity: float  # mean cosine of the training tokens to their centroid
     pool_scale: float = 1.0 / 127  # int8 step of pooled vectors
+    pool_factor: int = 8  # tokens per pooled vector (default_pool_factor of the index's encoder)
     _index: object = field(default=None, repr=False, compare=False)
 
     @property
@@ -83,17 +104,18 @@ class Codebook:
 
     @classmethod
     def train(cls, sample: np.ndarray, k: int, codebook_id: int, trained_pages: int, seed: int = 0,
-              niter: int = 12) -> "Codebook":
-        """Spherical k-means (faiss) over ``sample`` ``[n, dim]`` token vectors."""
+              niter: int = 12, pool_factor: int = 8) -> "Codebook":
+        """Spherical k-means (faiss) over the non-empty ``sample`` ``[n, dim]`` token vectors."""
         import faiss
 
-        x = _unit(sample)
+        x = _unit(nonempty(sample))
         k = int(min(k, len(x)))
         km = faiss.Kmeans(x.shape[1], k, niter=niter, spherical=True, seed=seed, verbose=False,
                           max_points_per_centroid=256, min_points_per_centroid=1)
         km.train(x)
         # int8 step: the largest component of the sample, so pooled vectors (averages) never clip
-        cb = cls(_unit(km.centroids), int(codebook_id), int(trained_pages), 0.0, float(np.abs(x).max()) / 127)
+        cb = cls(_unit(km.centroids), int(codebook_id), int(trained_pages), 0.0, float(np.abs(x).max()) / 127,
+                 int(pool_factor))
         cb.train_similarity = float(cb.assign(x)[1].mean())
         return cb
 
@@ -146,8 +168,8 @@ class Codebook:
         return pa.Table.from_arrays([
             pa.array(np.arange(k, dtype=np.int32)), pa.FixedSizeListArray.from_arrays(flat, dim),
             pa.array([self.codebook_id] * k, pa.int64()), pa.array([self.trained_pages] * k, pa.int64()),
-            pa.array([self.train_similarity] * k, pa.float32()), pa.array([self.pool_scale] * k, pa.float32())],
-            schema=schema)
+            pa.array([self.train_similarity] * k, pa.float32()), pa.array([self.pool_scale] * k, pa.float32()),
+            pa.array([self.pool_factor] * k, pa.int32())], schema=schema)
 
     @classmethod
     def from_table(cls, t: pa.Table) -> "Codebook":
@@ -155,21 +177,26 @@ class Codebook:
         vec = t.column("vector").combine_chunks()
         dim = vec.type.list_size
         cents = vec.flatten().to_numpy().reshape(-1, dim).astype(np.float32)
+        factor = t.column("pool_factor")[0].as_py() if "pool_factor" in t.column_names else None
         return cls(cents, int(t.column("codebook_id")[0].as_py()), int(t.column("trained_pages")[0].as_py()),
-                   float(t.column("train_similarity")[0].as_py()), float(t.column("pool_scale")[0].as_py()))
+                   float(t.column("train_similarity")[0].as_py()), float(t.column("pool_scale")[0].as_py()),
+                   int(factor or 8))
 
 
-def page_sketch(codebook: Codebook, vectors: np.ndarray, factor: int = 8) -> tuple[np.ndarray, np.ndarray, float]:
+def page_sketch(codebook: Codebook, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     """What the candidate stage keeps of one page: (sorted unique codes, int8 pooled vectors, mean cosine
-    of its tokens to their centroids)."""
+    of its tokens to their centroids), from its non-empty tokens."""
+    vectors = nonempty(vectors)
     codes, sims = codebook.assign(vectors)
-    pooled = codebook.quantize(pool_page(vectors, factor)) if len(vectors) else np.zeros((0, codebook.dim), np.int8)
+    pooled = codebook.quantize(pool_page(vectors, codebook.pool_factor)) if len(vectors) else \
+        np.zeros((0, codebook.dim), np.int8)
     return np.unique(codes), pooled, float(sims.mean()) if len(sims) else 1.0
 
 
 @dataclass(frozen=True)
 class CandidateOptions:
-    nprobe: int = 8  # centroids probed per query token
+    nprobe: int = 8  # centroids probed per query token, at least
+    probe_budget: int = 112  # centroids probed per query in all: short queries probe deeper per token
     pool: int = 2048  # pages kept by the probe for the pooled rescoring
     candidates: int = 96  # pages whose exact MaxSim is computed
 
@@ -179,8 +206,6 @@ class CentroidIndex:
     """The in-memory candidate structure of the pages of one searcher (or shard)."""
 
     codebook: Codebook
-    page_indptr: np.ndarray  # [P + 1] int64: page i's codes are page_codes[indptr[i]:indptr[i+1]]
-    page_codes: np.ndarray  # uint16/int32 centroid ids, sorted within each page
     list_indptr: np.ndarray  # [K + 1] int64: centroid c's pages are list_pages[indptr[c]:indptr[c+1]]
     list_pages: np.ndarray  # int32 page positions
     pooled_indptr: np.ndarray  # [P + 1] int64: page i's pooled vectors are pooled[indptr[i]:indptr[i+1]]
@@ -188,12 +213,12 @@ class CentroidIndex:
 
     @property
     def n_pages(self) -> int:
-        return len(self.page_indptr) - 1
+        return len(self.pooled_indptr) - 1
 
     @property
     def nbytes(self) -> int:
-        return sum(a.nbytes for a in (self.page_indptr, self.page_codes, self.list_indptr, self.list_pages,
-                                      self.pooled_indptr, self.pooled)) + self.codebook.centroids.nbytes
+        return sum(a.nbytes for a in (self.list_indptr, self.list_pages, self.pooled_indptr, self.pooled)) + \
+            self.codebook.centroids.nbytes
 
     @classmethod
     def build(cls, codebook: Codebook, codes: pa.ListArray | pa.ChunkedArray,
@@ -207,11 +232,12 @@ class CentroidIndex:
         pages = np.repeat(np.arange(len(codes), dtype=np.int32), np.diff(page_indptr))
         order = np.argsort(page_codes, kind="stable")
         list_indptr = np.concatenate([[0], np.cumsum(np.bincount(page_codes, minlength=codebook.k))]).astype(np.int64)
+        list_pages = pages[order]
+        del pages, order, page_codes, flat  # only the inverted lists stay: the page -> codes view is not needed
         poff = pooled.offsets.to_numpy()
         pvec = pooled.flatten()
-        pdata = pvec.flatten().to_numpy(zero_copy_only=False).astype(np.int8).reshape(-1, codebook.dim)
-        return cls(codebook, page_indptr, page_codes, list_indptr, pages[order], (poff - poff[0]).astype(np.int64),
-                   pdata)
+        pdata = pvec.flatten().to_numpy(zero_copy_only=False).astype(np.int8, copy=False).reshape(-1, codebook.dim)
+        return cls(codebook, list_indptr, list_pages, (poff - poff[0]).astype(np.int64), pdata)
 
     def search(self, queries: list[np.ndarray], options: CandidateOptions = CandidateOptions()) -> np.ndarray:
         """Candidate page positions for a batch of ``[T, dim]`` float32 queries (their union)."""
@@ -219,18 +245,19 @@ class CentroidIndex:
         return np.unique(np.concatenate(out)) if out else np.zeros(0, np.int64)
 
     def _search_one(self, q: np.ndarray, o: CandidateOptions) -> np.ndarray:
-        pool = self.probe(q, o.nprobe, o.pool)
+        pool = self.probe(q, o.nprobe, o.pool, o.probe_budget)
         if len(pool) <= o.candidates:
             return pool
         scores = self.pooled_scores(q, pool)
         return pool[np.argpartition(-scores, o.candidates - 1)[:o.candidates]]
 
-    def probe(self, q: np.ndarray, nprobe: int, pool: int) -> np.ndarray:
-        """Stage 1: the ``pool`` best pages by the sum over query tokens of their best probed centroid."""
+    def probe(self, q: np.ndarray, nprobe: int, pool: int, probe_budget: int = 0) -> np.ndarray:
+        """Stage 1: the ``pool`` best pages by the sum over query tokens of their best probed centroid
+        (``max(nprobe, probe_budget // T)`` centroids per token)."""
         if self.n_pages == 0:
             return np.zeros(0, np.int64)
         s = q @ self.codebook.centroids.T  # [T, K]
-        nprobe = min(nprobe, self.codebook.k)
+        nprobe = min(max(nprobe, probe_budget // max(len(q), 1)), self.codebook.k)
         probe = np.argpartition(-s, nprobe - 1, axis=1)[:, :nprobe]  # [T, nprobe]
         acc = np.zeros(self.n_pages, np.float32)
         for t in range(len(q)):
@@ -272,8 +299,7 @@ def _one_chunk(a: pa.ListArray | pa.ChunkedArray) -> pa.ListArray:
     return a
 
 
-def sketch_table(codebook: Codebook, pages: pa.Table, vectors: pa.ListArray | pa.ChunkedArray,
-                 factor: int = 8) -> pa.Table:
+def sketch_table(codebook: Codebook, pages: pa.Table, vectors: pa.ListArray | pa.ChunkedArray) -> pa.Table:
     """codes rows (``codes_schema``) of ``pages`` (page_id, doc_id, gen) from their vectors (same order)."""
     from snappy.storage.schema import codes_schema
 
@@ -284,7 +310,7 @@ def sketch_table(codebook: Codebook, pages: pa.Table, vectors: pa.ListArray | pa
     bounds = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     codes, pooled, sims = [], [], []
     for a, b in zip(bounds[:-1], bounds[1:]):
-        c, p, s = page_sketch(codebook, flat[a:b], factor)
+        c, p, s = page_sketch(codebook, flat[a:b])
         codes.append(c)
         pooled.append(p)
         sims.append(s)

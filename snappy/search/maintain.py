@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from snappy.search.candidates import Codebook, default_k, sketch_table
+from snappy.search.candidates import Codebook, default_k, default_pool_factor, nonempty, sketch_table
 from snappy.storage.commit import CommitBatch, live_mask
 from snappy.storage.schema import CODEBOOK, CODES, DOCUMENTS, PAGES, codes_schema
 from snappy.storage.writer import IndexWriter, write_fragments
@@ -42,7 +42,7 @@ class CandidateSettings:
     train_tokens: int = 1 << 18  # token vectors k-means sees
     retrain_growth: float = 4.0  # retrain when the index has grown this many times since training
     retrain_similarity: float = 0.95  # ... or new pages fit the centroids below this share of the training fit
-    pool_factor: int = 8  # tokens per pooled vector
+    pool_factor: int | None = None  # tokens per pooled vector; None: default_pool_factor(the pages' encoder)
     batch_pages: int = 256  # pages read and coded at a time
     seed: int = 0
 
@@ -71,7 +71,7 @@ def update_candidates(writer: IndexWriter, settings: CandidateSettings = Candida
     t0 = time.perf_counter()
     docs = store.dataset(DOCUMENTS).to_table(columns=["doc_id", "gen", "status"])
     pages_ds = store.dataset(PAGES)
-    meta = pages_ds.to_table(columns=["page_id", "doc_id", "gen", "n_tokens"], scan_in_order=True)
+    meta = pages_ds.to_table(columns=["page_id", "doc_id", "gen", "n_tokens", "encoder_id"], scan_in_order=True)
     position = np.arange(meta.num_rows, dtype=np.int64)
     live = live_mask(meta.column("doc_id"), meta.column("gen"), docs) & \
         (pc.fill_null(meta.column("n_tokens"), 0).to_numpy(zero_copy_only=False) > 0)
@@ -107,8 +107,7 @@ def update_candidates(writer: IndexWriter, settings: CandidateSettings = Candida
     for a in range(0, len(sel), settings.batch_pages):
         rows = sel[a:a + settings.batch_pages]
         vectors = pages_ds.take(position[rows], columns=["vectors"]).column("vectors").combine_chunks()
-        table = sketch_table(codebook, meta.take(pa.array(rows)).select(["page_id", "doc_id", "gen"]), vectors,
-                             settings.pool_factor)
+        table = sketch_table(codebook, meta.take(pa.array(rows)).select(["page_id", "doc_id", "gen"]), vectors)
         frags.extend(write_fragments(store.table_uri(CODES), table, store.storage_options))
     if frags:
         batch.fragments[CODES] = frags
@@ -126,8 +125,13 @@ def _train(pages_ds, meta: pa.Table, position: np.ndarray, s: CandidateSettings,
     vectors = pages_ds.take(position[pick], columns=["vectors"]).column("vectors").combine_chunks()
     dim = vectors.type.value_type.list_size
     flat = vectors.flatten().flatten().to_numpy(zero_copy_only=False).reshape(-1, dim).astype(np.float32)
+    sampled = len(flat)
+    flat = nonempty(flat)
     if len(flat) > s.train_tokens:
         flat = flat[rng.choice(len(flat), size=s.train_tokens, replace=False)]
     total_tokens = int(pc.sum(meta.column("n_tokens")).as_py() or 0)
-    k = s.k or default_k(total_tokens)
-    return Codebook.train(flat, k, codebook_id=writer.epoch << 32, trained_pages=n, seed=s.seed)
+    k = s.k or default_k(int(total_tokens * len(flat) / max(sampled, 1)) if len(flat) < sampled else total_tokens)
+    counts = pc.value_counts(meta.column("encoder_id")).to_pylist()
+    encoder_id = max(counts, key=lambda c: c["counts"])["values"] if counts else None
+    factor = s.pool_factor or default_pool_factor(encoder_id)
+    return Codebook.train(flat, k, codebook_id=writer.epoch << 32, trained_pages=n, seed=s.seed, pool_factor=factor)

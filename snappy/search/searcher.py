@@ -264,10 +264,14 @@ class Searcher:
             return False
         codebook = Codebook.from_table(self.store.dataset(CODEBOOK, snap.versions[CODEBOOK]).to_table())
         codes = self.store.read(CODES, ["page_id", "codebook_id", "codes", "pooled"], snap=snap, documents=state.docs)
-        codes = codes.filter(pc.equal(codes.column("codebook_id"), codebook.codebook_id))
+        same = pc.equal(codes.column("codebook_id"), codebook.codebook_id).to_numpy(zero_copy_only=False)
+        if not same.all():  # (filters copy every column: only when rows are dropped)
+            codes = codes.filter(pa.array(same))
         pos = pc.index_in(codes.column("page_id"), value_set=pa.array(list(state.page_ids), pa.string()))
         ok = pc.is_valid(pos).to_numpy(zero_copy_only=False)
-        codes, pos = codes.filter(pa.array(ok)), pc.drop_null(pos).to_numpy().astype(np.int64)
+        if not ok.all():
+            codes = codes.filter(pa.array(ok))
+        pos = pc.drop_null(pos).to_numpy().astype(np.int64)
         coded = np.zeros(state.n_pages, bool)
         coded[pos] = True
         uncoded = np.flatnonzero(~coded)
@@ -277,6 +281,8 @@ class Searcher:
             return False
         state.index = CentroidIndex.build(codebook, codes.column("codes"), codes.column("pooled"))
         state.index_pages, state.uncoded = pos, uncoded
+        del codes
+        pa.default_memory_pool().release_unused()  # the read's batches: back to the OS, not kept by the pool
         return True
 
     def _load_matrix(self, state: SearchState) -> PageMatrix:

@@ -136,6 +136,7 @@ def codebook_schema(dim: int = DEFAULT_DIM) -> pa.Schema:
         pa.field("trained_pages", pa.int64()),  # live pages when trained
         pa.field("train_similarity", pa.float32()),  # mean cosine of training tokens to their centroid
         pa.field("pool_scale", pa.float32()),  # int8 step of the pooled vectors (codes.pooled * pool_scale)
+        pa.field("pool_factor", pa.int32()),  # tokens per pooled vector (absent in older indexes: 8)
     ])
 
 

@@ -158,7 +158,9 @@ class IndexStore:
         if documents is None:
             documents = self.documents(["doc_id", "gen", "status"], snap=snap)
         keep = live_mask(table.column("doc_id"), table.column("gen"), documents)
-        return table.filter(pa.array(keep)).drop_columns(extra)
+        if not keep.all():  # a filter copies every column, even when it keeps every row
+            table = table.filter(pa.array(keep))
+        return table.drop_columns(extra)
 
     def count_rows(self, snap: snapshots.Snapshot | None = None) -> dict[str, int]:
         """Live rows per table at the snapshot."""

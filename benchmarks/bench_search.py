@@ -149,14 +149,20 @@ def scale(sizes: list[int], work: Path, n_q: int, threads: int, exact_max: int, 
         qs, _ = queries(n, n_q)
         row = {"pages": n, "threads": threads, "build": json.loads((path / "BUILT").read_text())}
         cand = measure(path, "candidates", n, n_q, threads, options)
-        if n <= exact_max:
+        cached = work / f"exact-{n}-{n_q}q-{threads}t.json"  # the exact side does not depend on the options
+        if cached.is_file():
+            row["exact"] = json.loads(cached.read_text())
+            truth = row["exact"].pop("tops")
+        elif n <= exact_max:
             ex = measure(path, "exact", n, n_q, threads, options)
+            cached.write_text(json.dumps(ex))
             truth = ex.pop("tops")
             row["exact"] = ex
         else:
             t = time.perf_counter()
             truth = exact_offline(n, qs)
             row["exact"] = {"offline_s": round(time.perf_counter() - t, 1)}
+            cached.write_text(json.dumps({**row["exact"], "tops": truth}))
         row["candidates"] = {k: v for k, v in cand.items() if k != "tops"}
         row["recall@10"] = round(recall(cand["tops"], truth), 4)
         if "median_ms" in row["exact"]:
@@ -418,8 +424,8 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=1, help="BLAS threads for exact and candidates alike")
     p.add_argument("--exact-max", type=int, default=30000, help="largest index scanned exactly in memory")
     p.add_argument("--nprobe", type=int, default=8)
-    p.add_argument("--pool", type=int, default=2048)
-    p.add_argument("--candidates", type=int, default=96)
+    p.add_argument("--pool", type=int, default=4096)
+    p.add_argument("--candidates", type=int, default=128)
     p.add_argument("--lancedb-queries", type=int, default=10)
     p.add_argument("--repeat", type=int, default=2000)
     p.add_argument("--workdir", default=str(DEFAULT_WORK))

@@ -177,7 +177,7 @@ def options(n: int, n_q: int, lancedb_queries: int, work: Path) -> dict:
     """Each first-stage option's recall of the exact top-10 vs the candidates it needs, same data."""
     import numpy as np
 
-    from snappy.search.candidates import Codebook, CentroidIndex, default_k, pool_page
+    from snappy.search.candidates import CandidateOptions, Codebook, CentroidIndex, default_k, pool_page
     from snappy.search.maxsim import PageMatrix, maxsim, top_k
 
     c = corpus(n)
@@ -209,11 +209,7 @@ def options(n: int, n_q: int, lancedb_queries: int, work: Path) -> dict:
     pooled = [pool_page(p.astype(np.float32), 8) for p in pages]
     idx = CentroidIndex.build(cb, pa.array(codes, pa.list_(pa.int32())), pa.array(
         [cb.quantize(p).tolist() for p in pooled], pa.list_(pa.list_(pa.int8(), 128))))
-    probe_scores = np.zeros((len(qs), n), np.float32)
-    for i, q in enumerate(qs):
-        for budget in (8,):
-            pool = idx.probe(q, budget, n)
-            probe_scores[i, pool] = n - np.arange(len(pool))  # rank order of the probe
+    probe_scores = np.stack([idx.probe_scores(q, 8, CandidateOptions().probe_budget) for q in qs])
     curve("centroids: probe (nprobe 8)", probe_scores, (256, 512, 1024, 2048, 4096),
           {"bytes_per_page_in_ram": int(np.mean([len(x) for x in codes]) * 2 * 2), "k": k})
     ci = np.stack([[float((q @ cb.centroids[c].T).max(axis=1).sum()) for c in codes] for q in qs])
@@ -229,8 +225,7 @@ def options(n: int, n_q: int, lancedb_queries: int, work: Path) -> dict:
     curve(f"MUVERA FDE ({fde_pages.shape[1]} dims)", fde_q @ fde_pages.T, (64, 256, 1024, 2048, 4096),
           {"bytes_per_page_in_ram": fde_pages.shape[1] * 4})
     # the full pipeline: probe 2048 -> pooled -> 96 -> exact
-    got = [idx._search_one(q, __import__("snappy.search.candidates", fromlist=["x"]).CandidateOptions())
-           for q in qs]
+    got = [idx._search_one(q, CandidateOptions()) for q in qs]
     rec = np.mean([len(set(truth[i]) & set(g[top_k(exact_scores[i:i + 1, g], 10)[0]])) / 10
                    for i, g in enumerate(got)])
     out["snappy_pipeline_recall@10"] = round(float(rec), 3)

@@ -145,10 +145,22 @@ class RouterImpl:
         self.seq: int | None = None
         self.encoder_id: str | None = None
         self._task = None
+        self._started: asyncio.Future | None = None
 
     async def start(self) -> None:
         await self.refresh()
         self._task = asyncio.get_running_loop().create_task(self._refresh_loop())
+
+    def starting(self) -> asyncio.Future:
+        """The start (first refresh + the polling loop), begun once, begun again if it failed."""
+        s = self._started
+        if s is None or (s.done() and (s.cancelled() or s.exception() is not None)):
+            self._started = asyncio.ensure_future(self.start())
+        return self._started
+
+    async def ready(self) -> None:
+        # shield: a client that gives up (Serve cancels its request) must not cancel the start itself
+        await asyncio.shield(self.starting())
 
     async def _refresh_loop(self) -> None:
         while True:
@@ -214,12 +226,9 @@ class Router:
     def __init__(self, config: ServeConfig, shards: list):
         self.config = config
         self.impl = RouterImpl(config, shards)
-        self._started: asyncio.Future | None = None
 
     async def _ready(self) -> RouterImpl:
-        if self._started is None:
-            self._started = asyncio.ensure_future(self.impl.start())
-        await self._started
+        await self.impl.ready()
         return self.impl
 
     @api.post("/query")
@@ -245,6 +254,8 @@ class Router:
 
     @api.get("/healthz")
     async def healthz(self):
+        if not self.impl.starting().done():  # shards still loading: answer now, do not hold the probe
+            return JSONResponse({"status": "starting"}, status_code=503)
         impl = await self._ready()
         if impl.seq is None:
             return JSONResponse({"status": "starting"}, status_code=503)

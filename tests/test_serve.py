@@ -146,6 +146,50 @@ def test_router_validates_merges_and_pins_one_snapshot(tmp_path):
             s.close()
 
 
+def test_a_client_that_gives_up_during_start_does_not_cancel_the_start(tmp_path):
+    """A health probe that times out while the shards are still loading is cancelled by Serve; the
+    router's start must go on (it once stayed cancelled: every later request failed at once)."""
+    index = str(tmp_path / "idx")
+    write_index(index, corpus(6, seed=3))
+    config = ServeConfig(index=index, shards=1, refresh_s=3600)
+    shard = ShardImpl(config, 0)
+    gate = None
+
+    class _Slow(_Local):
+        def __getattr__(self, name):
+            fn = getattr(self.impl, name)
+
+            class _Method:
+                @staticmethod
+                async def remote(*args):
+                    await gate.wait()  # the shard is still loading
+                    return await asyncio.to_thread(fn, *args)
+            return _Method
+
+    async def scenario():
+        nonlocal gate
+        gate = asyncio.Event()
+        router = RouterImpl(config, [_Slow(shard)])
+        start = router.starting()
+        assert not start.done()  # what /healthz checks: 503 "starting", answered at once
+        impatient = asyncio.ensure_future(router.ready())
+        await asyncio.sleep(0.05)
+        impatient.cancel()  # what Serve does when the client disconnects
+        await asyncio.sleep(0.05)
+        assert not start.cancelled() and router.starting() is start  # the start goes on, not begun again
+        gate.set()
+        await asyncio.wait_for(router.ready(), 30)
+        assert router.seq is not None and router.seq >= 1
+        seq, pages = await router.query({"query": "total amount due", "top_pages": 2})
+        assert seq == router.seq and pages
+        router._task.cancel()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        shard.close()
+
+
 # ---------------------------------------------------------------- Ray Serve over HTTP
 
 

@@ -256,6 +256,14 @@ class CentroidIndex:
         (``max(nprobe, probe_budget // T)`` centroids per token)."""
         if self.n_pages == 0:
             return np.zeros(0, np.int64)
+        acc = self.probe_scores(q, nprobe, probe_budget)
+        hit = np.flatnonzero(acc != 0)
+        if len(hit) > pool:
+            hit = hit[np.argpartition(-acc[hit], pool - 1)[:pool]]
+        return hit.astype(np.int64)
+
+    def probe_scores(self, q: np.ndarray, nprobe: int, probe_budget: int = 0) -> np.ndarray:
+        """``[P]`` probe score of every page (0: no probed centroid)."""
         s = q @ self.codebook.centroids.T  # [T, K]
         nprobe = min(max(nprobe, probe_budget // max(len(q), 1)), self.codebook.k)
         probe = np.argpartition(-s, nprobe - 1, axis=1)[:, :nprobe]  # [T, nprobe]
@@ -269,10 +277,7 @@ class CentroidIndex:
             scores = np.repeat(s[t, cs], ends - starts)
             uniq, first = np.unique(pages, return_index=True)  # first occurrence = its best probed centroid
             acc[uniq] += scores[first]
-        hit = np.flatnonzero(acc != 0)
-        if len(hit) > pool:
-            hit = hit[np.argpartition(-acc[hit], pool - 1)[:pool]]
-        return hit.astype(np.int64)
+        return acc
 
     def pooled_scores(self, q: np.ndarray, pages: np.ndarray, chunk: int = 128) -> np.ndarray:
         """Stage 2: ``[len(pages)]`` MaxSim of ``q`` with each page's pooled vectors (``chunk`` pages at a

@@ -134,6 +134,13 @@ def main() -> int:
                                     "lexical", "--commit-every-docs", "4", "--commit-every-s", "5"], env=ENV,
                                    cwd=ROOT, stdout=index_log, stderr=index_log, start_new_session=True)
         procs.append((indexer, "snappy index"))
+        t0 = time.perf_counter()  # the load starts with the run's first commit, so that it overlaps commits
+        while snapshots.latest(files).seq == first:
+            if indexer.poll() is not None or time.perf_counter() - t0 > 900:
+                raise RuntimeError("the indexing run made no commit:\n" + (work / "index.log").read_text()[-3000:])
+            time.sleep(0.2)
+        print(f"indexing run's first commit after {time.perf_counter() - t0:.0f} s: load starts", flush=True)
+        at_start = snapshots.latest(files).seq
         queries = [e.query for e in entries if e.query]
         answers: list[tuple[float, float, int, int | None, str, list | None]] = []
         lock = threading.Lock()
@@ -157,8 +164,8 @@ def main() -> int:
         for t in threads:
             t.join()
         load_s = time.perf_counter() - t_start
-        commits = [s for s in (snapshots.get(files, q) for q in range(first + 1, snapshots.latest(files).seq + 1))
-                   if s is not None]
+        commits = [s for s in (snapshots.get(files, q) for q in range(at_start + 1, snapshots.latest(files).seq + 1))
+                   if s is not None]  # published while the clients ran
         indexer.wait(900)
         print(f"indexing run finished (exit {indexer.returncode})", flush=True)
 

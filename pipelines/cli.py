@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
 from typing import Optional
@@ -35,6 +36,21 @@ def _setup(ctx: typer.Context, verbose: bool = typer.Option(False, "--verbose", 
     from snappy import logs
 
     logs.install(verbose=verbose)  # no credential in any log, at any level
+
+
+@contextmanager
+def _index_errors():
+    """An index that is missing or unreachable: exit 2; damaged: exit 3; one line each."""
+    from snappy.storage import IndexDamaged, IndexUnavailable
+
+    try:
+        yield
+    except (FileNotFoundError, IndexUnavailable) as e:
+        err.print(f"[red]error:[/red] {e}", soft_wrap=True)
+        raise typer.Exit(2) from e
+    except IndexDamaged as e:
+        err.print(f"[red]damaged index:[/red] {e}", soft_wrap=True)
+        raise typer.Exit(3) from e
 
 
 def _s3(endpoint: str | None, region: str | None):
@@ -127,7 +143,6 @@ def query(
     """Rank pages by MaxSim and return their most relevant regions."""
     from snappy.search import QueryError, Searcher, SearchOptions
     from snappy.search.query import check_query, check_request
-    from snappy.storage import IndexDamaged, IndexUnavailable
 
     try:
         check_request(top_pages, threshold, method)
@@ -135,16 +150,10 @@ def query(
     except QueryError as e:
         raise typer.BadParameter(e.reason, param_hint={"query": "TEXT"}.get(e.field, f"--{e.field.replace('_', '-')}")) \
             from e
-    try:
+    with _index_errors():
         searcher = Searcher(index_dir, encoder=encoder, storage_options=_s3(s3_endpoint, s3_region),
                             options=SearchOptions(mode="exact" if exact else "auto"))
         results = searcher.query(text, top_pages=top_pages, threshold=threshold, method=method)
-    except (FileNotFoundError, IndexUnavailable) as e:
-        err.print(f"[red]error:[/red] {e}", soft_wrap=True)
-        raise typer.Exit(2) from e
-    except IndexDamaged as e:
-        err.print(f"[red]damaged index:[/red] {e}", soft_wrap=True)
-        raise typer.Exit(3) from e
     if overlay is not None and results:
         from snappy.overlay import write_overlays
 
@@ -188,18 +197,12 @@ def serve(
     """Serve the index over HTTP with Ray Serve: POST /query, GET /healthz, GET /version."""
     import os
 
-    from snappy.storage import IndexDamaged, IndexStore, IndexUnavailable
+    from snappy.storage import IndexStore
 
     from .serve import ServeConfig, run
 
-    try:  # before any Ray starts: a wrong location is one line and exit 2, not a crash-looping replica
+    with _index_errors():  # before any Ray starts: a wrong location is one line and exit 2, not a crash loop
         snap = IndexStore(index_dir, storage_options=_s3(s3_endpoint, s3_region)).snapshot()
-    except (FileNotFoundError, IndexUnavailable) as e:
-        err.print(f"[red]error:[/red] {e}", soft_wrap=True)
-        raise typer.Exit(2) from e
-    except IndexDamaged as e:
-        err.print(f"[red]damaged index:[/red] {e}", soft_wrap=True)
-        raise typer.Exit(3) from e
     if snap is None or "documents" not in snap.versions:
         err.print(f"[red]error:[/red] {index_dir}: no index here (run `snappy index` first)", soft_wrap=True)
         raise typer.Exit(2)

@@ -1,6 +1,6 @@
 """Pre-computed predictions: the Snappy paper's run files and snappy's own per-sample JSONL.
 
-Paper format (``../shared/anchors/snappy-paper-runs/*.json``)::
+Paper format (the run files released with the Snappy paper, ``<model>.summary.json``)::
 
     {"token_summary": {...}, "failed_count": N,
      "sample_results": [{sample_id, question, doc_name, category, gt_bboxes, pred_bboxes,

@@ -381,18 +381,27 @@ def regions(repeat: int) -> dict:
     boxes = line_regions(rng, 100, 1700, 2200)
     regs = [Region(bbox=tuple(b), page_size=(1700, 2200), text="x") for b in boxes]
     pages = 10  # regions are fetched and their weights built for all result pages of a query at once
-    rows = [r for p in range(pages) for r in region_records(f"d{p:015d}", 1, regs, grid)]
+    rows = [r for p in range(pages) for r in region_records(f"d{p:015d}", 1, regs, grid, blocks=False)]
     table = pa.Table.from_pylist(rows).select(REGION_COLUMNS)
+    # the same lines stored with their blocks, as the indexing run writes them (level "auto" selection)
+    rows_b = [r for p in range(pages) for r in region_records(f"b{p:015d}", 1, regs, grid)]
+    table_b = pa.Table.from_pylist(rows_b).select(REGION_COLUMNS)
+    grids_b = {r["page_id"]: grid for r in rows_b}
     grids = {r["page_id"]: grid for r in rows}
     ps = patch_scores(query, patches)  # what the exact MaxSim of the rerank hands over (its per-patch maxima)
     ref = reference_scores(query, patches, grid.boxes(), boxes)
     store = RegionStore(lambda ids: table, cache_pages=100)
     pr = store.get(list(grids), grids)[rows[0]["page_id"]]
     np.testing.assert_allclose(pr.scores(ps, "iou"), ref, rtol=1e-4, atol=1e-5)
-    thr = Threshold.parse("p50")
-    out = {"regions": 100, "grid": "24x31", "query_tokens": 20,
+    thr, gap = Threshold.parse("p50"), Threshold.parse("gap")
+    pb = RegionStore(lambda ids: table_b, cache_pages=100).get(list(grids_b), grids_b)[rows_b[0]["page_id"]]
+    out = {"regions": 100, "grid": "24x31", "query_tokens": 20, "blocks": pb.n_regions - 100,
            "cached_us_per_page (scores only)": per_call_us(lambda: pr.scores(ps), repeat),
            "cached_us_per_page (scores + p50 selection)": per_call_us(lambda: select_regions(pr.scores(ps), thr), repeat),
+           "cached_us_per_page (lines + blocks: scores + the default selection, block level, gap rule)":
+               per_call_us(lambda: pb.select(pb.scores(ps), gap, "block"), repeat),
+           "cached_us_per_page (lines + blocks: scores + p50 selection, level auto)":
+               per_call_us(lambda: pb.select(pb.scores(ps), thr, "auto"), repeat),
            "first_time_us_per_page (weights built from the stored rows, 10 pages at once)":
                per_call_us(lambda: build_page_regions(table, grids), max(repeat // 50, 5)) / pages,
            "before: overlap_from_table + region_scores per query and page":

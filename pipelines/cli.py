@@ -17,6 +17,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from snappy.blocks import DEFAULT_LEVEL
+from snappy.propagation import DEFAULT_THRESHOLD
+
 log = logging.getLogger("pipelines.cli")
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
@@ -131,8 +134,9 @@ def query(
     index_dir: str = typer.Argument(..., help="index location"),
     text: str = typer.Argument(..., help="the query"),
     top_pages: int = typer.Option(5, "--top-pages", "-k", help="result pages (1..100)"),
-    threshold: str = typer.Option("p50", help="region selection: p50 | adaptive[:k] | top3 | 0.4"),
+    threshold: str = typer.Option(DEFAULT_THRESHOLD, help="region selection: p50 | adaptive[:k] | top3 | gap[:share] | 0.4"),
     method: str = typer.Option("iou", help="region scoring: iou | ior | mean | max"),
+    level: str = typer.Option(DEFAULT_LEVEL, help="regions returned: line | block | auto (blocks whose lines are selected)"),
     encoder: Optional[str] = typer.Option(None, help="query encoder (default: the one the index was built with)"),
     as_json: bool = typer.Option(False, "--json", help="print the result pages as JSON"),
     patch_scores: bool = typer.Option(False, "--patch-scores", help="include per-patch scores and grids in --json"),
@@ -142,10 +146,11 @@ def query(
 ) -> None:
     """Rank pages by MaxSim and return their most relevant regions."""
     from snappy.search import QueryError, Searcher, SearchOptions
-    from snappy.search.query import check_query, check_request
+    from snappy.search.query import check_level, check_query, check_request
 
     try:
         check_request(top_pages, threshold, method)
+        check_level(level)
         check_query(text)
     except QueryError as e:
         raise typer.BadParameter(e.reason, param_hint={"query": "TEXT"}.get(e.field, f"--{e.field.replace('_', '-')}")) \
@@ -153,7 +158,7 @@ def query(
     with _index_errors():
         searcher = Searcher(index_dir, encoder=encoder, storage_options=_s3(s3_endpoint, s3_region),
                             options=SearchOptions(mode="exact" if exact else "auto"))
-        results = searcher.query(text, top_pages=top_pages, threshold=threshold, method=method)
+        results = searcher.query(text, top_pages=top_pages, threshold=threshold, method=method, level=level)
     if overlay is not None and results:
         from snappy.overlay import write_overlays
 
@@ -167,12 +172,13 @@ def query(
         return
     out = Console()
     for r in results:
-        t = Table(title=f"#{r.rank}  {r.uri}  page {r.page_number}  score {r.score:.3f}", title_justify="left",
+        note = f"  (no region selected: {r.reason})" if r.reason else f"  peak {r.peak:.1f}"
+        t = Table(title=f"#{r.rank}  {r.uri}  page {r.page_number}  score {r.score:.3f}{note}", title_justify="left",
                   show_edge=False)
-        for col in ("score", "bbox (px)", "text"):
+        for col in ("score", "level", "bbox (px)", "text"):
             t.add_column(col)
         for reg in r.regions:
-            t.add_row(f"{reg.score:.3f}", " ".join(f"{v:.0f}" for v in reg.bbox), reg.text)
+            t.add_row(f"{reg.score:.3f}", reg.level or "", " ".join(f"{v:.0f}" for v in reg.bbox), reg.text)
         out.print(t)
 
 

@@ -21,6 +21,9 @@ import os
 import sys
 from typing import Any, Mapping, Sequence
 
+from snappy.blocks import DEFAULT_LEVEL, REGION_LEVELS
+from snappy.propagation import DEFAULT_THRESHOLD
+
 log = logging.getLogger("pipelines.query")
 
 
@@ -35,13 +38,13 @@ class QueryActorImpl:
                                  options=SearchOptions(dtype=dtype, auto_refresh=auto_refresh))
         _ = self.searcher.encoder if self.searcher.n_pages else None  # load the model now, once
 
-    def query(self, text: str, top_pages: int = 5, threshold: str = "p50", method: str = "iou",
-              patch_scores: bool = False) -> list[dict]:
-        return self.query_batch([text], top_pages, threshold, method, patch_scores)[0]
+    def query(self, text: str, top_pages: int = 5, threshold: str = DEFAULT_THRESHOLD, method: str = "iou",
+              patch_scores: bool = False, level: str = DEFAULT_LEVEL) -> list[dict]:
+        return self.query_batch([text], top_pages, threshold, method, patch_scores, level)[0]
 
-    def query_batch(self, texts: Sequence[str], top_pages: int = 5, threshold: str = "p50", method: str = "iou",
-                    patch_scores: bool = False) -> list[list[dict]]:
-        results = self.searcher.query_batch(list(texts), top_pages, threshold, method)
+    def query_batch(self, texts: Sequence[str], top_pages: int = 5, threshold: str = DEFAULT_THRESHOLD,
+                    method: str = "iou", patch_scores: bool = False, level: str = DEFAULT_LEVEL) -> list[list[dict]]:
+        results = self.searcher.query_batch(list(texts), top_pages, threshold, method, level)
         return [[r.to_dict(with_patch_scores=patch_scores) for r in res] for res in results]
 
     def refresh(self) -> bool:
@@ -67,9 +70,10 @@ def start_query_actor(index: str, num_cpus: float = 1, num_gpus: float = 0, **kw
 class QueryUDF:
     """Ray Data class UDF: a batch with a ``query`` column -> the same rows plus ``results`` (JSON)."""
 
-    def __init__(self, index: str, top_pages: int = 5, threshold: str = "p50", method: str = "iou", **kwargs: Any):
+    def __init__(self, index: str, top_pages: int = 5, threshold: str = DEFAULT_THRESHOLD, method: str = "iou",
+                 level: str = DEFAULT_LEVEL, **kwargs: Any):
         self.impl = QueryActorImpl(index, auto_refresh=False, **kwargs)
-        self.args = (top_pages, threshold, method)
+        self.args = (top_pages, threshold, method, False, level)
 
     def __call__(self, batch: dict) -> dict:
         texts = [str(t) for t in batch["query"]]
@@ -82,7 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--index", required=True)
     p.add_argument("queries", nargs="+")
     p.add_argument("--top-pages", type=int, default=5)
-    p.add_argument("--threshold", default="p50")
+    p.add_argument("--threshold", default=DEFAULT_THRESHOLD)
+    p.add_argument("--level", default=DEFAULT_LEVEL, choices=REGION_LEVELS)
     p.add_argument("--method", default="iou")
     p.add_argument("--encoder", default=None)
     args = p.parse_args(argv)
@@ -98,7 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         ray.init(address="local", include_dashboard=False)
     actor = start_query_actor(args.index, encoder=args.encoder)
-    results = ray.get(actor.query_batch.remote(args.queries, args.top_pages, args.threshold, args.method))
+    results = ray.get(actor.query_batch.remote(args.queries, args.top_pages, args.threshold, args.method,
+                                                   False, args.level))
     print(json.dumps(results))
     return 0
 

@@ -4,7 +4,7 @@
     curl -s localhost:8000/query -H 'content-type: application/json' \\
          -d '{"query": "total amount due", "top_pages": 3, "threshold": "p50"}'
 
-- ``POST /query`` {query, top_pages=5, threshold="p50", method="iou"} -> the same JSON list as
+- ``POST /query`` {query, top_pages=5, threshold="gap", method="iou", level="block"} -> the same JSON list as
   ``snappy query --json``; the snapshot it was answered from is in the ``X-Snappy-Snapshot`` header.
   A request that cannot be searched gets 400 with ``{"error": reason, "field": ...}``.
 - ``GET /healthz`` -> 200 ``{"status": "ok", ...}`` once every shard serves a snapshot.
@@ -35,6 +35,9 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+
+from snappy.blocks import DEFAULT_LEVEL
+from snappy.propagation import DEFAULT_THRESHOLD
 from ray import serve
 
 log = logging.getLogger("pipelines.serve")
@@ -123,9 +126,10 @@ class ShardImpl:
         self._add(state)
         return state
 
-    def search(self, vectors: list, top_pages: int, threshold: str, method: str, seq: int | None) -> dict:
+    def search(self, vectors: list, top_pages: int, threshold: str, method: str, seq: int | None,
+               level: str = DEFAULT_LEVEL) -> dict:
         state = self._state(seq)
-        (pages,) = self.searcher.search_vectors(vectors, top_pages, threshold, method, state)
+        (pages,) = self.searcher.search_vectors(vectors, top_pages, threshold, method, state, level)
         return {"seq": state.snap.seq, "pages": [p.to_dict() for p in pages]}
 
     def version(self) -> dict:
@@ -192,18 +196,20 @@ class RouterImpl:
     async def query(self, body: Any) -> tuple[int, list[dict]]:
         """(snapshot, result pages). QueryError for a request that cannot be searched."""
         from snappy.search import QueryError, merge_pages
-        from snappy.search.query import check_query, check_request
+        from snappy.search.query import check_level, check_query, check_request
 
         if not isinstance(body, dict):
             raise QueryError("the body must be a JSON object with a 'query'", "body")
         text = check_query(body.get("query"), self.config.max_query_chars)
-        top_pages, threshold, method = check_request(body.get("top_pages", 5), body.get("threshold", "p50"),
+        top_pages, threshold, method = check_request(body.get("top_pages", 5),
+                                                     body.get("threshold", DEFAULT_THRESHOLD),
                                                      body.get("method", "iou"), self.config.max_top_pages)
+        level = check_level(body.get("level", DEFAULT_LEVEL))
         vectors = await asyncio.to_thread(self.encoder().embed_queries, [text])
         seq = self.seq
         for _ in range(3):
-            parts = await asyncio.gather(*(s.search.remote(vectors, top_pages, str(body.get("threshold", "p50")),
-                                                           method, seq) for s in self.shards))
+            parts = await asyncio.gather(*(s.search.remote(vectors, top_pages, str(threshold), method, seq, level)
+                                           for s in self.shards))
             seqs = {p["seq"] for p in parts}
             if len(seqs) == 1:
                 return seqs.pop(), merge_pages([p["pages"] for p in parts], top_pages)

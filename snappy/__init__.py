@@ -24,3 +24,9 @@ def _python_snappy_clash() -> str | None:
 _clash = _python_snappy_clash()
 if _clash:
     warnings.warn(_clash, RuntimeWarning, stacklevel=2)
+
+# CPU torch beside a CUDA torchvision: make a later `import torchvision` (by transformers,
+# colpali-engine or the user's code) work, without importing torch now (snappy/_compat.py).
+from snappy._compat import install_torchvision_hook  # noqa: E402
+
+install_torchvision_hook()

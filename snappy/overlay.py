@@ -1,12 +1,15 @@
-"""Result overlays: the page with the query's patch heat map blended in and the selected regions drawn."""
+"""Result overlays: the page with the query's patch heat map blended in and the selected regions
+drawn; and box overlays for evaluation (ground truth vs selection vs other regions, with a legend)."""
 from __future__ import annotations
 
 import logging
+import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from snappy.grid import PatchGrid
 
@@ -96,3 +99,118 @@ def write_overlays(searcher, results: Sequence, target: str | Path) -> list[Path
         render_overlay(img, res.patch_scores, res.grid, res.regions).save(path)
         log.info("wrote %s", path)
     return paths
+
+
+# ---------------------------------------------------------------------- box overlays (evaluation)
+
+GT_COLOUR = (0, 150, 60)  # ground truth
+SELECTED_COLOUR = (225, 25, 25)  # the selection
+OTHER_COLOUR = (40, 110, 220)  # regions not selected
+MIN_OVERLAY_WIDTH = 1200
+MAX_OVERLAY_WIDTH = 2400
+
+
+def font(size: int) -> ImageFont.ImageFont:
+    """A scalable font of ``size`` px (Pillow's bundled one; the bitmap default if FreeType is missing)."""
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError, ImportError):  # Pillow without FreeType
+        return ImageFont.load_default()
+
+
+@dataclass
+class BoxLayer:
+    """Boxes (page px) drawn in one colour; ``width`` is relative (1 = thin)."""
+
+    boxes: Sequence[Sequence[float]]
+    colour: tuple[int, int, int]
+    label: str
+    width: float = 1.0
+    fill_alpha: int = 0  # 0..255 tint inside the boxes
+    outset: float = 0.0  # drawn this many line widths outside the box (keeps boxes below visible)
+
+
+@dataclass
+class BoxPage:
+    page_size: tuple[int, int]  # (w, h) of the page the boxes are in
+    layers: list[BoxLayer]
+    image: Image.Image | None = None  # None: a white page
+    caption: str = ""
+
+
+def _canvas(page: BoxPage, width: int) -> tuple[Image.Image, float]:
+    w, h = page.page_size
+    scale = width / max(w, 1)
+    size = (width, max(1, round(h * scale)))
+    if page.image is None:
+        return Image.new("RGB", size, "white"), scale
+    return page.image.convert("RGB").resize(size, Image.Resampling.LANCZOS), scale
+
+
+def _wrap(text: str, fnt: ImageFont.ImageFont, width: int) -> list[str]:
+    avg = max(fnt.getlength("abcdefghijklmnopqrstuvwxyz") / 26, 1.0)
+    return textwrap.wrap(text, max(10, int(width / avg))) or [""]
+
+
+def render_box_overlay(pages: Sequence[BoxPage], title: Sequence[str] = (), min_width: int = MIN_OVERLAY_WIDTH,
+                       max_width: int = MAX_OVERLAY_WIDTH) -> Image.Image:
+    """Pages stacked vertically, each drawn at the full image width (at least ``min_width`` px:
+    small pages are upscaled; at most ``max_width``), the layers' boxes drawn in order (later on
+    top), under a header with the ``title`` lines and a legend naming every layer's colour."""
+    width = max(min_width, min(max_width, max((p.page_size[0] for p in pages), default=min_width)))
+    unit = max(2, round(width / 600))  # line width unit
+    fs = max(16, round(width / 60))
+    f, fb = font(fs), font(round(fs * 1.15))
+    pad = fs // 2
+    body = []
+    for page in pages:
+        img, scale = _canvas(page, width)
+        if any(layer.fill_alpha for layer in page.layers):
+            tint = Image.new("RGBA", img.size, (0, 0, 0, 0))
+            td = ImageDraw.Draw(tint)
+            for layer in page.layers:
+                if layer.fill_alpha:
+                    for b in layer.boxes:
+                        td.rectangle([v * scale for v in b], fill=(*layer.colour, layer.fill_alpha))
+            img = Image.alpha_composite(img.convert("RGBA"), tint).convert("RGB")
+        d = ImageDraw.Draw(img)
+        for layer in page.layers:
+            lw = max(1, round(unit * layer.width))
+            o = lw / 2 + layer.outset * lw
+            for b in layer.boxes:
+                x0, y0, x1, y1 = (float(v) * scale for v in b)
+                d.rectangle([x0 - o, y0 - o, x1 + o, y1 + o], outline=layer.colour, width=lw)
+        if page.caption:
+            cap = Image.new("RGB", (width, fs + 2 * pad), (245, 245, 245))
+            ImageDraw.Draw(cap).text((pad, pad), page.caption, fill=(0, 0, 0), font=f)
+            body.append(cap)
+        body.append(img)
+    # header: title lines, then one legend entry per distinct layer label
+    lines = [(ln, fb if i == 0 else f) for i, t in enumerate(title)
+             for ln in _wrap(t, fb if i == 0 else f, width - 2 * pad)]
+    legend = list(dict.fromkeys((layer.label, layer.colour, layer.width, layer.fill_alpha)
+                                for p in pages for layer in p.layers))
+    line_h = round(fs * 1.35)
+    head_h = pad + len(lines) * line_h + (line_h + pad if legend else 0) + pad
+    head = Image.new("RGB", (width, head_h), "white")
+    hd = ImageDraw.Draw(head)
+    y = pad
+    for ln, fnt in lines:
+        hd.text((pad, y), ln, fill=(0, 0, 0), font=fnt)
+        y += line_h
+    x = pad
+    for label, colour, lw, alpha in legend:
+        sw = round(fs * 1.6)
+        fill = tuple(round(255 - (255 - c) * alpha / 255) for c in colour) if alpha else None
+        hd.rectangle([x, y + 2, x + sw, y + fs], outline=colour, fill=fill, width=max(1, round(unit * lw)))
+        x += sw + pad
+        hd.text((x, y), label, fill=(0, 0, 0), font=f)
+        x += round(f.getlength(label)) + 2 * pad
+    parts = [head, *body]
+    out = Image.new("RGB", (width, sum(p.height for p in parts)), "white")
+    y = 0
+    for p in parts:
+        out.paste(p, (0, y))
+        y += p.height
+    return out
+

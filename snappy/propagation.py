@@ -10,12 +10,15 @@ it is computed once per page at index time; scoring a page is then one sparse ma
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
+
+from snappy.regions import box_areas
 
 Reduce = Literal["max", "mean", "sum"]
 Method = Literal["iou", "ior", "mean", "max"]
@@ -36,11 +39,6 @@ def intersection_matrix(region_boxes: np.ndarray, patch_boxes: np.ndarray) -> sp
     return sp.csr_matrix(intersection_areas(region_boxes, patch_boxes).astype(np.float32))
 
 
-def _box_areas(boxes: np.ndarray) -> np.ndarray:
-    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    return ((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])).astype(np.float32)
-
-
 @dataclass
 class RegionOverlap:
     """Sparse region<->patch overlap of one page, with the weight matrices derived from it.
@@ -56,7 +54,8 @@ class RegionOverlap:
 
     @classmethod
     def build(cls, patch_boxes: np.ndarray, region_boxes: np.ndarray) -> "RegionOverlap":
-        return cls(intersection_matrix(region_boxes, patch_boxes), _box_areas(region_boxes), _box_areas(patch_boxes))
+        return cls(intersection_matrix(region_boxes, patch_boxes), box_areas(region_boxes, np.float32),
+                   box_areas(patch_boxes, np.float32))
 
     @classmethod
     def from_lists(cls, patch_idx: list[np.ndarray], patch_inter: list[np.ndarray],
@@ -147,26 +146,34 @@ def region_scores(scores: np.ndarray, overlap: RegionOverlap, method: Method = "
 # ---------------------------------------------------------------------------- thresholds
 
 _THRESHOLD_RE = re.compile(
-    r"^(?:p(?P<pct>\d+(?:\.\d+)?)|adaptive(?::(?P<k>-?\d+(?:\.\d+)?))?|top(?P<top>\d+)|(?P<fixed>-?\d*\.?\d+(?:e-?\d+)?))$"
+    r"^(?:p(?P<pct>\d+(?:\.\d+)?)|adaptive(?::(?P<k>-?\d+(?:\.\d+)?))?|top(?P<top>\d+)"
+    r"|gap(?::(?P<gap>\d*\.?\d+))?|(?P<fixed>-?\d*\.?\d+(?:e-?\d+)?))$"
 )
+
+
+DEFAULT_THRESHOLD = "gap"  # measured best with blocks (docs/eval.md); "p50" reproduces the paper
 
 
 @dataclass(frozen=True)
 class Threshold:
     """Which regions to keep, given their scores.
 
-    - ``percentile`` (``p50``): scores at or above the k-th percentile of the page's regions;
+    - ``percentile`` (``p50``): scores at or above the k-th percentile of the page's regions
+      (the paper's rule);
     - ``adaptive`` (``adaptive`` / ``adaptive:1.5``): scores >= mean + k*std (k default 1);
     - ``top`` (``top3``): the k best;
+    - ``gap`` (``gap`` / ``gap:0.3``): everything above the largest drop between consecutive
+      sorted scores, looked for among the best ``value`` share of the regions (default 0.5);
     - ``fixed`` (``0.4``): scores >= value (absolute; the only rule that may keep a flat page).
 
-    Relative rules keep nothing on a flat score map of two or more regions (range below
-    ``flat_eps`` times the largest magnitude): no region stands out, so none is selected; a lone
-    region is kept. Ties at the cut are kept only if that
-    does not exceed the rule's budget (percentile: ``ceil((100-k)% * R)`` regions).
+    Relative rules never drop the best evidence: all regions tied at the top are kept, even past
+    the rule's budget (``top1`` on two tied best regions keeps both). They keep nothing only on a
+    flat score map of two or more regions (range below ``flat_eps`` times the largest magnitude):
+    no region stands out. Ties further down are kept only within the rule's budget (percentile:
+    ``ceil((100-k)% * R)`` regions; top: k).
     """
 
-    kind: Literal["percentile", "adaptive", "top", "fixed"]
+    kind: Literal["percentile", "adaptive", "top", "gap", "fixed"]
     value: float
     flat_eps: float = 1e-6
 
@@ -178,7 +185,7 @@ class Threshold:
             return cls("fixed", float(spec))
         m = _THRESHOLD_RE.match(spec.strip().lower())
         if not m:
-            raise ValueError(f"bad threshold {spec!r}; use p50, adaptive[:k], top3 or a number like 0.4")
+            raise ValueError(f"bad threshold {spec!r}; use p50, adaptive[:k], top3, gap[:share] or a number like 0.4")
         if m["pct"] is not None:
             pct = float(m["pct"])
             if not 0 <= pct <= 100:
@@ -186,49 +193,90 @@ class Threshold:
             return cls("percentile", pct)
         if m["top"] is not None:
             return cls("top", float(int(m["top"])))
+        if m["gap"] is not None or spec.strip().lower() == "gap":
+            share = float(m["gap"]) if m["gap"] is not None else 0.5
+            if not 0 < share <= 1:
+                raise ValueError(f"bad threshold {spec!r}: the gap rule's share must be within 0..1")
+            return cls("gap", share)
         if m["fixed"] is not None:
             return cls("fixed", float(m["fixed"]))
         return cls("adaptive", float(m["k"]) if m["k"] is not None else 1.0)
 
+    @property
+    def relative(self) -> bool:
+        return self.kind != "fixed"
+
     def __str__(self) -> str:
         return {"percentile": f"p{self.value:g}", "adaptive": f"adaptive:{self.value:g}",
-                "top": f"top{int(self.value)}", "fixed": f"{self.value:g}"}[self.kind]
+                "top": f"top{int(self.value)}", "gap": f"gap:{self.value:g}", "fixed": f"{self.value:g}"}[self.kind]
 
 
-def select_regions(scores: np.ndarray, threshold: "Threshold | str | float") -> np.ndarray:
-    """Indices of kept regions, best first, ties in region order (NaN scores are never kept).
+class Selection(NamedTuple):
+    """What a rule kept on one page, and how much the page's scores said.
 
-    Every rule keeps a prefix of the regions sorted by score, so one stable sort serves them all
-    (this runs once per result page: a few microseconds, no per-region Python)."""
+    ``kept``: region indices, best first. ``peak``: how far the best region stands above the
+    others, ``(best - mean) / std`` of the page's region scores (0 on a flat map; a lone region
+    gives 0 too: nothing to compare with). ``reason`` says why nothing (or everything) was kept:
+    ``"no regions"``, ``"flat"`` (every region scores the same: no evidence on this page), or
+    ``"below threshold"`` (a fixed threshold above every score); None for a real selection."""
+
+    kept: np.ndarray
+    peak: float
+    reason: str | None = None
+
+
+_NOTHING = np.zeros(0, dtype=np.int64)
+_NOTHING.flags.writeable = False
+
+
+def select(scores: np.ndarray, threshold: "Threshold | str | float") -> Selection:
+    """Apply a threshold to one page's region scores: the kept indices, the map's peak, and why
+    nothing was kept when nothing was (NaN scores are never kept)."""
     th = threshold if isinstance(threshold, Threshold) else Threshold.parse(threshold)
     s = np.asarray(scores)
     order = np.argsort(-s, kind="stable")  # best first; NaN last
     v = s[order]  # descending
-    if v.size and np.isnan(v[-1]):
+    if v.size and math.isnan(v[-1]):
         n = int(np.count_nonzero(~np.isnan(v)))
         order, v = order[:n], v[:n]
     if v.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    if th.kind == "fixed":
-        return order[:np.count_nonzero(v >= th.value)]
+        return Selection(_NOTHING, 0.0, "no regions")
     vmax, vmin = float(v[0]), float(v[-1])
-    scale = max(abs(vmax), abs(vmin), 1e-12)
-    if v.size > 1 and vmax - vmin <= th.flat_eps * scale:
-        return np.zeros(0, dtype=np.int64)
+    flat = v.size > 1 and vmax - vmin <= th.flat_eps * max(abs(vmax), abs(vmin), 1e-12)
+    mean = float(v.sum()) / v.size
+    std = math.sqrt(max(float(v @ v) / v.size - mean * mean, 0.0))  # np.std's value at a tenth of its cost
+    peak = 0.0 if flat or std == 0 else (vmax - mean) / std
+    if th.kind == "fixed":
+        n = int(np.count_nonzero(v >= th.value))
+        return Selection(order[:n], peak, None if n else ("flat" if flat else "below threshold"))
+    if flat:
+        return Selection(_NOTHING, 0.0, "flat")
     if th.kind == "top":
         k = int(th.value)
-        if k <= 0:
-            return order[:0]
-        cut = v[min(k, v.size) - 1]
-        at_least = np.count_nonzero(v >= cut)
-        return order[:k] if at_least <= k else order[:np.count_nonzero(v > cut)]
-    if th.kind == "percentile":
-        asc = v[::-1]
-        pos = (v.size - 1) * th.value / 100.0
-        lo = int(np.floor(pos))
+        cut = v[min(max(k, 1), v.size) - 1]
+        n = k if np.count_nonzero(v >= cut) <= k else int(np.count_nonzero(v > cut))
+    elif th.kind == "percentile":
+        pos = (v.size - 1) * th.value / 100.0  # np.percentile(v, q), linear, on the ascending order
+        lo = int(pos)
         hi = min(lo + 1, v.size - 1)
-        cut = float(asc[lo] + (asc[hi] - asc[lo]) * (pos - lo))  # np.percentile(v, q), linear
-        budget = int(np.ceil((100.0 - th.value) / 100.0 * v.size))
-        n = np.count_nonzero(v >= cut)
-        return order[:n] if n <= max(budget, 1) else order[:np.count_nonzero(v > cut)]
-    return order[:np.count_nonzero(v >= v.mean() + th.value * v.std())]  # adaptive
+        a_lo, a_hi = float(v[v.size - 1 - lo]), float(v[v.size - 1 - hi])
+        cut = a_lo + (a_hi - a_lo) * (pos - lo)
+        budget = math.ceil((100.0 - th.value) / 100.0 * v.size)
+        n = int(np.count_nonzero(v >= cut))
+        n = n if n <= max(budget, 1) else int(np.count_nonzero(v > cut))
+    elif th.kind == "gap":
+        m = min(v.size - 1, max(1, math.ceil(th.value * v.size)))  # drops looked at (0: a lone region)
+        n = int(np.argmax(v[:m] - v[1:m + 1])) + 1 if m else 1  # up to the first largest drop
+    else:  # adaptive
+        n = int(np.count_nonzero(v >= mean + th.value * std))
+    if n < v.size and v[n] >= vmax:  # regions tied at the top are always kept
+        n = int(np.count_nonzero(v >= vmax))
+    return Selection(order[:n], peak)
+
+
+def select_regions(scores: np.ndarray, threshold: "Threshold | str | float") -> np.ndarray:
+    """Indices of kept regions, best first, ties in region order (see :func:`select`).
+
+    Every rule keeps a prefix of the regions sorted by score, so one stable sort serves them all
+    (this runs once per result page: a few microseconds, no per-region Python)."""
+    return select(scores, threshold).kept

@@ -88,3 +88,13 @@ def boxes_array(regions: Iterable[Region]) -> np.ndarray:
     """``[R, 4]`` float64 array of region boxes in page pixels."""
     boxes = [r.bbox for r in regions]
     return np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+
+
+def box_areas(boxes: np.ndarray | Sequence[Sequence[float]], dtype: type = np.float64) -> np.ndarray:
+    """``[N]`` areas (px^2) of ``[N, 4]`` ``[x0, y0, x1, y1]`` boxes, as ``dtype``.
+
+    The one place box area is computed (encoders, propagation); boxes are taken as given
+    (an inverted box gives a negative area; validate where boxes enter).
+    """
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    return ((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])).astype(dtype, copy=False)

@@ -253,6 +253,199 @@ def fact_box_px(docs: Sequence[SynthDoc], fact: Fact, dpi: float) -> tuple[float
     return doc.pages[fact.page_number - 1].box_px(fact.line_text, dpi)
 
 
+# ---------------------------------------------------------------------- block-level pages
+# Pages whose ground truth is a block: paragraphs, two-column text, table rows, form fields
+# (label + value), multi-line addresses, figure captions; plus single-line facts on sparse text
+# pages (line ground truth). Every block's lines carry ``group`` = the block's id, so its truth box
+# is ``SynthPage.box_px(block_id, dpi)``; its question names two made-up words from the block.
+
+@dataclass(frozen=True)
+class BlockQuestion:
+    query: str
+    page: int  # 0-based page in the set
+    block: str  # group id of the block's lines on that page
+    kind: str  # paragraph | column | table_row | form_field | address | caption | line
+
+
+def _words(rng: random.Random, n: int) -> list[str]:
+    return [rng.choice(_FILLER) for _ in range(n)]
+
+
+def _paragraph_lines(page: SynthPage, x: float, top: float, width: float, text: str, font_size: float,
+                     group: str, leading: float = 1.25) -> float:
+    """Wrap ``text`` into lines at ``leading`` x font size; returns the y below the paragraph."""
+    y = top
+    for line in _wrap(text, width, font_size):
+        page.lines.append(TextLine(line, x, y, font_size, group))
+        y += leading * font_size
+    return y
+
+
+def _keyed_text(rng: random.Random, used: set[str], n_words: int) -> tuple[str, list[str]]:
+    """Filler text of ``n_words`` with two made-up key words at random places; returns (text, keys)."""
+    words = _words(rng, n_words)
+    keys = [_made_up_word(rng, used), _made_up_word(rng, used)]
+    for k in keys:
+        words.insert(rng.randrange(len(words) + 1), k)
+    return " ".join(words), keys
+
+
+def _paragraph_page(rng, used, size, qs, p, two_columns=False):
+    w, h = size
+    margin, fs = 60.0, 10.0
+    page = SynthPage(size, [TextLine(" ".join(_words(rng, 4)).title(), margin, margin, 15.0, "heading")])
+    cols = [(margin, (w - 2 * margin - 24) / 2), (margin + (w - 2 * margin + 24) / 2, (w - 2 * margin - 24) / 2)] \
+        if two_columns else [(margin, w - 2 * margin)]
+    kind = "column" if two_columns else "paragraph"
+    n, asked = 0, []
+    for x, cw in cols:
+        y = margin + 36
+        while True:
+            text, keys = _keyed_text(rng, used, rng.randint(25, 70) if not two_columns else rng.randint(18, 45))
+            lines = _wrap(text, cw, fs)
+            if y + len(lines) * 1.25 * fs > h - margin:
+                break
+            gid = f"b{n}"
+            n += 1
+            y = _paragraph_lines(page, x, y, cw, text, fs, gid) + 1.1 * fs
+            asked.append(BlockQuestion(" ".join(keys), p, gid, kind))
+    qs.extend(rng.sample(asked, min(4, len(asked))))
+    return page
+
+
+def _figure_page(rng, used, size, qs, p):
+    """Two figures (drawn frames) with one- or two-line captions, and a paragraph between them."""
+    w, h = size
+    margin, fs = 60.0, 10.0
+    page = SynthPage(size)
+    y = margin
+    for k in range(2):
+        fh = rng.uniform(150, 200)
+        x0, x1 = margin + 40, w - margin - 40
+        page.rules += [(x0, y, x1, y), (x0, y + fh, x1, y + fh), (x0, y, x0, y + fh), (x1, y, x1, y + fh)]
+        y += fh + 8
+        text, keys = _keyed_text(rng, used, rng.randint(6, 22))
+        y = _paragraph_lines(page, x0, y, x1 - x0, f"Figure {k + 1}: {text}", 9.0, f"cap{k}") + 18
+        qs.append(BlockQuestion(" ".join(keys), p, f"cap{k}", "caption"))
+        if k == 0:
+            text, keys = _keyed_text(rng, used, rng.randint(25, 45))
+            y = _paragraph_lines(page, margin, y, w - 2 * margin, text, fs, "p0") + 24
+            qs.append(BlockQuestion(" ".join(keys), p, "p0", "paragraph"))
+    return page
+
+
+def _table_page(rng, used, size, qs, p):
+    """A table (top, header and bottom rules, as in papers); a question names an asked row's label
+    and one of its values, and its truth is the row."""
+    w, _ = size
+    margin, fs = 60.0, 10.0
+    n_cols, n_rows = rng.randint(3, 5), rng.randint(8, 14)
+    row_h, col_w = fs * 2.4, (w - 2 * margin) / n_cols
+    page = SynthPage(size, [TextLine(f"Table {p + 1}: " + " ".join(_words(rng, 5)), margin, margin, 12.0, "title")])
+    top = margin + 3 * fs
+    header = ["Item"] + [w_.title() for w_ in _words(rng, n_cols - 1)]
+    for c, cell in enumerate(header):
+        page.lines.append(TextLine(cell, margin + c * col_w + 6, top + 0.6 * fs, fs, "header"))
+    asked = set(rng.sample(range(n_rows), min(4, n_rows)))
+    for r in range(n_rows):
+        gid = f"row{r}"
+        label = _made_up_word(rng, used).title()
+        value = _made_up_word(rng, used)
+        cells = [label] + [value if c == 1 else f"{rng.randint(1, 9999)}" for c in range(1, n_cols)]
+        y = top + (r + 1) * row_h + 0.6 * fs
+        for c, cell in enumerate(cells):
+            page.lines.append(TextLine(cell, margin + c * col_w + 6, y, fs, gid))
+        if r in asked:
+            qs.append(BlockQuestion(f"{label.lower()} {value}", p, gid, "table_row"))
+    for r in (0, 1, n_rows + 1):  # booktabs style: top, header and bottom rules only
+        page.rules.append((margin, top + r * row_h, w - margin, top + r * row_h))
+    return page
+
+
+def _form_page(rng, used, size, qs, p):
+    """Label/value pairs on spaced rows and a multi-line address beside its label."""
+    w, h = size
+    margin, fs = 60.0, 10.0
+    page = SynthPage(size, [TextLine("Application Form " + _made_up_word(rng, used).title(), margin, margin, 15.0,
+                                     "title")])
+    y = margin + 40
+    labels = ["Applicant name", "Reference", "Department", "Project title", "Contact person", "Phone", "Email",
+              "Start date", "Budget code", "Supervisor", "Location", "Notes"]
+    rng.shuffle(labels)
+    n_fields = rng.randint(6, 9)
+    address_at = rng.randrange(n_fields)
+    for i in range(n_fields):
+        if i == address_at:
+            page.lines.append(TextLine("Mailing address:", margin, y, fs, "addr_label"))
+            street = f"{rng.randint(2, 400)} {_made_up_word(rng, used).title()} Street"
+            town = f"{_made_up_word(rng, used).title()} City"
+            for k, text in enumerate([street, town, f"Postcode {rng.randint(10000, 99999)}"]):
+                page.lines.append(TextLine(text, margin + 160, y + k * 1.25 * fs, fs, "address"))
+            qs.append(BlockQuestion(f"{street.split()[1].lower()} {town.split()[0].lower()}", p, "address", "address"))
+            y += 3 * 1.25 * fs + 1.4 * fs
+            continue
+        gid = f"f{i}"
+        value = f"{_made_up_word(rng, used).title()} {_made_up_word(rng, used).title()}"
+        page.lines.append(TextLine(f"{labels[i]}:", margin, y, fs, gid))
+        page.lines.append(TextLine(value, margin + 160, y, fs, gid))
+        qs.append(BlockQuestion(f"{labels[i].split()[0].lower()} {value.split()[0].lower()}", p, gid, "form_field"))
+        y += 2.4 * fs
+    return page
+
+
+def _line_page(rng, used, size, qs, p):
+    """Sparse single lines (as the sample corpus): a fact's ground truth is its own line."""
+    margin, fs = 60.0, 11.0
+    page = SynthPage(size)
+    n = 18
+    facts = set(rng.sample(range(n), 3))
+    for i in range(n):
+        y = margin + i * fs * 2.2  # visibly separate lines (a list of entries), not a double-spaced paragraph
+        if i in facts:
+            text, keys = _keyed_text(rng, used, rng.randint(4, 7))
+            page.lines.append(TextLine(text, margin, y, fs, f"l{i}"))
+            qs.append(BlockQuestion(" ".join(keys), p, f"l{i}", "line"))
+        else:
+            page.lines.append(TextLine(_filler(rng, size[0] - 2 * margin, fs), margin, y, fs, None))
+    return page
+
+
+BLOCK_LAYOUTS = ("paragraphs", "two_columns", "table", "form", "figures", "lines")
+
+
+def block_pages(n_pages: int = 18, seed: int = 0) -> tuple[list[SynthPage], list[BlockQuestion]]:
+    """``n_pages`` Letter pages cycling through :data:`BLOCK_LAYOUTS`, and their questions."""
+    rng, used = random.Random(seed), set()
+    pages, qs = [], []
+    for p in range(n_pages):
+        layout = BLOCK_LAYOUTS[p % len(BLOCK_LAYOUTS)]
+        make = {"paragraphs": _paragraph_page, "two_columns": lambda *a: _paragraph_page(*a, two_columns=True),
+                "table": _table_page, "form": _form_page, "figures": _figure_page, "lines": _line_page}[layout]
+        pages.append(make(rng, used, LETTER, qs, p))
+    return pages, qs
+
+
+def write_block_dataset(out: str | Path, n_pages: int = 18, seed: int = 0, dpi: float = 150.0) -> Path:
+    """Render :func:`block_pages` to ``out/page_NNN.png`` and write ``out/dataset.jsonl`` (snappy's
+    generic eval format: one question a line, its block's box as ground truth, ``category`` = the
+    block kind). Returns the JSONL path."""
+    from snappy.pages import RenderOptions, iter_pages
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    pages, qs = block_pages(n_pages, seed)
+    for p, page in enumerate(pages):
+        pdf = SynthDoc(f"page_{p:03d}", [page]).write_pdf_bytes()
+        img = next(iter(iter_pages(pdf, RenderOptions(dpi=dpi)))).image
+        img.save(out / f"page_{p:03d}.png")
+    with open(out / "dataset.jsonl", "w", encoding="utf-8") as fh:
+        for i, q in enumerate(qs):
+            box = pages[q.page].box_px(q.block, dpi)
+            fh.write(json.dumps({"id": f"q{i:04d}", "query": q.query, "image": f"page_{q.page:03d}.png",
+                                 "boxes": [[round(v, 2) for v in box]], "category": q.kind}) + "\n")
+    return out / "dataset.jsonl"
+
+
 # ---------------------------------------------------------------------- bad-input corpus
 # Odd, broken and hostile inputs for the "one bad file never fails or hangs a run" tests. Each
 # entry says what must happen to it: "indexed" (renders, even if its name or bytes are odd),
@@ -667,3 +860,24 @@ def bad_s3_objects(seed: int = 0) -> list[tuple[str, bytes, str]]:
     objs.append(("plain-folder/", b"", SKIPPED))
     rng.shuffle(objs)
     return objs
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m snappy.synth blocks OUT [--pages N] [--seed S] [--dpi D]``: the block-level eval set."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m snappy.synth", description="Generated documents with known boxes.")
+    sub = p.add_subparsers(dest="what", required=True)
+    b = sub.add_parser("blocks", help="pages whose truth is a block or a line, as an eval JSONL + PNGs")
+    b.add_argument("out")
+    b.add_argument("--pages", type=int, default=18)
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--dpi", type=float, default=150.0)
+    args = p.parse_args(argv)
+    path = write_block_dataset(args.out, args.pages, args.seed, args.dpi)
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -12,13 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from snappy._compat import ensure_torchvision_importable
+from snappy import geometry  # `import snappy` makes torchvision (hence transformers) importable
+from snappy.encoders.tiny import build_tiny_processor
 from snappy.grid import GridBlock, PatchGrid
-
-ensure_torchvision_importable()
-
-from snappy import geometry  # noqa: E402
-from snappy.encoders.tiny import build_tiny_processor  # noqa: E402
 
 PAGE_SIZES = [
     (595, 842), (1240, 1754),  # A4 at 72 and 150 dpi
@@ -246,3 +242,40 @@ def test_idefics3_counts_other_configs(fam, longest_edge):
         g = geometry.grid_for(proc, p.size, family=fam)
         assert g.n_tokens == n, (p.size, longest_edge)
         assert geometry.idefics3_tiles(p.size, longest_edge=longest_edge, tile=512) == rc
+
+
+def smart_resize_sizes(n: int = 10_000, seed: int = 0) -> list[tuple[int, int]]:
+    """~20,000 (width, height): page-like sizes, and thin ones (a side of 1-60 px), both ways round."""
+    rng = np.random.default_rng(seed)
+    pages = rng.integers(100, 5001, size=(n, 2))
+    short, long_ = rng.integers(1, 61, size=n), rng.integers(1, 8001, size=n)
+    flip = rng.random(n) < 0.5
+    thin = np.stack([np.where(flip, long_, short), np.where(flip, short, long_)], axis=1)
+    fixed = [(5, 948), (948, 5), (14, 855), (13, 861), (1, 1), (1, 200), (1, 201), (28, 28)]
+    return fixed + [tuple(map(int, s)) for s in np.concatenate([pages, thin])]
+
+
+@pytest.mark.parametrize("factor,min_pixels,max_pixels", [
+    (28, 4 * 28 * 28, 768 * 28 * 28),  # the lexical encoder's defaults, ColQwen2.5's token cap
+    (28, 56 * 56, 28 * 28 * 1280),  # transformers' Qwen2-VL defaults
+    (32, 3136, 1003520),  # a patch-16 (Qwen3-VL-like) factor
+])
+def test_smart_resize_is_transformers_own(factor, min_pixels, max_pixels):
+    """geometry.smart_resize (what qwen_grid and the lexical grid use) equals transformers' on
+    every size, thin ones included, and refuses the same sizes (aspect ratio over 200)."""
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize as hf_smart_resize
+
+    def outcome(fn, w, h):
+        try:
+            return fn(h, w, factor=factor, min_pixels=min_pixels, max_pixels=max_pixels)
+        except ValueError as e:
+            return ("ValueError", str(e))
+
+    sizes = smart_resize_sizes()
+    assert len(sizes) > 20_000 and sum(min(s) < 28 for s in sizes) > 4000
+    bad = [(s, ours, theirs) for s in sizes
+           if (ours := outcome(geometry.smart_resize, *s)) != (theirs := outcome(hf_smart_resize, *s))]
+    assert not bad, bad[:5]
+    refused = sum(outcome(geometry.smart_resize, *s)[0] == "ValueError" for s in sizes)
+    assert 0 < refused < len(sizes) // 4  # both branches exercised
+    assert geometry.smart_resize(948, 5, factor=28, min_pixels=3136, max_pixels=768 * 784) == (784, 28)

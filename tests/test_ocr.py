@@ -1,6 +1,7 @@
 """OCR engines: real OCR on generated pages with known text boxes, options, model folders."""
 from __future__ import annotations
 
+import os
 import re
 import threading
 from pathlib import Path
@@ -216,6 +217,10 @@ def test_parse_options_from_names_dicts_and_objects():
         ({"kind": "rapid", "lang": "en"}, r"rapid OCR: unknown option\(s\) \['lang'\]"),
         ({"kind": "paddle", "level": "block"}, "unknown level 'block'"),
         ({"kind": "tesseract", "psm": 14}, "psm must be in 0..13"),
+        ({"kind": "rapid", "num_threads": -1}, "num_threads must be an integer >= 0"),
+        ({"kind": "paddle", "cpu_threads": 1.5}, "cpu_threads must be an integer >= 0"),
+        ({"kind": "tesseract", "threads": -2}, "threads must be an integer >= 0"),
+        ({"kind": "paddle", "rec_batch_size": 0}, "rec_batch_size must be an integer >= 1"),
     ],
 )
 def test_parse_options_errors(spec, match):
@@ -229,6 +234,110 @@ def test_make_ocr_none_and_kinds():
     assert {c.kind for c in (PaddleOcrOptions, RapidOcrOptions, TesseractOcrOptions)} == {"paddle", "rapid", "tesseract"}
     with pytest.raises(FileNotFoundError, match="det_model_path"):
         make_ocr("rapid", det_model_path="/nonexistent/det.onnx")
+
+
+# --- CPU settings (docs/ocr.md): one thread, recognition batches of 1 --------------------
+
+
+def test_cpu_defaults_and_resolution():
+    from snappy.ocr.options import resolve_threads
+    from snappy.ocr.rapid import rapidocr_params
+
+    assert (PaddleOcrOptions().cpu_threads, RapidOcrOptions().num_threads, TesseractOcrOptions().threads) == (None,) * 3
+    assert [resolve_threads(n) for n in (None, 0, 3)] == [1, None, 3]  # None: 1 thread; 0: the library's default
+    assert PaddleOcrOptions().rec_batch_size is None and RapidOcrOptions().rec_batch_size == 6
+    assert RapidOcrOptions().use_cls is False and RapidOcrOptions().mem_arena is True
+    params = rapidocr_params(RapidOcrOptions())
+    assert params["EngineConfig.onnxruntime.intra_op_num_threads"] == 1 and params["Rec.rec_batch_num"] == 6
+    assert params["EngineConfig.onnxruntime.enable_cpu_mem_arena"] is True
+    params = rapidocr_params(RapidOcrOptions(num_threads=0, rec_batch_size=1, mem_arena=False))
+    assert "EngineConfig.onnxruntime.intra_op_num_threads" not in params and params["Rec.rec_batch_num"] == 1
+    assert params["EngineConfig.onnxruntime.enable_cpu_mem_arena"] is False
+
+
+@pytest.fixture
+def ort_threads(monkeypatch):
+    """Records (model file, intra_op_num_threads, enable_cpu_mem_arena) of every ONNX Runtime session created."""
+    import onnxruntime as ort
+
+    seen: list = []
+    init = ort.InferenceSession.__init__
+
+    def record(self, path_or_bytes, sess_options=None, *args, **kwargs):
+        path = Path(str(path_or_bytes))
+        opts = sess_options or ort.SessionOptions()
+        seen.append((f"{path.parent.name}/{path.name}", opts.intra_op_num_threads, opts.enable_cpu_mem_arena))
+        return init(self, path_or_bytes, sess_options, *args, **kwargs)
+
+    monkeypatch.setattr(ort.InferenceSession, "__init__", record)
+    return seen
+
+
+def test_paddle_threads_and_batch_reach_paddleocr(monkeypatch, ocr_cache):
+    """PaddleOCR's own cpu_threads never reaches ONNX Runtime: snappy passes engine_config."""
+    import paddleocr
+
+    calls: list = []
+
+    class Fake:
+        def __init__(self, **kwargs):
+            calls.append(kwargs)
+
+    monkeypatch.setattr(paddleocr, "PaddleOCR", Fake)
+    make_ocr("paddle", cache_dir=str(ocr_cache))
+    make_ocr("paddle", cache_dir=str(ocr_cache), cpu_threads=3, rec_batch_size=1)
+    make_ocr("paddle", cache_dir=str(ocr_cache), cpu_threads=0)
+    make_ocr("paddle", cache_dir=str(ocr_cache), engine="paddle")
+    default, three, all_cores, static = calls
+    assert default["engine_config"] == {"onnxruntime": {"intra_op_num_threads": 1}}
+    assert "text_recognition_batch_size" not in default and "cpu_threads" not in default  # batch: PaddleOCR's 6
+    assert three["engine_config"] == {"onnxruntime": {"intra_op_num_threads": 3}}
+    assert three["text_recognition_batch_size"] == 1
+    assert "engine_config" not in all_cores and "cpu_threads" not in all_cores
+    assert static["cpu_threads"] == 1 and "engine_config" not in static  # PaddlePaddle's engine takes cpu_threads
+
+
+def test_paddle_onnx_sessions_get_the_thread_count(ort_threads, ocr_cache, page):
+    engine = make_ocr("paddle", cache_dir=str(ocr_cache), cpu_threads=2)
+    runs = sorted(x for x in ort_threads if x[0].endswith("/inference.onnx"))  # not provisioning's metadata read
+    assert runs == [("PP-OCRv6_small_det/inference.onnx", 2, True), ("PP-OCRv6_small_rec/inference.onnx", 2, True)]
+    img, lines, _ = page
+    found = "".join(_norm(r.text) for r in engine.recognize(img))
+    assert all(_norm(text) in found for text in lines)
+
+
+def test_rapid_onnx_sessions_get_the_thread_count(ort_threads, page):
+    img, lines, _ = page
+    engine = make_ocr("rapid")  # rapidocr loads its models on the first page
+    found = "".join(_norm(r.text) for r in engine.recognize(img))
+    assert all(_norm(text) in found for text in lines)
+    assert sorted(ort_threads) == [("models/PP-OCRv6_det_small.onnx", 1, True), ("models/PP-OCRv6_rec_small.onnx", 1, True)]
+    assert engine._ocr.text_rec.rec_batch_num == 6
+    ort_threads.clear()
+    engine = make_ocr("rapid", num_threads=0, mem_arena=False, rec_batch_size=1)
+    engine.recognize(img)
+    assert {(n, arena) for _, n, arena in ort_threads} == {(0, False)}  # 0: ONNX Runtime's own default (all cores)
+    assert engine._ocr.text_rec.rec_batch_num == 1
+
+
+def test_tesseract_thread_limit_reaches_the_process(tmp_path, monkeypatch, page):
+    if not tesseract_available():
+        pytest.skip("tesseract binary not installed")
+    import shutil
+
+    log = tmp_path / "omp.log"
+    wrapper = tmp_path / "tesseract-wrapper"
+    wrapper.write_text(f'#!/bin/sh\necho "limit=$OMP_THREAD_LIMIT" >> "{log}"\nexec "{shutil.which("tesseract")}" "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.delenv("OMP_THREAD_LIMIT", raising=False)
+    img, lines, _ = page
+    for threads, expect in ((None, "limit=1"), (2, "limit=2"), (0, "limit=")):
+        log.unlink(missing_ok=True)
+        regions = make_ocr("tesseract", tesseract_cmd=str(wrapper), threads=threads).recognize(img)
+        assert log.read_text().splitlines()[-1] == expect  # the recognition call (the last one logged)
+        found = "".join(_norm(r.text) for r in regions)
+        assert all(_norm(text) in found for text in lines)
+    assert "OMP_THREAD_LIMIT" not in os.environ  # this process is left alone
 
 
 # --- PaddleOCR model folders -----------------------------------------------------------

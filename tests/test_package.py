@@ -19,3 +19,60 @@ def test_python_snappy_clash_is_detected(monkeypatch):
 
 def test_no_clash_in_this_environment():
     assert snappy._python_snappy_clash() is None
+
+
+# ------------------------------------------------------------------ CPU torch + CUDA torchvision
+# Each check runs in a fresh interpreter: in this process torchvision may already be imported.
+
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+
+def _python(code: str, timeout: float = 300) -> str:
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r.stdout
+
+
+def test_import_snappy_then_colpali_engine():
+    """The line a user writes; without snappy's hook it raises `Could not import module 'Gemma3Model'`."""
+    _python("import snappy, colpali_engine")
+
+
+def test_geometry_needs_no_explicit_compat_call():
+    out = _python(
+        "from snappy.geometry import qwen_grid, idefics3_grid\n"
+        "print(qwen_grid((1700, 2200), min_pixels=3136, max_pixels=768 * 784).shape)\n"
+        "print(idefics3_grid((1700, 2200), longest_edge=1456, tile=364, tokens_per_tile=169).n_tokens)\n"
+        "from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize\n"
+        "print(smart_resize(2200, 1700, min_pixels=3136, max_pixels=768 * 784))\n"
+        "import torchvision.transforms.functional\n")
+    assert out.split("\n")[:3] == ["(31, 24)", str(17 * 169), "(868, 672)"]
+
+
+def test_import_snappy_stays_cheap():
+    """No torch at `import snappy`, nor on the weight-free path (lexical encoder, query checks)."""
+    out = _python(
+        "import sys, snappy, snappy.encoders.lexical, snappy.search.query, snappy.geometry\n"
+        "from snappy._compat import TorchvisionImportHook\n"
+        "print(sorted(m for m in ('torch', 'torchvision', 'transformers') if m in sys.modules))\n"
+        "print(sum(isinstance(f, TorchvisionImportHook) for f in sys.meta_path))\n"
+        "import importlib; importlib.reload(snappy)\n"  # installing twice keeps one hook
+        "print(sum(isinstance(f, TorchvisionImportHook) for f in sys.meta_path))\n")
+    assert out.split("\n")[:3] == ["[]", "1", "1"]
+
+
+def test_hook_runs_once_and_steps_aside(monkeypatch):
+    from snappy import _compat
+
+    calls = []
+
+    def fake_ensure():  # the real one looks torchvision up itself: that must not recurse
+        calls.append(hook.find_spec("torchvision"))
+        return False
+
+    monkeypatch.setattr(_compat, "ensure_torchvision_importable", fake_ensure)
+    hook = _compat.TorchvisionImportHook()
+    assert hook.find_spec("numpy") is None and calls == []
+    assert hook.find_spec("torchvision") is None and calls == [None] and hook.state == "done"
+    assert hook.find_spec("torchvision") is None and calls == [None]  # inert afterwards

@@ -158,7 +158,7 @@ def test_searcher_on_the_pipeline_index_finds_each_fact(ocr_run, sample_corpus):
     cfg, _ = ocr_run
     _, facts, docs = sample_corpus
     searcher = Searcher(cfg.index)
-    results = searcher.query_batch([f.query for f in facts], top_pages=2, threshold="p50")
+    results = searcher.query_batch([f.query for f in facts], top_pages=2, threshold="p50", level="line")
     for fact, pages in zip(facts, results):
         top = pages[0]
         assert (top.uri.rsplit("/", 1)[-1], top.page_number) == (f"{fact.doc}.pdf", fact.page_number), fact.query
@@ -166,8 +166,16 @@ def test_searcher_on_the_pipeline_index_finds_each_fact(ocr_run, sample_corpus):
             fact.line_text, DPI)
         best_region = top.regions[0]
         assert max(iou(best_region.bbox, t) for t in truth) >= 0.5, (fact.query, best_region.text)
-        n_regions = searcher.regions_of([top.page_id])[top.page_id].num_rows
-        assert 1 <= len(top.regions) <= (n_regions + 1) // 2  # p50 keeps at most half the page
+        lines = searcher.regions_of([top.page_id])[top.page_id].filter(pc.not_equal(pc.field("level"), "block"))
+        assert 1 <= len(top.regions) <= (lines.num_rows + 1) // 2  # p50 keeps at most half the page's lines
+    # the default (blocks, gap rule): the table question gets the table row holding its cell
+    cardamom = next(f for f in facts if "cardamom" in f.query)
+    (top, *_) = searcher.query(cardamom.query, top_pages=1)
+    truth = next(d for d in docs if d.name == cardamom.doc).pages[cardamom.page_number - 1].line_boxes_px(
+        cardamom.line_text, DPI)[0]
+    row = top.regions[0]
+    assert row.level == "block" and "Kerala" in row.text and "cardamom" in row.text and "340" in row.text
+    assert row.bbox[0] <= truth[0] + 5 and row.bbox[2] >= truth[2] - 5  # the cell lies inside its row
 
 
 def test_cli_index_then_query(ray_session, corpus_dir, tmp_path):

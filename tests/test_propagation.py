@@ -121,6 +121,6 @@ def test_ties_do_not_blow_the_budget():
     assert list(select_regions(np.array([3.0, 2.0, 1.0, 1.0]), "top2")) == [0, 1]
 
 
-@pytest.mark.parametrize("spec", ["p50", "adaptive", "top1", "top3"])
+@pytest.mark.parametrize("spec", ["p50", "adaptive", "top1", "top3", "gap", "gap:0.1"])
 def test_a_lone_region_is_kept_by_relative_rules(spec):
     assert list(select_regions(np.array([0.3]), spec)) == [0]

@@ -54,8 +54,12 @@ def test_hand_built_top_page_and_region(hand_index):
     assert top[0].bbox_norm == pytest.approx((0.25, 0.0, 0.75, 0.25)) and top[0].score == pytest.approx(1.0)
     assert res[0].patch_scores.shape == (16,) and res[0].patch_scores[1] == pytest.approx(1.0)
     # a two-token query: e5 and e7 both on page a/2; e7 sits in patch 9 (row 2) -> region "other"
-    (res,) = s.search_vectors([np.stack([e(5), e(7)])], top_pages=1, threshold="top2", method="max")
+    (res,) = s.search_vectors([np.stack([e(5), e(7)])], top_pages=1, threshold="top2", method="max", level="line")
     assert res[0].score == pytest.approx(2.0) and [r.text for r in res[0].regions] == ["target", "other"]
+    # "other" and "third" are stacked lines: one block. auto returns it whole ("other" is 2/3 of its area)
+    (auto,) = s.search_vectors([np.stack([e(5), e(7)])], top_pages=1, threshold="top2", method="max", level="auto")
+    assert [(r.text, r.level) for r in auto[0].regions] == [("target", "line"), ("other third", "block")]
+    assert auto[0].regions[1].bbox == (0, 200, 400, 400) and auto[0].peak > 0 and auto[0].reason is None
     d = res[0].to_dict()
     assert d["page_number"] == 2 and d["regions"][0]["bbox"] == [100.0, 0.0, 300.0, 100.0]
 
@@ -143,7 +147,7 @@ def test_lexical_index_real_regions(tmp_path):
     cases = {"quarterly revenue": ("mem://report.pdf", 1, "Quarterly revenue grew by twelve percent"),
              "total amount due": ("mem://report.pdf", 2, "Total amount due 1234 EUR"),
              "signature director": ("mem://letter.pdf", 1, "Signature of the director")}
-    results = s.query_batch(list(cases), top_pages=2, threshold="top1")
+    results = s.query_batch(list(cases), top_pages=2, threshold="top1", level="line")
     for (q, (uri, page, text)), res in zip(cases.items(), results):
         assert (res[0].uri, res[0].page_number, res[0].regions[0].text) == (uri, page, text), q
         assert res[0].score > res[1].score
@@ -161,8 +165,11 @@ def test_query_actor_body(tmp_path):
 
     store = write_index(str(tmp_path / "idx"), LEXICAL_DOCS)
     actor = QueryActorImpl(store.uri)
-    pages = actor.query("total amount due", top_pages=1, threshold="top1")
+    pages = actor.query("total amount due", top_pages=1, threshold="top1", level="line")
     assert pages[0]["regions"][0]["text"] == "Total amount due 1234 EUR" and pages[0]["page_number"] == 2
+    (page,) = actor.query("total amount due", top_pages=1)  # default: blocks (the two lines share a row)
+    assert [(r["text"], r["level"]) for r in page["regions"]] == [
+        ("Invoice number 4521 issued in March Total amount due 1234 EUR", "block")]
     assert actor.info()["pages"] == 3 and actor.refresh() is False
     out = QueryUDF(store.uri, top_pages=1, threshold="top1")({"query": np.array(["signature director"])})
     import json

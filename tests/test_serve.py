@@ -128,7 +128,8 @@ def test_router_validates_merges_and_pins_one_snapshot(tmp_path):
                             ({"query": "tax", "top_pages": 101}, "top_pages"),
                             ({"query": "tax", "top_pages": "3"}, "top_pages"),
                             ({"query": "tax", "threshold": "p500"}, "threshold"),
-                            ({"query": "tax", "method": "sum"}, "method"), (["tax"], "body"), ({}, "query")):
+                            ({"query": "tax", "method": "sum"}, "method"), ({"query": "tax", "level": "page"}, "level"),
+                            ({"query": "___"}, "query"), (["tax"], "body"), ({}, "query")):
             with pytest.raises(QueryError) as e:
                 asyncio.run(router.query(body))
             assert e.value.field == field, body
@@ -261,13 +262,19 @@ def test_http_endpoints_answer_like_the_cli(service):
     assert status == 200 and version["snapshot"] == snap.seq
     assert [s["versions"] for s in version["shards"]] == [snap.versions] * 2
     assert sum(s["pages"] for s in version["shards"]) == Searcher(uri).n_pages
-    body = {"query": "total amount due", "top_pages": 3, "threshold": "top2", "method": "iou"}
-    status, pages, headers = _post(f"{base}/query", body)
-    assert status == 200 and int(headers["x-snappy-snapshot"]) == snap.seq
-    cli = CliRunner().invoke(app, ["query", uri, "total amount due", "-k", "3", "--threshold", "top2", "--json"])
-    assert cli.exit_code == 0, cli.output
+    for level in ("line", "block", "auto"):
+        body = {"query": "total amount due", "top_pages": 3, "threshold": "top2", "method": "iou", "level": level}
+        status, pages, headers = _post(f"{base}/query", body)
+        assert status == 200 and int(headers["x-snappy-snapshot"]) == snap.seq
+        cli = CliRunner().invoke(app, ["query", uri, "total amount due", "-k", "3", "--threshold", "top2",
+                                       "--level", level, "--json"])
+        assert cli.exit_code == 0, cli.output
+        _same(pages, json.loads(cli.stdout))
+        assert pages[0].keys() == json.loads(cli.stdout)[0].keys()
+    status, pages, _ = _post(f"{base}/query", {"query": "total amount due"})  # the defaults: blocks, gap
+    cli = CliRunner().invoke(app, ["query", uri, "total amount due", "--json"])
+    assert status == 200 and pages and all(r["level"] in ("line", "block") for p in pages for r in p["regions"])
     _same(pages, json.loads(cli.stdout))
-    assert pages[0].keys() == json.loads(cli.stdout)[0].keys()
 
 
 @pytest.mark.parametrize("body, field", [
@@ -275,6 +282,7 @@ def test_http_endpoints_answer_like_the_cli(service):
     ({"query": "revenue " * 300}, "query"), ({"query": "tax", "top_pages": 0}, "top_pages"),
     ({"query": "tax", "top_pages": 1000}, "top_pages"), ({"query": "tax", "threshold": "p500"}, "threshold"),
     ({"query": "tax", "threshold": "sometimes"}, "threshold"), ({"query": "tax", "method": "sum"}, "method"),
+    ({"query": "tax", "level": "paragraph"}, "level"), ({"query": "_ - _"}, "query"),
     (b"{not json", "body"), (["tax"], "body"), ({"top_pages": 3}, "query"),
 ])
 def test_bad_requests_get_400_with_a_reason(service, body, field):

@@ -50,7 +50,7 @@ def make_encoder(spec: str = "lexical", device: str | None = None, **options) ->
 
 def _parse_lexical_id(encoder_id: str) -> LexicalOptions:
     """Inverse of LexicalEncoder.encoder_id (``lexical:d128:p28:t768:h8:s0``)."""
-    keys = {"d": "dim", "p": "patch_px", "t": "max_num_visual_tokens", "h": "hashes", "s": "seed"}
+    keys = {"d": "dim", "p": "patch_px", "t": "max_num_visual_tokens", "h": "hashes", "s": "seed", "v": "version"}
     fields = {}
     for part in encoder_id.split(":")[1:]:
         m = re.fullmatch(r"([a-z])(-?\d+)", part)

@@ -13,7 +13,7 @@ from typing import List, Optional
 
 import typer
 
-from snappy.eval.report import paper_table, precision_table, systems_table
+from snappy.eval.report import comparison_table, paper_table, precision_table, systems_table
 
 log = logging.getLogger(__name__)
 
@@ -75,11 +75,24 @@ def _predictions_mode(files: List[Path], dataset: Optional[str], fmt: str, annot
     rows = list(results.items()) + ([("union of selections", results_union)] if results_union else [])
     typer.echo(precision_table([(n, r["precision"]) for n, r in rows]))
     for split in ("single_page", "multi_page"):
-        sub = [(n, r[split]) for n, r in results.items() if split in r]
-        if sub:
-            typer.echo(f"\n{split.replace('_', '-')} questions (paper protocol: every GT box against the first page's "
-                       "selection):\n")
-            typer.echo(paper_table(sub))
+        known = [(n, r[split]) for n, r in results.items() if split in r]
+        if not known:
+            continue  # no dataset joined: single/multi-page unknown
+        what = split.replace("_", "-")
+        sub = [(n, r) for n, r in known if r.get("n_samples")]
+        if not sub:
+            typer.echo(f"\n{what} questions: none in these predictions.")
+            continue
+        protocol = ("each evidence page scored against its own page's selection" if all(
+            p.pages for preds in runs.values() for p in preds if p.multi_page == (split == "multi_page"))
+            else "paper protocol: every GT box against one selection")
+        typer.echo(f"\n{what} questions ({protocol}):\n")
+        typer.echo(paper_table(sub))
+
+
+def _split_list(values: Optional[List[str]]) -> list[str]:
+    """Repeated and/or comma-separated option values, in order."""
+    return [v.strip() for item in (values or []) for v in item.split(",") if v.strip()]
 
 
 def eval_command(
@@ -91,11 +104,12 @@ def eval_command(
     index: Optional[str] = typer.Option(None, "--index", help="Read pages from this snappy index instead of running OCR + encoder."),
     encoder: str = typer.Option("lexical", "--encoder", help="Encoder spec (lexical, tiny, colqwen2.5, an HF id or folder)."),
     ocr: str = typer.Option("paddle", "--ocr", help="OCR engine (paddle, rapid, tesseract)."),
-    threshold: str = typer.Option("p50", "--threshold", help="p50 | adaptive[:k] | topK | a number"),
-    method: str = typer.Option("iou", "--method", help="Region scoring: iou (paper) | max | mean | ior"),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (summary.json, samples.jsonl, report.md, figures)."),
+    thresholds: List[str] = typer.Option(["p50"], "--thresholds", "--threshold", help="Selection(s), comma-separated or repeated: p50 | adaptive[:k] | topK | a number. Several are evaluated from one OCR + encoder pass and compared in one report."),
+    methods: List[str] = typer.Option(["iou"], "--method", "--methods", help="Region scoring, comma-separated or repeated: iou (paper) | max | mean | ior."),
+    name: Optional[str] = typer.Option(None, "--name", help="The run's name in tables and reports (default: OCR+encoder, or index:NAME)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (run.json, summary.json, samples.jsonl, report.md, figures)."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N samples."),
-    resume: bool = typer.Option(True, "--resume/--no-resume", help="Skip samples already in OUT/samples.jsonl."),
+    resume: bool = typer.Option(True, "--resume/--no-resume", help="Skip samples already in OUT (only if OUT/run.json has the same settings); --no-resume starts over."),
     random_repeats: int = typer.Option(20, "--random-repeats"),
     seed: int = typer.Option(0, "--seed"),
     overlap: float = typer.Option(0.5, "--overlap", help="Region-level criterion: share of a region inside the GT union."),
@@ -103,7 +117,7 @@ def eval_command(
     approx_text_tokens: bool = typer.Option(False, "--approx-text-tokens", help="If cl100k_base is unavailable, count text tokens approximately (reported as such)."),
     no_tokens: bool = typer.Option(False, "--no-tokens", help="Skip token counts."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress with ETA (a bar on a terminal, else a log line every 30 s)."),
     ray_actors: int = typer.Option(0, "--ray-actors", help="Spread samples over N Ray actors (0: this process)."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray address (default: $RAY_ADDRESS, else a local Ray)."),
 ) -> None:
@@ -116,26 +130,117 @@ def eval_command(
             return
         if not dataset:
             _fail("give --predictions FILE or --dataset PATH")
-        _dataset_mode(dataset, fmt, annotations, index, encoder, ocr, threshold, method, out, limit, resume,
-                      random_repeats, seed, overlap, tiktoken_file, approx_text_tokens, no_tokens, as_json, progress,
-                      ray_actors, ray_address, (ctx.obj or {}).get("eval_on_ray"))
+        _dataset_mode(dataset, fmt, annotations, index, encoder, ocr, _split_list(thresholds), _split_list(methods),
+                      out, limit, resume, random_repeats, seed, overlap, tiktoken_file, approx_text_tokens, no_tokens,
+                      as_json, progress, ray_actors, ray_address, (ctx.obj or {}).get("eval_on_ray"), name)
     except DatasetError as e:
         _fail(str(e))
 
 
-def _dataset_mode(dataset, fmt, annotations, index, encoder, ocr, threshold, method, out, limit, resume,
-                  random_repeats, seed, overlap, tiktoken_file, approx_text_tokens, no_tokens, as_json, progress,
-                  ray_actors=0, ray_address=None, eval_on_ray=None) -> None:
-    from snappy.eval.datasets import load_dataset
-    from snappy.eval.report import markdown_report, write_report
-    from snappy.eval.runner import EvalConfig, run, summarize_records
-    from snappy.eval.tokens import TokenizerUnavailable, text_counter
-    from snappy.propagation import Threshold
+def _package_versions(names: List[str]) -> dict:
+    from importlib import metadata
 
+    out = {}
+    for n in names:
+        try:
+            out[n] = metadata.version(n)
+        except metadata.PackageNotFoundError:
+            out[n] = None
+    return out
+
+
+_OCR_PACKAGES = {"paddle": ["paddleocr", "paddlex", "onnxruntime"], "rapid": ["rapidocr", "onnxruntime"],
+                 "tesseract": ["pytesseract"], "none": []}
+
+
+def _dataset_fingerprint(samples) -> str:
+    """sha256 over the loaded questions (ids, queries, modes, page refs and GT boxes)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for s in samples:
+        h.update(json.dumps([s.sample_id, s.query, s.mode, [[str(p.image), p.page, p.gt_boxes.tolist()]
+                                                             for p in s.pages]]).encode())
+    return h.hexdigest()
+
+
+def _dataset_ref(dataset: str) -> str:
+    return dataset if "://" in dataset or dataset.startswith("hf:") else str(Path(dataset).resolve())
+
+
+def run_settings(dataset: str, fmt: str, annotations: Optional[str], fingerprint: str, index: Optional[str],
+                 encoder: str, ocr: str, cfgs: dict, text_tokens: Optional[str]) -> dict:
+    """What a run's records depend on (stored in OUT/run.json; a resume needs them equal)."""
+    import snappy
+    from snappy.ocr import parse_ocr_options
+
+    first = next(iter(cfgs.values()))
+    versions = {"snappy": snappy.__version__}
+    ocr_opts = None
+    if index:
+        versions.update(_package_versions(["pylance"]))
+    else:
+        ocr_opts = parse_ocr_options(ocr).to_dict()
+        versions.update(_package_versions(_OCR_PACKAGES.get(ocr_opts["kind"], [])))
+    if not (encoder.startswith(("lexical", "null", "none"))):
+        versions.update(_package_versions(["colpali-engine", "transformers", "torch"]))
+    return {
+        "dataset": {"path": _dataset_ref(dataset), "format": fmt,
+                    "annotations": _dataset_ref(annotations) if annotations else None, "sha256": fingerprint},
+        "index": _dataset_ref(index) if index else None, "ocr": ocr_opts, "encoder": encoder,
+        "thresholds": list(dict.fromkeys(c.threshold for c in cfgs.values())),
+        "methods": list(dict.fromkeys(c.method for c in cfgs.values())),
+        "reduce": first.reduce, "overlap": first.overlap, "random_repeats": first.random_repeats, "seed": first.seed,
+        "curve": list(first.curve), "hit_thresholds": list(first.hit_thresholds), "text_tokens": text_tokens,
+        "versions": versions,
+    }
+
+
+def default_run_name(index: Optional[str], encoder: str, ocr: str) -> str:
+    if index:
+        return f"index:{Path(index.rstrip('/')).name or index}"
     try:
-        Threshold.parse(threshold)
+        from snappy.ocr import parse_ocr_options
+
+        kind = parse_ocr_options(ocr).kind
+    except ValueError:
+        kind = ocr
+    return f"{kind}+{encoder}"
+
+
+def _dataset_mode(dataset, fmt, annotations, index, encoder, ocr, thresholds, methods, out, limit, resume,
+                  random_repeats, seed, overlap, tiktoken_file, approx_text_tokens, no_tokens, as_json, progress,
+                  ray_actors=0, ray_address=None, eval_on_ray=None, name=None) -> None:
+    from snappy.eval.datasets import load_dataset
+    from snappy.eval.report import write_comparison, write_report
+    from snappy.eval.runner import (
+        EvalConfig,
+        RunSettingsMismatch,
+        SelectionSet,
+        compare_selections,
+        plan_selections,
+        run_selections,
+        selection_dir_name,
+        selection_label,
+        summarize_records,
+    )
+    from snappy.eval.tokens import TokenizerUnavailable, text_counter
+
+    if isinstance(thresholds, str):
+        thresholds = _split_list([thresholds])
+    if isinstance(methods, str):
+        methods = _split_list([methods])
+    try:
+        cfgs = plan_selections(thresholds, methods, EvalConfig(overlap=overlap, random_repeats=random_repeats, seed=seed))
     except ValueError as e:
         _fail(str(e))
+    if not index:
+        try:
+            from snappy.ocr import parse_ocr_options
+
+            parse_ocr_options(ocr)
+        except ValueError as e:
+            _fail(str(e))
     counter = None
     if not no_tokens:
         try:
@@ -143,41 +248,81 @@ def _dataset_mode(dataset, fmt, annotations, index, encoder, ocr, threshold, met
         except TokenizerUnavailable as e:
             _fail(f"{e} (or --no-tokens to skip token counts)")
     samples = load_dataset(dataset, fmt, annotations)
+    settings = run_settings(dataset, fmt, annotations, _dataset_fingerprint(samples), index, encoder, ocr, cfgs,
+                            counter.name if counter else None)
     if limit is not None:
         samples = samples[:limit]
-    cfg = EvalConfig(threshold=threshold, method=method, overlap=overlap, random_repeats=random_repeats, seed=seed)
-    factory = partial(make_scorer, index, encoder, ocr, method)
-    jsonl = (out / "samples.jsonl") if out else None
-    if ray_actors > 0:
-        if eval_on_ray is None:  # the Ray runner comes from the pipelines package (the `snappy` CLI passes it)
-            _fail("--ray-actors needs the Ray pipelines: run it through the `snappy` command")
-        counter_factory = None if counter is None else partial(text_counter, tiktoken_file, approx_text_tokens)
-        name = f"index:{index}" if index else f"{ocr}+{encoder}"
-        evaluate = partial(eval_on_ray, scorer_factory=factory, cfg=cfg, counter_factory=counter_factory,
-                           actors=ray_actors, address=ray_address)
-        result = run(samples, None, cfg, counter, jsonl, resume=resume, progress=progress, evaluate=evaluate,
-                     label=f"{name} on {ray_actors} Ray actors")
-    else:
-        scorer = factory()
-        name = scorer.name
-        result = run(samples, scorer, cfg, counter, jsonl, resume=resume, progress=progress)
-    summary = summarize_records(result.records, cfg)
-    summary["scorer"] = name
-    summary["text_tokens"] = counter.name if counter else None
-    if out:
-        write_report(out, _clean(summary), result.records)
-    if as_json:
-        typer.echo(json.dumps(_clean(summary)))
+    name = name or default_run_name(index, encoder, ocr)
+    keys = list(cfgs)
+    first = cfgs[keys[0]]
+    factory = partial(make_scorer, index, encoder, ocr, first.method)
+    try:
+        if ray_actors > 0:
+            if eval_on_ray is None:  # the Ray runner comes from the pipelines package (the `snappy` CLI passes it)
+                _fail("--ray-actors needs the Ray pipelines: run it through the `snappy` command")
+            counter_factory = None if counter is None else partial(text_counter, tiktoken_file, approx_text_tokens)
+            evaluate = partial(eval_on_ray, scorer_factory=factory, cfg=SelectionSet.of(cfgs),
+                               counter_factory=counter_factory, actors=ray_actors, address=ray_address)
+            results = run_selections(samples, None, cfgs, counter, out, resume=resume, progress=progress,
+                                     evaluate=evaluate, label=f"{name} on {ray_actors} Ray actors",
+                                     settings=settings, name=name)
+        else:
+            if out is not None:  # check OUT/run.json before loading OCR and encoder
+                from snappy.eval.runner import prepare_run_dir
+
+                prepare_run_dir(out, settings, resume, name)
+            scorer = factory()
+            results = run_selections(samples, scorer, cfgs, counter, out, resume=resume, progress=progress,
+                                     label=name)
+    except RunSettingsMismatch as e:
+        _fail(str(e))
+    summaries = {}
+    for k, res in results.items():
+        s = summarize_records(res.records, cfgs[k])
+        s.update(name=name, selection=k, label=selection_label(name, k), text_tokens=counter.name if counter else None)
+        summaries[k] = _clean(s)
+    if len(keys) == 1:
+        summary = summaries[keys[0]]
+        if out:
+            write_report(out, summary, results[keys[0]].records)
+        if as_json:
+            typer.echo(json.dumps(summary))
+            return
+        _token_note(counter)
+        typer.echo(f"snappy eval: {summary['label']}\n")
+        typer.echo(paper_table([(summary["label"], summary)]))
+        typer.echo("")
+        typer.echo(systems_table(summary["systems"], summary["label"]))
+        if out:
+            typer.echo(f"\nwrote {out}/run.json, summary.json, samples.jsonl, report.md and figures")
         return
+    first_s = summaries[keys[0]]
+    top = _clean({
+        "name": name, "selections": keys, "n_samples": first_s["n_samples"],
+        "folders": {k: selection_dir_name(k) for k in keys},
+        "comparison": compare_selections(summaries),
+        "baselines": {b: first_s["systems"][b] for b in ("all_ocr", "ceiling") if b in first_s["systems"]},
+        "failures": first_s.get("failures", []), "text_tokens": counter.name if counter else None,
+        "summaries": summaries,
+    })
+    if out:
+        for k, res in results.items():
+            write_report(out / selection_dir_name(k), summaries[k], res.records)
+        write_comparison(out, {k: v for k, v in top.items() if k != "summaries"}, summaries)
+    if as_json:
+        typer.echo(json.dumps(top))
+        return
+    _token_note(counter)
+    typer.echo(f"snappy eval: {name}, {len(keys)} selections from one OCR + encoder pass\n")
+    typer.echo(comparison_table(top["comparison"]))
+    if out:
+        typer.echo(f"\nwrote {out}/run.json, summary.json, report.md, curve.png and one folder per selection "
+                   f"({', '.join(top['folders'].values())})")
+
+
+def _token_note(counter) -> None:
     if counter is not None and not counter.exact:
         typer.echo("NOTE: text token counts are APPROXIMATE (cl100k_base unavailable, --approx-text-tokens).")
-    typer.echo(paper_table([(name, summary)]))
-    typer.echo("")
-    typer.echo(systems_table(summary["systems"]))
-    if out:
-        typer.echo(f"\nwrote {out}/summary.json, samples.jsonl, report.md and figures")
-    else:
-        log.debug(markdown_report(summary))
 
 
 def make_scorer(index: str | None, encoder: str, ocr: str, method: str):

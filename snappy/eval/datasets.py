@@ -146,18 +146,28 @@ def open_image(ref: Any, client=None) -> Image.Image:
     return img.convert("RGB")
 
 
-def _iter_jsonl(uri: str, client=None) -> Iterator[tuple[int, dict]]:
-    text = read_bytes(uri, client).decode("utf-8")
+def iter_jsonl(text: str, source: str, skip_bad: bool = False) -> Iterator[tuple[int, dict]]:
+    """``(0-based line number, object)`` for each non-blank line of JSON-lines ``text``. A line that
+    is not a JSON object is a DatasetError naming ``source:line``, or (``skip_bad``: a run's own
+    file, whose last line an interrupted run may have cut) skipped with a warning."""
     for i, line in enumerate(text.splitlines()):
         if not line.strip():
             continue
         try:
             rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DatasetError(f"{uri}:{i + 1}", f"invalid JSON ({e.msg})") from e
-        if not isinstance(rec, dict):
-            raise DatasetError(f"{uri}:{i + 1}", "a line must be a JSON object")
+            if not isinstance(rec, dict):
+                raise ValueError("a line must be a JSON object")
+        except (json.JSONDecodeError, ValueError) as e:
+            reason = f"invalid JSON ({e.msg})" if isinstance(e, json.JSONDecodeError) else str(e)
+            if skip_bad:
+                log.warning("%s:%d: skipping a bad line (%s; an interrupted run?)", source, i + 1, reason)
+                continue
+            raise DatasetError(f"{source}:{i + 1}", reason) from e
         yield i, rec
+
+
+def _iter_jsonl(uri: str, client=None) -> Iterator[tuple[int, dict]]:
+    return iter_jsonl(read_bytes(uri, client).decode("utf-8"), uri)
 
 
 def _boxes(value: Any, where: str) -> np.ndarray:

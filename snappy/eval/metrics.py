@@ -18,6 +18,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from snappy import propagation
+from snappy.regions import box_areas
 
 HIT_THRESHOLDS: tuple[float, ...] = (0.25, 0.5, 0.7)
 DEFAULT_OVERLAP = 0.5  # region-level criterion: share of a region's area inside the GT union
@@ -38,11 +39,6 @@ def as_boxes(boxes: Sequence | np.ndarray | None) -> np.ndarray:
     return a
 
 
-def box_area(boxes: np.ndarray) -> np.ndarray:
-    b = as_boxes(boxes)
-    return (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])  # [N]
-
-
 def intersection_areas(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``[N, M]`` intersection areas of two (validated) box sets."""
     return propagation.intersection_areas(as_boxes(a), as_boxes(b))
@@ -52,7 +48,7 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``[N, M]`` IoU of two box sets (0 where the union is empty)."""
     a, b = as_boxes(a), as_boxes(b)
     inter = intersection_areas(a, b)
-    union = box_area(a)[:, None] + box_area(b)[None, :] - inter
+    union = box_areas(a)[:, None] + box_areas(b)[None, :] - inter
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
@@ -127,7 +123,7 @@ def coverage(boxes: np.ndarray, by: np.ndarray) -> np.ndarray:
     yy, xx = np.nonzero(cov)
     cells = np.stack([xs[xx], ys[yy], xs[xx + 1], ys[yy + 1]], axis=1)  # [C, 4] covered cells
     covered = intersection_areas(boxes, cells).sum(axis=1)  # [N]
-    area = box_area(boxes)
+    area = box_areas(as_boxes(boxes))
     np.divide(covered, area, out=out, where=area > 0)
     return np.clip(out, 0.0, 1.0)
 

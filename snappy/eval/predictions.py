@@ -22,7 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
-from snappy.eval.datasets import DatasetError, EvalSample
+from snappy.eval.datasets import DatasetError, EvalSample, iter_jsonl
 from snappy.eval.metrics import (
     DEFAULT_OVERLAP,
     HIT_THRESHOLDS,
@@ -96,14 +96,7 @@ def load_predictions(path: str | Path) -> list[PredictedSample]:
             raise DatasetError(str(path), "expected an object with a 'sample_results' list (the paper's run format)")
         out = [_sample_from_record(r, f"{path}: sample_results[{i}]") for i, r in enumerate(doc["sample_results"])]
     else:
-        out = []
-        for i, line in enumerate(text.splitlines()):
-            if line.strip():
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise DatasetError(f"{path}:{i + 1}", f"invalid JSON ({e.msg})") from e
-                out.append(_sample_from_record(rec, f"{path}:{i + 1}"))
+        out = [_sample_from_record(rec, f"{path}:{i + 1}") for i, rec in iter_jsonl(text, str(path))]
     if not out:
         raise DatasetError(str(path), "no samples")
     return out

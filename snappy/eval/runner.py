@@ -5,6 +5,13 @@ Each evidence page of a question is scored against that page's own regions. Resu
 per-sample JSONL (one line per sample, appended and flushed, so an interrupted run resumes by
 skipping the ids already there) and are summarised by :func:`summarize_records`.
 
+Several *selections* (a selection spec such as ``p50`` plus a region-scoring method) can be
+evaluated from one pass: each page is analysed (OCR + encoder + patch scores) once per question
+and every selection's record is built from that analysis (:func:`evaluate_selections`,
+:func:`run_selections`); each selection's records are exactly those a run of that selection
+alone writes. A run folder keeps its settings in ``run.json`` and resumes only when they match
+(:func:`prepare_run_dir`).
+
 Scorers produce a :class:`PageAnalysis` (regions + region scores + overlap) for one page and
 query: :class:`ChainScorer` runs OCR and an encoder on the image; :class:`IndexScorer` reads a
 page that ``snappy index`` already stored (via :class:`snappy.search.Searcher`).
@@ -13,16 +20,18 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
+import time
 import zlib
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, Protocol, Sequence
+from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 
 import numpy as np
 
 from snappy.eval import baselines as bl
-from snappy.eval.datasets import EvalSample, EvidencePage, open_image
+from snappy.eval.datasets import EvalSample, EvidencePage, iter_jsonl, open_image
 from snappy.eval.metrics import (
     DEFAULT_OVERLAP,
     HIT_THRESHOLDS,
@@ -33,14 +42,15 @@ from snappy.eval.metrics import (
     score_page,
 )
 from snappy.eval.tokens import TextCounter, image_tokens
-from snappy.propagation import RegionOverlap, Threshold, patch_scores, region_scores, select_regions
+from snappy.propagation import METHODS, RegionOverlap, Threshold, patch_scores, region_scores, select, select_regions
 from snappy.regions import Region, boxes_array
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CURVE = ("p10", "p20", "p30", "p40", "p50", "p60", "p70", "p80", "p90",
                  "top1", "top2", "top3", "top5", "top10",
-                 "adaptive:-0.5", "adaptive:0", "adaptive:0.5", "adaptive:1", "adaptive:1.5", "adaptive:2")
+                 "adaptive:-0.5", "adaptive:0", "adaptive:0.5", "adaptive:1", "adaptive:1.5", "adaptive:2",
+                 "gap:0.1", "gap:0.25", "gap:0.5", "gap:1")
 SYSTEMS = ("method", *bl.BASELINES)
 
 
@@ -65,6 +75,9 @@ class PageAnalysis:
     patch_boxes: np.ndarray  # [P, 4] page px
     page_size: tuple[int, int]
     image: Any = None  # PIL image when available (for overlays)
+    patch_scores: np.ndarray | None = None  # [P]: lets other region-scoring methods reuse the analysis
+    method: str | None = None  # the method ``scores`` were computed with
+    cache: dict = field(default_factory=dict, repr=False)  # per-level views' query-independent parts
 
 
 class PageScorer(Protocol):
@@ -105,7 +118,7 @@ class ChainScorer:
             self._q = (query, self.encoder.embed_queries([query])[0])
         ps = patch_scores(self._q[1], emb.vectors.astype(np.float32), reduce=self.reduce)  # [P]
         rs = region_scores(ps, ov, self.method) if regions else np.zeros(0, np.float32)
-        return PageAnalysis(regions, rs, ov, patch_boxes, image.size, image)
+        return PageAnalysis(regions, rs, ov, patch_boxes, image.size, image, ps, self.method)
 
 
 class IndexScorer:
@@ -140,6 +153,10 @@ class IndexScorer:
         number = 1 if Path(uri).suffix.lower() != ".pdf" else page.page
         data = s.page(page_id_for(doc, number))  # stored vectors, grid and regions, read by row
         grid, (w, h), table = data["grid"], data["size"], data["regions"]
+        if table.num_rows and "level" in table.schema.names:  # OCR regions only, as the chain scores them
+            import pyarrow.compute as pc
+
+            table = table.filter(pc.fill_null(pc.not_equal(table.column("level"), "block"), True))
         q = s.encoder.embed_queries([query])[0]
         ps = patch_scores(q, np.asarray(data["vectors"], np.float32), reduce=self.reduce)
         regions = []
@@ -150,19 +167,140 @@ class IndexScorer:
         else:
             ov = RegionOverlap.build(grid.boxes(), np.zeros((0, 4)))
         rs = region_scores(ps, ov, self.method) if regions else np.zeros(0, np.float32)
-        return PageAnalysis(regions, rs, ov, grid.boxes(), (w, h), None)
+        return PageAnalysis(regions, rs, ov, grid.boxes(), (w, h), None, ps, self.method)
+
+
+# ------------------------------------------------------------------ selections
+# A selection spec ("p50", "adaptive:1.5", "top3", "0.4", ...) is opaque outside the two helpers
+# below: they are the only places a spec is parsed and applied (the default curve list above is
+# the only other place that names rules).
+
+
+def parse_selection(spec: str) -> Threshold:
+    """The rule of a selection spec ``[level:]rule`` (``p50``, ``auto:gap``, ``block:top3``);
+    ``ValueError`` with the reason when it is not one."""
+    return _parse_spec(spec)[1]
+
+
+def selection_level(spec: str) -> str:
+    """The region level of a selection spec: ``line`` (no prefix, the paper's), ``block`` or ``auto``."""
+    return _parse_spec(spec)[0]
+
+
+def _parse_spec(spec: str) -> tuple[str, Threshold]:
+    from snappy.blocks import parse_selection as parse
+
+    return parse(spec)
+
+
+def _select(scores: np.ndarray, spec: str) -> np.ndarray:
+    """Indices of the regions the selection ``spec``'s rule keeps, given the page's region scores
+    (the level is the caller's: :func:`_level_view` hands each level its own regions)."""
+    return select_regions(scores, parse_selection(spec)) if len(scores) else np.zeros(0, np.int64)
+
+
+@dataclass
+class LevelView:
+    """A page's analysis seen at one region level: the candidate regions, their scores and
+    overlap, and how a rule selects among them."""
+
+    regions: list[Region]
+    scores: np.ndarray  # [N]
+    overlap: RegionOverlap  # [N, P]
+    select: Callable[[np.ndarray, str], np.ndarray]
+
+
+def _level_view(a: PageAnalysis, level: str, method: str) -> LevelView:
+    """``line``: the OCR lines. ``block``: blocks of two or more lines and the lines that are blocks
+    by themselves. ``auto``: lines and blocks, selected by :func:`snappy.blocks.select_level`
+    (a block whose selected lines cover half of it is returned in their place)."""
+    scores = _scores_for(a, method)
+    if level == "line" or not a.regions:
+        return LevelView(a.regions, scores, a.overlap, _select)
+    from snappy.blocks import PageLevels, select_level, with_blocks
+
+    key = "stored"
+    if key not in a.cache:
+        stored, parent = with_blocks(a.regions)
+        a.cache[key] = (stored, parent, RegionOverlap.build(a.patch_boxes, boxes_array(stored)),
+                        PageLevels.build([r.level for r in stored], parent, [r.area for r in stored]))
+    stored, parent, ov, pl = a.cache[key]
+    if a.patch_scores is None:
+        raise ValueError("this page scorer keeps no patch scores: cannot score blocks")
+    all_scores = region_scores(a.patch_scores, ov, method)
+    if level == "block":
+        units = pl.unit_rows
+        sub = RegionOverlap(ov.inter[units], ov.region_area[units], ov.patch_area)
+        return LevelView([stored[i] for i in units], all_scores[units], sub, _select)
+
+    def select_auto(sc: np.ndarray, spec: str) -> np.ndarray:
+        return select_level(sc, pl, threshold=parse_selection(spec), level="auto").kept if len(sc) else \
+            np.zeros(0, np.int64)
+
+    return LevelView(stored, all_scores, ov, select_auto)
+
+
+def selection_family(spec: str) -> str:
+    """The rule a spec uses (for grouping curve points): the parsed rule's kind, else ``other``."""
+    try:
+        return str(getattr(parse_selection(spec), "kind", "other"))
+    except ValueError:
+        return "other"
+
+
+def region_methods() -> tuple[str, ...]:
+    """Region-scoring methods :func:`snappy.propagation.region_scores` accepts."""
+    return tuple(METHODS)
+
+
+def plan_selections(thresholds: Sequence[str], methods: Sequence[str] = ("iou",),
+                    base: EvalConfig | None = None) -> dict[str, EvalConfig]:
+    """One :class:`EvalConfig` per (method, selection spec), keyed by the selection's name: the
+    spec alone with one method, ``method/spec`` with several. Specs and methods are validated
+    (``ValueError``) and deduplicated, order kept."""
+    base = base or EvalConfig()
+    specs = list(dict.fromkeys(t.strip() for t in thresholds if t and t.strip()))
+    meths = list(dict.fromkeys(m.strip() for m in methods if m and m.strip()))
+    if not specs:
+        raise ValueError("no selection (threshold) given")
+    if not meths:
+        raise ValueError("no region-scoring method given")
+    for spec in specs:
+        parse_selection(spec)
+    bad = [m for m in meths if m not in region_methods()]
+    if bad:
+        raise ValueError(f"unknown region-scoring method(s) {bad}; expected one of {list(region_methods())}")
+    out: dict[str, EvalConfig] = {}
+    for m in meths:
+        for spec in specs:
+            out[spec if len(meths) == 1 else f"{m}/{spec}"] = replace(base, threshold=spec, method=m)
+    return out
+
+
+@dataclass(frozen=True)
+class SelectionSet:
+    """Several selections evaluated from one analysis per page. Passed where an :class:`EvalConfig`
+    goes (e.g. to the Ray runner), :func:`evaluate_sample` then returns a bundle
+    ``{"sample_id", "by_selection": {name: record}}``."""
+
+    items: tuple[tuple[str, EvalConfig], ...]
+
+    @classmethod
+    def of(cls, cfgs: Mapping[str, EvalConfig]) -> "SelectionSet":
+        return cls(tuple(cfgs.items()))
+
+    @property
+    def configs(self) -> dict[str, EvalConfig]:
+        return dict(self.items)
 
 
 # ------------------------------------------------------------------ one page, one sample
 
 
-def _select(scores: np.ndarray, spec: str) -> np.ndarray:
-    return select_regions(scores, Threshold.parse(spec)) if len(scores) else np.zeros(0, np.int64)
-
-
 def evaluate_page(gt: np.ndarray, region_boxes: np.ndarray, scores: np.ndarray, cfg: EvalConfig,
                   rng: np.random.Generator, patch_boxes: np.ndarray | None = None,
-                  overlap: RegionOverlap | None = None) -> dict:
+                  overlap: RegionOverlap | None = None,
+                  select: Callable[[np.ndarray, str], np.ndarray] = _select) -> dict:
     """Method, baselines and curve points of one page.
 
     Returns ``{"pred_idx", "per_gt": {system: [draws, G]}, "scores": {system: PageScore dict},
@@ -180,14 +318,14 @@ def evaluate_page(gt: np.ndarray, region_boxes: np.ndarray, scores: np.ndarray, 
         return best_iou_per_gt(gt, regions[idx]).tolist()
 
     out: dict = {"per_gt": {}, "scores": {}, "selections": {}}
-    sel = _select(scores, cfg.threshold)
+    sel = select(scores, cfg.threshold)
     out["pred_idx"] = sel.tolist()
     fixed = {"method": sel, "all_ocr": bl.all_ocr_selection(n), "ceiling": bl.ceiling_selection(gt, regions)}
     oracle_scores = None
     if patch_boxes is not None and overlap is not None and n:
         ps = bl.oracle_patch_scores(patch_boxes, gt)  # [P]
         oracle_scores = region_scores(ps, overlap, cfg.method)
-        fixed["oracle"] = _select(oracle_scores, cfg.threshold)
+        fixed["oracle"] = select(oracle_scores, cfg.threshold)
     for name, idx in fixed.items():
         out["per_gt"][name] = [per_gt(idx)]
         out["scores"][name] = score(idx).to_dict()
@@ -200,7 +338,7 @@ def evaluate_page(gt: np.ndarray, region_boxes: np.ndarray, scores: np.ndarray, 
     def curve(sc: np.ndarray) -> dict:
         pts = {}
         for spec in cfg.curve:
-            idx = _select(sc, spec)
+            idx = select(sc, spec)
             s = score(idx)
             pts[spec] = {"per_gt": per_gt(idx), "kept_fraction": s.kept_fraction, "area_recall": s.area_recall,
                          "area_precision": s.area_precision, "union_iou": s.union_iou}
@@ -219,38 +357,64 @@ def _sample_value(per_gt_pages: Sequence[Sequence[float]], mode: str) -> float:
     return float(v.max() if mode == "any" else v.mean())
 
 
-def evaluate_sample(sample: EvalSample, scorer: PageScorer, cfg: EvalConfig,
-                    counter: TextCounter | None) -> dict:
-    """One per-sample record (paper-compatible top-level fields + per-page detail)."""
+def _scores_for(a: PageAnalysis, method: str) -> np.ndarray:
+    """Region scores of ``a`` under ``method``: the scorer's own when it used that method, else
+    recomputed from its patch scores (the same call the scorer makes)."""
+    if a.method is None or a.method == method:
+        return a.scores
+    if a.patch_scores is None:
+        raise ValueError(f"this page scorer keeps no patch scores: cannot score regions with {method!r}")
+    return region_scores(a.patch_scores, a.overlap, method) if a.regions else np.zeros(0, np.float32)
+
+
+def _sample_header(sample: EvalSample) -> dict:
+    return {"sample_id": sample.sample_id, "question": sample.query, "doc_name": sample.doc_name,
+            "category": sample.category, "multi_page": sample.multi_page, "mode": sample.mode,
+            "gt_bboxes": sample.gt_boxes.tolist(), "failed": False, "error_message": None}
+
+
+def _failed(rec: dict, sample: EvalSample, e: Exception) -> dict:
+    # a page that cannot be read/OCR'd/encoded fails its sample, as in the paper
+    log.warning("sample %s failed: %s", sample.sample_id, e)
+    rec.update(failed=True, error_message=f"{type(e).__name__}: {e}", pred_bboxes=[], pages=[],
+               tokens_selected=None, tokens_all_ocr=None, tokens_full_image=None)
+    return rec
+
+
+def _sample_record(sample: EvalSample, analyses: Sequence[PageAnalysis], cfg: EvalConfig,
+                   counter: TextCounter | None, page_tokens: list) -> dict:
+    """One selection's record of a sample from its pages' analyses (``page_tokens`` caches the
+    per-page text/token counts shared by every selection)."""
     rng = np.random.default_rng([cfg.seed, zlib.crc32(sample.sample_id.encode())])  # per-sample, order-free
-    rec: dict = {"sample_id": sample.sample_id, "question": sample.query, "doc_name": sample.doc_name,
-                 "category": sample.category, "multi_page": sample.multi_page, "mode": sample.mode,
-                 "gt_bboxes": sample.gt_boxes.tolist(), "failed": False, "error_message": None}
+    rec = _sample_header(sample)
     try:
         pages = []
-        for page in sample.pages:
-            a = scorer.analyse(page, sample.query, sample)
-            rb = boxes_array(a.regions)
-            res = evaluate_page(page.gt_boxes, rb, a.scores, cfg, rng, a.patch_boxes, a.overlap)
-            texts = [r.text for r in a.regions]
+        level = selection_level(cfg.threshold)
+        for k, (page, a) in enumerate(zip(sample.pages, analyses)):
+            view = _level_view(a, level, cfg.method)
+            rb = boxes_array(view.regions)
+            scores = view.scores
+            res = evaluate_page(page.gt_boxes, rb, scores, cfg, rng, a.patch_boxes, view.overlap, view.select)
+            why = select(scores, parse_selection(cfg.threshold)) if len(scores) else None  # peak, and why nothing
             tok = None
             if counter is not None:
-                tok = {"selected": counter.total([texts[i] for i in res["pred_idx"]]),
-                       "all_ocr": counter.total(texts), "full_image": image_tokens(*a.page_size)}
+                if page_tokens[k] is None:  # all OCR = the lines, whatever the level
+                    page_tokens[k] = (counter.total([r.text for r in a.regions]), image_tokens(*a.page_size))
+                all_ocr, full = page_tokens[k]
+                kept = [view.regions[i].text for i in res["pred_idx"]]  # a block carries its lines' text
+                tok = {"selected": counter.total(kept), "all_ocr": all_ocr, "full_image": full}
             pages.append({
                 "page": page.page, "image": page.image if isinstance(page.image, str) else None,
                 "page_size": list(a.page_size), "gt_bboxes": page.gt_boxes.tolist(),
                 "region_bboxes": rb.round(2).tolist(),
-                "region_scores": [None if np.isnan(x) else round(float(x), 6) for x in a.scores] if cfg.store_scores else None,
+                "region_scores": [None if np.isnan(x) else round(float(x), 6) for x in scores] if cfg.store_scores else None,
                 "pred_idx": res["pred_idx"], "pred_bboxes": rb[res["pred_idx"]].round(2).tolist(),
                 "selections": res["selections"], "tokens": tok, "per_gt": res["per_gt"], "scores": res["scores"],
                 "curve": res["curve"], "oracle_curve": res.get("oracle_curve"),
+                "peak": round(why.peak, 4) if why else 0.0, "no_selection": why.reason if why else "no regions",
             })
-    except Exception as e:  # a page that cannot be read/OCR'd/encoded fails its sample, as in the paper
-        log.warning("sample %s failed: %s", sample.sample_id, e)
-        rec.update(failed=True, error_message=f"{type(e).__name__}: {e}", pred_bboxes=[], pages=[],
-                   tokens_selected=None, tokens_all_ocr=None, tokens_full_image=None)
-        return rec
+    except Exception as e:
+        return _failed(rec, sample, e)
     rec["pages"] = pages
     rec["pred_bboxes"] = [b for p in pages for b in p["pred_bboxes"]]
     for key in ("selected", "all_ocr", "full_image"):
@@ -275,6 +439,28 @@ def evaluate_sample(sample: EvalSample, scorer: PageScorer, cfg: EvalConfig,
     return rec
 
 
+def evaluate_selections(sample: EvalSample, scorer: PageScorer, cfgs: Mapping[str, EvalConfig],
+                        counter: TextCounter | None) -> dict[str, dict]:
+    """One record per selection: every page is analysed (OCR, encoder, patch scores) once and each
+    selection's record is built from that analysis, exactly as a run of that selection alone."""
+    try:
+        analyses = [scorer.analyse(page, sample.query, sample) for page in sample.pages]
+    except Exception as e:
+        failed = _failed(_sample_header(sample), sample, e)
+        return {k: dict(failed) for k in cfgs}
+    page_tokens: list = [None] * len(analyses)
+    return {k: _sample_record(sample, analyses, cfg, counter, page_tokens) for k, cfg in cfgs.items()}
+
+
+def evaluate_sample(sample: EvalSample, scorer: PageScorer, cfg: "EvalConfig | SelectionSet",
+                    counter: TextCounter | None) -> dict:
+    """One per-sample record (paper-compatible top-level fields + per-page detail); with a
+    :class:`SelectionSet`, the bundle ``{"sample_id", "by_selection": {name: record}}``."""
+    if isinstance(cfg, SelectionSet):
+        return {"sample_id": sample.sample_id, "by_selection": evaluate_selections(sample, scorer, cfg.configs, counter)}
+    return evaluate_selections(sample, scorer, {"": cfg}, counter)[""]
+
+
 # ------------------------------------------------------------------ runs
 
 
@@ -284,14 +470,7 @@ def read_records(path: str | Path) -> dict[str, dict]:
     p = Path(path)
     if not p.exists():
         return out
-    for i, line in enumerate(p.read_text(encoding="utf-8").splitlines()):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            log.warning("%s:%d: skipping a truncated line (interrupted run?)", p, i + 1)
-            continue
+    for _, rec in iter_jsonl(p.read_text(encoding="utf-8"), str(p), skip_bad=True):
         out[str(rec["sample_id"])] = rec
     return out
 
@@ -305,56 +484,234 @@ class RunResult:
     extra: dict = field(default_factory=dict)
 
 
+RUN_FILE = "run.json"
+
+
+class RunSettingsMismatch(Exception):
+    """``OUT`` holds a run made with other settings (or whose settings are unknown)."""
+
+    def __init__(self, out_dir: Path, diffs: Sequence[tuple[str, Any, Any]], reason: str = ""):
+        self.out_dir, self.diffs, self.reason = Path(out_dir), list(diffs), reason
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        head = self.reason or f"{self.out_dir} holds a run with other settings (stored → requested):"
+        lines = [head] + [f"  {k}: {_show(a)} → {_show(b)}" for k, a, b in self.diffs]
+        lines.append(f"Pass --no-resume to start over in {self.out_dir}, or another --out.")
+        return "\n".join(lines)
+
+
+def _show(v: Any) -> str:
+    return "(absent)" if v is _ABSENT else json.dumps(v, ensure_ascii=False)
+
+
+_ABSENT = object()
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(d, dict) and d:
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: d}
+
+
+def settings_diff(stored: dict, requested: dict) -> list[tuple[str, Any, Any]]:
+    """``[(dotted key, stored, requested)]`` for every setting that differs (absent keys included)."""
+    a, b = _flatten(json.loads(json.dumps(stored))), _flatten(json.loads(json.dumps(requested)))
+    keys = list(b) + [k for k in a if k not in b]
+    return [(k, a.get(k, _ABSENT), b.get(k, _ABSENT)) for k in keys if a.get(k, _ABSENT) != b.get(k, _ABSENT)]
+
+
+def selection_dir_name(key: str) -> str:
+    """A selection's folder name in a multi-selection run (``adaptive:1.5`` -> ``adaptive_1.5``)."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in key) or "_"
+
+
+def selection_paths(out_dir: str | Path, keys: Sequence[str]) -> dict[str, Path]:
+    """Where each selection's per-sample JSONL goes: ``OUT/samples.jsonl`` for a single selection,
+    ``OUT/<selection>/samples.jsonl`` for several."""
+    out = Path(out_dir)
+    if len(keys) == 1:
+        return {keys[0]: out / "samples.jsonl"}
+    dirs = {k: selection_dir_name(k) for k in keys}
+    if len(set(dirs.values())) != len(dirs):
+        raise ValueError(f"selections {list(keys)} map to clashing folder names {sorted(dirs.values())}")
+    return {k: out / d / "samples.jsonl" for k, d in dirs.items()}
+
+
+def prepare_run_dir(out_dir: str | Path, settings: dict, resume: bool = True, name: str | None = None) -> bool:
+    """Check or write ``OUT/run.json``; True when the run resumes.
+
+    Resuming needs the stored settings to equal ``settings`` (else :class:`RunSettingsMismatch`
+    listing each differing key); a folder with records but no ``run.json`` is refused too (its
+    settings cannot be checked). Without ``resume`` the settings are (re)written: a new run."""
+    out = Path(out_dir)
+    path = out / RUN_FILE
+    requested = json.loads(json.dumps(settings))
+    if resume and path.is_file():
+        try:
+            stored = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise RunSettingsMismatch(out, [], f"{path} is unreadable ({e.msg}): its run's settings cannot be checked.") from e
+        diffs = settings_diff(stored.get("settings") or {}, requested)
+        if diffs:
+            raise RunSettingsMismatch(out, diffs)
+        return True
+    if resume and out.is_dir() and (any(out.glob("samples.jsonl")) or any(out.glob("*/samples.jsonl"))):
+        raise RunSettingsMismatch(out, [], f"{out} holds records but no {RUN_FILE} (an older or foreign run): "
+                                           "its settings cannot be checked.")
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"name": name, "settings": requested,
+                                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, indent=1) + "\n")
+    return False
+
+
 def run(samples: Sequence[EvalSample], scorer: PageScorer | None, cfg: EvalConfig, counter: TextCounter | None,
         out_jsonl: str | Path | None = None, resume: bool = True, progress: bool = True,
         on_record: Callable[[dict], None] | None = None,
         evaluate: Callable[[Sequence[EvalSample]], Iterable[dict]] | None = None, label: str = "") -> RunResult:
     """Evaluate ``samples``; with ``out_jsonl`` each record is appended as it is made and, when
-    ``resume``, samples already there (not failed) are skipped. ``evaluate`` replaces the local
-    loop (e.g. :func:`pipelines.eval.evaluate_on_ray`): it gets the samples still to do and
-    yields their records in any order."""
-    done = read_records(out_jsonl) if (out_jsonl and resume) else {}
-    todo = [s for s in samples if not (s.sample_id in done and not done[s.sample_id].get("failed"))]
+    ``resume``, samples already there (not failed) are skipped (no settings check: see
+    :func:`run_selections`). ``evaluate`` replaces the local loop (e.g.
+    :func:`pipelines.eval.evaluate_on_ray`): it gets the samples still to do and yields their
+    records in any order."""
+    key = cfg.threshold
+    res = _run(samples, scorer, {key: cfg}, counter, {key: Path(out_jsonl)} if out_jsonl else None, resume, progress,
+               (lambda b: on_record(b[key])) if on_record else None, evaluate, label)
+    return res[key]
+
+
+def run_selections(samples: Sequence[EvalSample], scorer: PageScorer | None, cfgs: Mapping[str, EvalConfig],
+                   counter: TextCounter | None, out_dir: str | Path | None = None, resume: bool = True,
+                   progress: bool = True, evaluate: Callable[[Sequence[EvalSample]], Iterable[dict]] | None = None,
+                   label: str = "", settings: dict | None = None, name: str | None = None) -> dict[str, RunResult]:
+    """Evaluate several selections (:func:`plan_selections`) from one analysis per page.
+
+    With ``out_dir``: records go to :func:`selection_paths`; with ``settings`` too, the folder's
+    ``run.json`` is checked first (:func:`prepare_run_dir`: a resume with other settings raises
+    :class:`RunSettingsMismatch`). ``evaluate`` yields records or ``by_selection`` bundles (it is
+    handed the samples still to do; build it with ``cfg=SelectionSet.of(cfgs)``)."""
+    keys = list(cfgs)
+    paths = selection_paths(out_dir, keys) if out_dir is not None else None
+    if out_dir is not None and settings is not None:
+        prepare_run_dir(out_dir, settings, resume, name)
+    return _run(samples, scorer, dict(cfgs), counter, paths, resume, progress, None, evaluate, label)
+
+
+def _as_bundle(item: dict, keys: Sequence[str]) -> dict[str, dict]:
+    if "by_selection" in item:
+        bundle = item["by_selection"]
+        missing = [k for k in keys if k not in bundle]
+        if missing:
+            raise ValueError(f"sample {item.get('sample_id')}: no record for selection(s) {missing}")
+        return bundle
+    if len(keys) == 1:
+        return {keys[0]: item}
+    raise ValueError("a multi-selection run got a single record: evaluate with cfg=SelectionSet.of(cfgs)")
+
+
+def _run(samples, scorer, cfgs: dict[str, EvalConfig], counter, paths: dict[str, Path] | None, resume: bool,
+         progress: bool, on_bundle, evaluate, label: str) -> dict[str, RunResult]:
+    keys = list(cfgs)
+    done = {k: read_records(paths[k]) if (paths and resume) else {} for k in keys}
+
+    def finished(sid: str) -> bool:
+        return all(sid in done[k] and not done[k][sid].get("failed") for k in keys)
+
+    todo = [s for s in samples if not finished(s.sample_id)]
     n_skipped = len(samples) - len(todo)
     if n_skipped:
-        log.info("resuming: %d of %d samples already in %s", n_skipped, len(samples), out_jsonl)
-    fh = None
-    if out_jsonl:
-        Path(out_jsonl).parent.mkdir(parents=True, exist_ok=True)
-        fh = open(out_jsonl, "a" if resume else "w", encoding="utf-8")
-    new: dict[str, dict] = {}
+        log.info("resuming: %d of %d samples already done in %s", n_skipped, len(samples),
+                 ", ".join(str(p) for p in paths.values()) if paths else "-")
+    files = {}
+    new: dict[str, dict[str, dict]] = {k: {} for k in keys}
     try:
-        stream = evaluate(todo) if evaluate else (evaluate_sample(s, scorer, cfg, counter) for s in todo)
-        for rec in _progress(stream, progress, f"eval {label or scorer.name}", total=len(todo)):
-            new[str(rec["sample_id"])] = rec
-            if fh:
-                fh.write(json.dumps(rec, separators=(",", ":")) + "\n")
-                fh.flush()
-            if on_record:
-                on_record(rec)
+        if paths:
+            for k, p in paths.items():
+                p.parent.mkdir(parents=True, exist_ok=True)
+                files[k] = open(p, "a" if resume else "w", encoding="utf-8")
+        if evaluate:
+            stream = evaluate(todo)
+        else:
+            stream = ({"sample_id": s.sample_id, "by_selection": evaluate_selections(s, scorer, cfgs, counter)}
+                      for s in todo)
+        what = label or getattr(scorer, "name", "") or "run"
+        if len(keys) > 1:
+            what += f" ({len(keys)} selections)"
+        for item in _progress(stream, progress, f"eval {what}", total=len(todo)):
+            bundle = _as_bundle(item, keys)
+            for k in keys:
+                rec = bundle[k]
+                new[k][str(rec["sample_id"])] = rec
+                if k in files:
+                    files[k].write(json.dumps(rec, separators=(",", ":")) + "\n")
+                    files[k].flush()
+            if on_bundle:
+                on_bundle(bundle)
     finally:
-        if fh:
+        for fh in files.values():
             fh.close()
     ids = [s.sample_id for s in samples]
-    records = [new.get(i) or done[i] for i in ids]
-    return RunResult(records, len(todo), n_skipped, Path(out_jsonl) if out_jsonl else None)
+    return {k: RunResult([new[k].get(i) or done[k][i] for i in ids], len(todo), n_skipped,
+                         paths[k] if paths else None) for k in keys}
 
 
-def _progress(items: Iterable, enabled: bool, label: str, total: int) -> Iterable:
+def _hms(seconds: float) -> str:
+    s = int(round(max(seconds, 0.0)))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def _progress(items: Iterable, enabled: bool, label: str, total: int, every_s: float = 30.0,
+              tty: bool | None = None) -> Iterable:
+    """Progress of a run: a rich bar with elapsed time and ETA on a terminal (stderr); elsewhere
+    (a job log, a pipe) an INFO line ``label: done/total (pct), elapsed, ETA`` after the first
+    item, then at most every ``every_s`` seconds, and at the end."""
     if not enabled or not total:
         yield from items
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    if tty is None:
+        tty = sys.stderr.isatty()
+    if tty:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  transient=True) as prog:
-        task = prog.add_task(label, total=total)
-        for it in items:
-            yield it
-            prog.advance(task)
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      TextColumn("ETA"), TimeRemainingColumn(), console=Console(stderr=True),
+                      transient=True) as prog:
+            task = prog.add_task(label, total=total)
+            for it in items:
+                yield it
+                prog.advance(task)
+        return
+    t0 = last = time.monotonic()
+    for i, it in enumerate(items, start=1):
+        yield it
+        now = time.monotonic()
+        if i == 1 or i == total or now - last >= every_s:
+            last = now
+            elapsed = now - t0
+            eta = elapsed / i * (total - i)
+            log.info("%s: %d/%d samples (%.0f%%), elapsed %s, ETA %s", label, i, total, 100.0 * i / total,
+                     _hms(elapsed), _hms(eta))
 
 
 # ------------------------------------------------------------------ summaries
+
+
+def _count(items: Sequence[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for x in items:
+        out[x] = out.get(x, 0) + 1
+    return out
 
 
 def _system_block(recs: Sequence[dict], name: str, cfg_hits: Sequence[float]) -> dict | None:
@@ -407,6 +764,9 @@ def summarize_records(records: Sequence[dict], cfg: EvalConfig) -> dict:
         "by_category": {c: systems([r for r in recs if r.get("category") == c])
                         for c in sorted({r.get("category") or "" for r in recs} - {""})},
         "failures": [{"sample_id": r["sample_id"], "error": r.get("error_message")} for r in failed],
+        # evidence pages where the rule kept nothing, by reason ("flat": the query matched nothing there)
+        "no_selection": _count([p.get("no_selection") for r in recs if not r.get("failed") for p in r.get("pages", [])
+                                if p.get("no_selection")]),
     }
     for key in ("curve", "oracle_curve"):
         ok = [r for r in recs if not r.get("failed") and r.get(key)]
@@ -416,4 +776,29 @@ def summarize_records(records: Sequence[dict], cfg: EvalConfig) -> dict:
                                **{m: float(np.mean([r[key][spec][m] for r in ok]))
                                   for m in ("kept_fraction", "area_recall", "area_precision", "union_iou")}}
                         for spec in cfg.curve}
+    return out
+
+
+COMPARE_FIELDS = ("n_scored", "n_failed", "mean_iou", "hit@0.5", "area_precision", "area_recall", "kept_fraction",
+                  "n_selected", "token_savings_vs_all_ocr", "token_savings_vs_full_image")
+
+
+def selection_label(name: str, key: str) -> str:
+    """How a run's selection is named everywhere (stdout, report.md, summary.json)."""
+    return f"{name} @ {key}" if name else key
+
+
+def compare_selections(summaries: Mapping[str, dict]) -> dict[str, dict]:
+    """Side-by-side figures of several selections of one run (:data:`COMPARE_FIELDS`)."""
+    out = {}
+    for key, s in summaries.items():
+        prec = (s.get("systems", {}).get("method") or {}).get("precision") or {}
+        out[key] = {"label": s.get("label", key), "threshold": s.get("config", {}).get("threshold"),
+                    "method": s.get("config", {}).get("method"),
+                    "n_scored": s.get("n_scored"), "n_failed": s.get("n_failed"), "mean_iou": s.get("mean_iou"),
+                    "hit@0.5": (s.get("hit_rate") or {}).get("0.5"),
+                    "area_precision": prec.get("area_precision"), "area_recall": prec.get("area_recall"),
+                    "kept_fraction": prec.get("kept_fraction"), "n_selected": prec.get("n_selected"),
+                    "token_savings_vs_all_ocr": s.get("token_savings_vs_all_ocr"),
+                    "token_savings_vs_full_image": s.get("token_savings_vs_full_image")}
     return out

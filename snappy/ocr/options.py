@@ -12,6 +12,15 @@ from typing import Any, ClassVar, Literal, Mapping, Union
 
 OcrLevel = Literal["line", "word"]
 OCR_LEVELS: tuple[str, ...] = ("line", "word")
+_THREAD_KNOBS = ("cpu_threads", "num_threads", "threads")  # paddle, rapid, tesseract
+
+
+def resolve_threads(n: int | None) -> int | None:
+    """An engine's thread option as passed on: None -> 1 (snappy's default), 0 -> None (the
+    library's own default, all cores), N -> N."""
+    if n is None:
+        return 1
+    return n or None
 
 
 @dataclass(frozen=True)
@@ -22,6 +31,13 @@ class _BaseOcrOptions:
     def __post_init__(self) -> None:
         if self.level not in OCR_LEVELS:
             raise ValueError(f"{self.kind} OCR: unknown level {self.level!r}; expected one of {OCR_LEVELS}")
+        for knob in _THREAD_KNOBS:
+            n = getattr(self, knob, None)
+            if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 0):
+                raise ValueError(f"{self.kind} OCR: {knob} must be an integer >= 0 (0: all cores), got {n!r}")
+        batch = getattr(self, "rec_batch_size", None)
+        if batch is not None and (isinstance(batch, bool) or not isinstance(batch, int) or batch < 1):
+            raise ValueError(f"{self.kind} OCR: rec_batch_size must be an integer >= 1, got {batch!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict with ``kind`` (round-trips through ``parse_ocr_options``)."""
@@ -54,7 +70,12 @@ class PaddleOcrOptions(_BaseOcrOptions):
     det_box_thresh: float | None = None  # DB box score threshold (model default 0.6)
     det_unclip_ratio: float | None = None  # DB box expansion (model default 1.5)
     rec_score_thresh: float = 0.0  # drop lines recognised below this confidence
+    # Lines per recognition call; None: PaddleOCR's default (6). 1 costs 10-20 % less CPU, but
+    # lines then lose the padding that batching adds and a line-final character is dropped now
+    # and then (docs/ocr.md).
     rec_batch_size: int | None = None
+    # ONNX Runtime intra-op threads (engine "onnxruntime"; PaddlePaddle's CPU threads otherwise).
+    # None: 1 thread, the least CPU per page (docs/ocr.md); 0: the runtime's default (all cores).
     cpu_threads: int | None = None
     cache_dir: str | None = None  # where bundled models are provisioned; None: $SNAPPY_CACHE or ~/.cache/snappy
 
@@ -66,20 +87,26 @@ class RapidOcrOptions(_BaseOcrOptions):
     kind: ClassVar[Literal["rapid"]] = "rapid"
     det_limit_side_len: int = 960  # detector input: longest side capped (limit_type "max")
     det_limit_type: Literal["max", "min"] = "max"
-    use_cls: bool = False  # text-angle classifier: off (rendered pages are upright)
+    use_cls: bool = False  # text-angle classifier: off (rendered pages are upright; on, it flips upright lines)
+    rec_batch_size: int = 6  # lines per recognition call (1: less CPU and memory, a few more errors; docs/ocr.md)
     text_score: float = 0.5  # drop lines recognised below this confidence
     box_thresh: float | None = None  # DB box score threshold (rapidocr default 0.5)
     unclip_ratio: float | None = None  # DB box expansion (rapidocr default 1.6)
     det_model_path: str | None = None  # user ONNX models; None: the bundled ones
     rec_model_path: str | None = None
     rec_keys_path: str | None = None
-    num_threads: int | None = None  # ONNX Runtime intra-op threads; None: all cores
+    # ONNX Runtime intra-op threads. None: 1 thread, the least CPU per page (docs/ocr.md);
+    # 0: the runtime's default (all cores).
+    num_threads: int | None = None
+    # ONNX Runtime's CPU memory arena. rapidocr turns it off; on, the same results cost ~15 % less
+    # CPU on dense pages at the same peak memory (docs/ocr.md).
+    mem_arena: bool = True
     params: Mapping[str, Any] = field(default_factory=dict)  # extra raw rapidocr params ("Det.thresh": ...)
 
 
 @dataclass(frozen=True)
 class TesseractOcrOptions(_BaseOcrOptions):
-    """Tesseract via pytesseract (needs the ``tesseract`` binary).
+    """Tesseract (needs the ``tesseract`` binary; snappy runs it once per page).
 
     Word boxes are tesseract's own; line boxes are the union of the words sharing a
     (block, paragraph, line) number.
@@ -93,6 +120,9 @@ class TesseractOcrOptions(_BaseOcrOptions):
     tesseract_cmd: str | None = None  # path to the binary; None: found on PATH
     extra_config: str = ""  # appended to the tesseract command line
     timeout_s: float = 0.0  # per page; 0: no limit
+    # OpenMP threads of the tesseract process (OMP_THREAD_LIMIT). None: 1 thread, which reads the
+    # same text for a fraction of the CPU (docs/ocr.md); 0: tesseract's default (all cores).
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()

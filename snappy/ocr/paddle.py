@@ -10,7 +10,7 @@ from PIL import Image
 
 from snappy.ocr.base import OcrEngine
 from snappy.ocr.models import ModelChoice, resolve_model, validate_model_dir
-from snappy.ocr.options import PaddleOcrOptions
+from snappy.ocr.options import PaddleOcrOptions, resolve_threads
 from snappy.regions import Region
 
 log = logging.getLogger(__name__)
@@ -49,8 +49,13 @@ class PaddleOcrEngine(OcrEngine):
             "return_word_box": opts.level == "word",
             "engine": opts.engine,
             "device": opts.device,
-            "cpu_threads": opts.cpu_threads,
         }
+        threads = resolve_threads(opts.cpu_threads)
+        if threads is not None:
+            if opts.engine == "onnxruntime":  # PaddleOCR's cpu_threads only reaches PaddlePaddle's engine
+                kwargs["engine_config"] = {"onnxruntime": {"intra_op_num_threads": threads}}
+            else:
+                kwargs["cpu_threads"] = threads
         kwargs = {k: v for k, v in kwargs.items() if v is not None}
         from paddleocr import PaddleOCR
 

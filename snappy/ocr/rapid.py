@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 
 from snappy.ocr.base import OcrEngine
-from snappy.ocr.options import RapidOcrOptions
+from snappy.ocr.options import RapidOcrOptions, resolve_threads
 from snappy.regions import Region
 
 log = logging.getLogger(__name__)
@@ -26,10 +26,12 @@ def rapidocr_params(opts: RapidOcrOptions) -> dict[str, Any]:
         "Det.limit_type": opts.det_limit_type,
         "Det.box_thresh": opts.box_thresh,
         "Det.unclip_ratio": opts.unclip_ratio,
+        "Rec.rec_batch_num": opts.rec_batch_size,
         "Det.model_path": opts.det_model_path,
         "Rec.model_path": opts.rec_model_path,
         "Rec.rec_keys_path": opts.rec_keys_path,
-        "EngineConfig.onnxruntime.intra_op_num_threads": opts.num_threads,
+        "EngineConfig.onnxruntime.intra_op_num_threads": resolve_threads(opts.num_threads),
+        "EngineConfig.onnxruntime.enable_cpu_mem_arena": opts.mem_arena,
     }
     params = {k: v for k, v in params.items() if v is not None}
     params.update(opts.params)

@@ -1,14 +1,24 @@
-"""Tesseract engine via pytesseract (needs the ``tesseract`` binary on PATH or configured)."""
+"""Tesseract engine (needs the ``tesseract`` binary on PATH or configured).
+
+The binary runs once per page, the image piped in as PGM and word boxes read back as TSV. It
+is started here rather than through pytesseract so that its OpenMP thread limit
+(``OMP_THREAD_LIMIT``) is set for that process alone: tesseract's OpenMP threads cost several
+times the CPU of one thread and read the same text (docs/ocr.md).
+"""
 from __future__ import annotations
 
+import io
 import logging
+import os
+import shlex
 import shutil
+import subprocess
 
 import numpy as np
 from PIL import Image
 
 from snappy.ocr.base import OcrEngine
-from snappy.ocr.options import TesseractOcrOptions
+from snappy.ocr.options import TesseractOcrOptions, resolve_threads
 from snappy.regions import Region
 
 log = logging.getLogger(__name__)
@@ -29,13 +39,10 @@ class TesseractOcrEngine(OcrEngine):
             raise RuntimeError(
                 f"tesseract OCR: binary {cmd!r} not found (install tesseract-ocr, or set tesseract_cmd)"
             )
-        import pytesseract
-
-        self._pt = pytesseract
-        if opts.tesseract_cmd:
-            # pytesseract keeps the binary path module-wide; there is no per-call argument.
-            pytesseract.pytesseract.tesseract_cmd = opts.tesseract_cmd
-        installed = set(pytesseract.get_languages(config=""))
+        self._threads = resolve_threads(opts.threads)
+        langs = subprocess.run([cmd, "--list-langs"], capture_output=True, env=self._environ(), timeout=60)
+        # first line: 'List of available languages in "<tessdata>" (N):', then one name a line
+        installed = {ln.strip() for ln in langs.stdout.decode("utf-8", "replace").splitlines()[1:] if ln.strip()}
         missing = [lang for lang in opts.lang.split("+") if lang not in installed]
         if missing:
             raise RuntimeError(
@@ -45,13 +52,48 @@ class TesseractOcrEngine(OcrEngine):
         if opts.oem is not None:
             config += f" --oem {opts.oem}"
         self._config = f"{config} {opts.extra_config}".strip()
+        self._cmd = [cmd, "stdin", "stdout", "-l", opts.lang, *shlex.split(self._config), "tsv"]
+
+    def _environ(self) -> dict[str, str]:
+        """This process's environment, plus the OpenMP thread limit for the tesseract process."""
+        env = dict(os.environ)
+        if self._threads is not None:
+            env["OMP_THREAD_LIMIT"] = str(self._threads)
+        return env
+
+    def _data(self, image: Image.Image) -> dict[str, list]:
+        """tesseract's TSV output as columns (like pytesseract's ``image_to_data`` DICT)."""
+        buf = io.BytesIO()
+        # Grey PGM: no encoding cost, a third of RGB's bytes; tesseract works on grey anyway
+        # (same words and boxes on the generated pages, ~10 % less CPU: docs/ocr.md).
+        image.convert("L").save(buf, "PPM")
+        try:
+            proc = subprocess.run(self._cmd, input=buf.getvalue(), capture_output=True, env=self._environ(),
+                                  timeout=self.options.timeout_s or None)
+        except subprocess.TimeoutExpired as e:
+            raise RuntimeError(f"tesseract OCR: no result within timeout_s={self.options.timeout_s}") from e
+        if proc.returncode:
+            err = proc.stderr.decode("utf-8", "replace").strip()
+            raise RuntimeError(f"tesseract OCR: {self._cmd[0]} exited with {proc.returncode}: {err[-500:]}")
+        rows = proc.stdout.decode("utf-8", "replace").splitlines()
+        names = rows[0].split("\t") if rows else []
+        cols: dict[str, list] = {k: [] for k in names}
+        for row in rows[1:]:
+            if not row:
+                continue
+            vals = row.split("\t", len(names) - 1)
+            if len(vals) < len(names):
+                vals += [""] * (len(names) - len(vals))  # a word-less row may lack its text column
+            for k, v in zip(names, vals):
+                cols[k].append(v if k == "text" else float(v) if k == "conf" else int(v))
+        if not cols:  # no output at all
+            cols = {k: [] for k in ("level", "block_num", "par_num", "line_num", "left", "top", "width", "height",
+                                    "conf", "text")}
+        return cols
 
     def recognize(self, image: Image.Image) -> list[Region]:
         size = image.size  # (width, height): tesseract boxes are in these pixels
-        data = self._pt.image_to_data(
-            image.convert("RGB"), lang=self.options.lang, config=self._config,
-            output_type=self._pt.Output.DICT, timeout=self.options.timeout_s,
-        )
+        data = self._data(image)
         conf = np.asarray(data["conf"], dtype=np.float64) / 100.0  # [rows]; -1 rows are not words
         text = [str(t).strip() for t in data["text"]]
         keep = [i for i in range(len(text)) if data["level"][i] == 5 and text[i] and conf[i] >= 0

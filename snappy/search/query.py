@@ -1,14 +1,14 @@
 """What a query may be: checks shared by the CLI, the Python API and the HTTP service (a 4xx there)."""
 from __future__ import annotations
 
-import re
-
-from snappy.propagation import METHODS, Threshold
+from snappy.encoders.lexical import text_pieces
+from snappy.propagation import DEFAULT_THRESHOLD, METHODS, Threshold
 
 MAX_QUERY_CHARS = 2000  # longer text is a document, not a query (and costs the encoder seconds)
 MAX_TOP_PAGES = 100
 
-_WORD = re.compile(r"\w")
+# The reason a query without a word is refused, here and by the lexical encoder itself.
+NO_WORDS = "query has no words to search after normalisation (no letters or digits)"
 
 
 class QueryError(ValueError):
@@ -28,12 +28,12 @@ def check_query(text: object, max_chars: int = MAX_QUERY_CHARS) -> str:
         raise QueryError("query is empty")
     if len(q) > max_chars:
         raise QueryError(f"query is {len(q)} characters, over the limit of {max_chars}")
-    if not _WORD.search(q):
-        raise QueryError("query has no words (no letters or digits)")
+    if not text_pieces(q):  # the lexical encoder's normalisation, the one page text gets
+        raise QueryError(NO_WORDS)
     return q
 
 
-def check_request(top_pages: object = 5, threshold: object = "p50", method: object = "iou",
+def check_request(top_pages: object = 5, threshold: object = DEFAULT_THRESHOLD, method: object = "iou",
                   max_top_pages: int = MAX_TOP_PAGES) -> tuple[int, Threshold, str]:
     """Validated ``(top_pages, threshold, method)`` of a query request."""
     if isinstance(top_pages, bool) or not isinstance(top_pages, int) or not 1 <= top_pages <= max_top_pages:
@@ -45,3 +45,12 @@ def check_request(top_pages: object = 5, threshold: object = "p50", method: obje
     if method not in METHODS:
         raise QueryError(f"method must be one of {', '.join(METHODS)}, got {method!r}", "method")
     return top_pages, thr, str(method)
+
+
+def check_level(level: object) -> str:
+    """A valid region level (``line``, ``block``, ``auto``), or QueryError (field ``level``)."""
+    from snappy.blocks import REGION_LEVELS
+
+    if level not in REGION_LEVELS:
+        raise QueryError(f"level must be one of {', '.join(REGION_LEVELS)}, got {level!r}", "level")
+    return str(level)

@@ -21,20 +21,34 @@ import scipy.sparse as sp
 
 from snappy.grid import PatchGrid
 from snappy.propagation import METHODS, RegionOverlap
+from snappy.regions import box_areas
 
 REGION_COLUMNS = ["region_id", "page_id", "region_index", "bbox", "bbox_norm", "text", "confidence", "level",
-                  "area", "patch_idx", "patch_inter"]
+                  "parent", "area", "patch_idx", "patch_inter"]
 RESULT_COLUMNS = ("region_id", "bbox", "bbox_norm", "text", "confidence", "level")
 
 
 @dataclass
 class PageRegions:
-    """One page's regions (rows in reading order) and their per-method weights over its patches."""
+    """One page's regions (rows in reading order: lines, then blocks) and their per-method weights
+    over its patches."""
 
     rows: pa.Table  # RESULT_COLUMNS, one row per region
     indptr: np.ndarray  # [R + 1] int64: region r's entries are [indptr[r], indptr[r+1])
     patch: np.ndarray  # int32 patch index per entry
     weights: dict[str, np.ndarray]  # method -> float32 weight per entry (rows sum to 1; "max": unused)
+    levels: np.ndarray | None = None  # [R] object: "line"/"word"/"block"
+    parent: np.ndarray | None = None  # [R] int64: a line's block row, -1 for none
+    area: np.ndarray | None = None  # [R] float64 px^2
+
+    def select(self, region_scores: np.ndarray, threshold, level: str = "line"):
+        """The rows to return for these scores (:func:`snappy.blocks.select_level`)."""
+        from snappy.blocks import PageLevels, select_level
+
+        if self._levels is None:
+            levels = self.levels if self.levels is not None else np.full(self.n_regions, "line", dtype=object)
+            self._levels = PageLevels.build(levels, self.parent, self.area)
+        return select_level(region_scores, self._levels, threshold=threshold, level=level)
 
     @property
     def n_regions(self) -> int:
@@ -45,6 +59,7 @@ class PageRegions:
         self._has = counts > 0
         self._all = bool(self._has.all())
         self._starts = np.minimum(self.indptr[:-1], max(len(self.patch) - 1, 0))
+        self._levels = None  # PageLevels, built at the first selection
 
     def scores(self, patch_scores: np.ndarray, method: str = "iou") -> np.ndarray:
         """``[R]`` region scores from the page's ``[P]`` patch scores; NaN for a region over no patch."""
@@ -63,8 +78,7 @@ class PageRegions:
 
 
 def _patch_areas(grid: PatchGrid) -> np.ndarray:
-    boxes = grid.boxes()
-    return ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).astype(np.float32)
+    return box_areas(grid.boxes(), np.float32)
 
 
 def build_page_regions(table: pa.Table, grids: dict[str, PatchGrid]) -> dict[str, PageRegions]:
@@ -112,11 +126,15 @@ def build_page_regions(table: pa.Table, grids: dict[str, PatchGrid]) -> dict[str
         totals = np.where(np.diff(indptr) > 0, totals, 1.0)
         weights[method] = (w / np.maximum(totals[row_of_entry], 1e-12)).astype(np.float32)
     rows = table.select(list(RESULT_COLUMNS))
+    levels = np.asarray(table.column("level").to_pylist(), dtype=object)
+    parent = (pc.fill_null(table.column("parent").cast(pa.int64()), -1).to_numpy(zero_copy_only=False)
+              if "parent" in table.schema.names else np.full(len(pids), -1, np.int64))
     out = {}
     for a, b in zip(page_starts, page_ends):
         e0 = indptr[a]
         out[str(pids[a])] = PageRegions(rows.slice(a, b - a), indptr[a:b + 1] - e0, patch[e0:indptr[b]],
-                                        {m: w[e0:indptr[b]] for m, w in weights.items()})
+                                        {m: w[e0:indptr[b]] for m, w in weights.items()},
+                                        levels[a:b], parent[a:b], region_area[a:b])
     return out
 
 

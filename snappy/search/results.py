@@ -37,11 +37,14 @@ class PageResult:
     patch_scores: np.ndarray = field(repr=False)  # [n_tokens] per-patch MaxSim of the query
     grid: PatchGrid = field(repr=False)
     rank: int = 0  # 1-based
+    peak: float = 0.0  # how far the best region stands out: (best - mean) / std of the region scores
+    reason: str | None = None  # why no region was selected ("flat": no evidence on this page), else None
 
     def to_dict(self, with_patch_scores: bool = False) -> dict:
         d = {"rank": self.rank, "doc_id": self.doc_id, "uri": self.uri, "page_id": self.page_id,
              "page_number": int(self.page_number), "score": float(self.score), "width": int(self.width),
-             "height": int(self.height), "regions": [r.to_dict() for r in self.regions]}
+             "height": int(self.height), "peak": round(float(self.peak), 4), "reason": self.reason,
+             "regions": [r.to_dict() for r in self.regions]}
         if with_patch_scores:
             d["patch_scores"] = [float(v) for v in self.patch_scores]
             d["grid"] = self.grid.to_dict()

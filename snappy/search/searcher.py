@@ -30,11 +30,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from snappy.encoders import Encoder, make_encoder
+from snappy.blocks import DEFAULT_LEVEL
 from snappy.grid import PatchGrid
-from snappy.propagation import Threshold, select_regions
+from snappy.propagation import DEFAULT_THRESHOLD, Threshold
 from snappy.search.candidates import CandidateOptions, CentroidIndex, Codebook
 from snappy.search.maxsim import PageMatrix, maxsim, top_k
-from snappy.search.query import QueryError, check_query, check_request
+from snappy.search.query import QueryError, check_level, check_query, check_request
 from snappy.search.regions import REGION_COLUMNS, RegionStore
 from snappy.search.results import PageResult, RegionResult
 from snappy.storage.commit import live_mask, sql_list
@@ -320,7 +321,9 @@ class Searcher:
     def _read_regions(self, state: SearchState, page_ids: Sequence[str]) -> pa.Table:
         if REGIONS not in state.snap.versions:
             return pa.table({c: [] for c in REGION_COLUMNS})
-        return self.store.read(REGIONS, REGION_COLUMNS, filter=f"page_id IN ({sql_list(page_ids)})",
+        have = set(self.store.at(REGIONS, state.snap).schema.names)  # indexes written before blocks lack "parent"
+        cols = [c for c in REGION_COLUMNS if c in have]
+        return self.store.read(REGIONS, cols, filter=f"page_id IN ({sql_list(page_ids)})",
                                snap=state.snap, documents=state.docs)
 
     # ------------------------------------------------------------------ encoder
@@ -386,24 +389,28 @@ class Searcher:
         return np.unique(np.concatenate([state.index_pages[found], state.uncoded]))
 
     # ------------------------------------------------------------------ queries
-    def query(self, text: str, top_pages: int = 5, threshold: "Threshold | str | float" = "p50",
-              method: str = "iou") -> list[PageResult]:
-        return self.query_batch([text], top_pages, threshold, method)[0]
+    def query(self, text: str, top_pages: int = 5, threshold: "Threshold | str | float" = DEFAULT_THRESHOLD,
+              method: str = "iou", level: str = DEFAULT_LEVEL) -> list[PageResult]:
+        return self.query_batch([text], top_pages, threshold, method, level)[0]
 
-    def query_batch(self, texts: Sequence[str], top_pages: int = 5, threshold: "Threshold | str | float" = "p50",
-                    method: str = "iou") -> list[list[PageResult]]:
-        """Result pages per query. QueryError for a query or option that cannot be searched."""
+    def query_batch(self, texts: Sequence[str], top_pages: int = 5,
+                    threshold: "Threshold | str | float" = DEFAULT_THRESHOLD, method: str = "iou",
+                    level: str = DEFAULT_LEVEL) -> list[list[PageResult]]:
+        """Result pages per query. QueryError for a query or option that cannot be searched.
+
+        ``level``: which regions a page returns, ``line``, ``block`` or ``auto`` (snappy.blocks)."""
         top_pages, _, method = check_request(top_pages, threshold, method)
+        level = check_level(level)
         if self.options.auto_refresh:
             self.refresh()
         state = self.state
         if state.n_pages == 0:
             return [[] for _ in texts]
-        return self.search_vectors(self.encode(texts), top_pages, threshold, method, state)
+        return self.search_vectors(self.encode(texts), top_pages, threshold, method, state, level)
 
     def search_vectors(self, query_vectors: Sequence[np.ndarray], top_pages: int = 5,
-                       threshold: "Threshold | str | float" = "p50", method: str = "iou",
-                       state: SearchState | None = None) -> list[list[PageResult]]:
+                       threshold: "Threshold | str | float" = DEFAULT_THRESHOLD, method: str = "iou",
+                       state: SearchState | None = None, level: str = DEFAULT_LEVEL) -> list[list[PageResult]]:
         """Like :meth:`query_batch` with encoded queries (``[t, dim]`` float32 each)."""
         state = state or self.state
         threshold = Threshold.parse(threshold)
@@ -414,7 +421,7 @@ class Searcher:
             out: list[list[PageResult]] = [[] for _ in query_vectors]
             if usable:
                 for i, res in zip(usable, self.search_vectors([query_vectors[i] for i in usable], top_pages,
-                                                              threshold, method, state)):
+                                                              threshold, method, state, level)):
                     out[i] = res
             return out
         if state.n_pages == 0 or not len(query_vectors):
@@ -427,16 +434,18 @@ class Searcher:
         out = []
         for b, (row, srow) in enumerate(zip(idx, scores)):
             out.append([self._page_result(state, int(i), float(s), patch_scores(b, int(i)),
-                                          regions.get(state.page_ids[i]), threshold, method, rank)
+                                          regions.get(state.page_ids[i]), threshold, method, rank, level)
                         for rank, (i, s) in enumerate(zip(row, srow), start=1)])
         return out
 
     def _page_result(self, state: SearchState, i: int, score: float, ps: np.ndarray, regions, threshold: Threshold,
-                     method: str, rank: int) -> PageResult:
+                     method: str, rank: int, level: str = DEFAULT_LEVEL) -> PageResult:
         selected: list[RegionResult] = []
+        peak, reason = 0.0, "no regions"
         if regions is not None and regions.n_regions:
             rs = regions.scores(ps, method)  # [R]
-            keep = select_regions(rs, threshold)
+            sel = regions.select(rs, threshold, level)
+            keep, peak, reason = sel.kept, sel.peak, sel.reason
             if len(keep):
                 rows = regions.rows.take(pa.array(np.asarray(keep, np.int64))).to_pylist()
                 selected = [RegionResult(region_id=r["region_id"], bbox=tuple(r["bbox"]), bbox_norm=tuple(r["bbox_norm"]),
@@ -446,7 +455,8 @@ class Searcher:
         doc = state.page_doc[i]
         return PageResult(doc_id=doc, uri=state.doc_uri.get(doc, ""), page_id=state.page_ids[i],
                           page_number=int(state.page_number[i]), score=score, width=w, height=h, regions=selected,
-                          patch_scores=np.asarray(ps, np.float32), grid=state.grid(i), rank=rank)
+                          patch_scores=np.asarray(ps, np.float32), grid=state.grid(i), rank=rank, peak=peak,
+                          reason=reason)
 
     # ------------------------------------------------------------------ single pages
     def page(self, page_id: str) -> dict:

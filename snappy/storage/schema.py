@@ -16,6 +16,7 @@ from typing import Sequence
 import numpy as np
 import pyarrow as pa
 
+from snappy.blocks import with_blocks
 from snappy.encoders.base import PageEmbedding
 from snappy.pages import Page
 from snappy.propagation import RegionOverlap
@@ -119,11 +120,13 @@ def regions_schema() -> pa.Schema:
         pa.field("polygon", pa.list_(pa.float32())),  # flattened [x, y]*n, or null
         pa.field("text", pa.string()),
         pa.field("confidence", pa.float32()),
-        pa.field("level", pa.string()),
+        pa.field("level", pa.string()),  # "line" (or "word") from OCR; "block": lines grouped (snappy.blocks)
         pa.field("area", pa.float32()),  # px^2
         pa.field("patch_idx", pa.list_(pa.int32())),  # tokens the region overlaps
         pa.field("patch_inter", pa.list_(pa.float32())),  # intersection areas with them, px^2
         pa.field("gen", pa.int64()),  # generation (as pages)
+        # last, so tables written before blocks gain it by migration with the same field order:
+        pa.field("parent", pa.int32()),  # a line's block (its region_index); null for blocks and older indexes
     ])
 
 
@@ -196,17 +199,19 @@ def page_record(doc_id: str, page: Page, embedding: PageEmbedding, encoder_id: s
 
 
 def region_records(doc_id: str, page_number: int, regions: Sequence[Region], embedding_grid,
-                   gen: int = 0) -> list[dict]:
-    """Region rows of one page, with their overlap on the page's patch grid precomputed."""
+                   gen: int = 0, blocks: bool = True) -> list[dict]:
+    """Region rows of one page, with their overlap on the page's patch grid precomputed: the OCR
+    lines, then (``blocks``) the blocks they form (``snappy.blocks``), each line naming its block."""
     page_id = page_id_for(doc_id, page_number)
+    regions, parent = with_blocks(regions) if blocks else (list(regions), np.full(len(regions), -1))
     overlap = RegionOverlap.build(embedding_grid.boxes(), boxes_array(regions))
     idx, inter = overlap.to_lists()
     return [{
         "region_id": region_id_for(page_id, i), "page_id": page_id, "doc_id": doc_id,
         "page_number": page_number, "region_index": i, "bbox": list(r.bbox), "bbox_norm": list(r.bbox_norm),
         "polygon": [c for pt in r.polygon for c in pt] if r.polygon else None, "text": r.text,
-        "confidence": r.confidence, "level": r.level, "area": r.area,
-        "patch_idx": idx[i], "patch_inter": inter[i], "gen": gen,
+        "confidence": r.confidence, "level": r.level, "parent": int(parent[i]) if parent[i] >= 0 else None,
+        "area": r.area, "patch_idx": idx[i], "patch_inter": inter[i], "gen": gen,
     } for i, r in enumerate(regions)]
 
 

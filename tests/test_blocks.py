@@ -1,0 +1,133 @@
+"""Block regions (snappy.blocks), tie-safe selection and the level a query returns."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from snappy.blocks import PageLevels, blocks_from_lines, group_lines, select_level, split_levels, with_blocks
+from snappy.propagation import Threshold, select, select_regions
+from snappy.regions import Region
+from snappy.synth import BLOCK_LAYOUTS, block_pages
+
+DPI = 150.0
+
+
+def _truth_lines(page):
+    """The page's lines as an OCR engine with perfect boxes would give them, and their block ids."""
+    size = (round(page.size_pt[0] * DPI / 72), round(page.size_pt[1] * DPI / 72))
+    regions = [Region(ln.bbox_px(DPI), size, ln.text) for ln in page.lines]
+    return regions, [ln.group for ln in page.lines]
+
+
+@pytest.mark.parametrize("layout", BLOCK_LAYOUTS)
+def test_grouping_recovers_every_asked_block(layout):
+    pages, questions = block_pages(len(BLOCK_LAYOUTS) * 2, seed=3)
+    checked = 0
+    for p, page in enumerate(pages):
+        if BLOCK_LAYOUTS[p % len(BLOCK_LAYOUTS)] != layout:
+            continue
+        lines, groups = _truth_lines(page)
+        labels = group_lines(np.array([r.bbox for r in lines]))
+        for q in (q for q in questions if q.page == p):
+            members = [i for i, g in enumerate(groups) if g == q.block]
+            block = set(labels[members])
+            assert len(block) == 1, f"{layout}: block {q.block} split into {block}"
+            others = [i for i in range(len(lines)) if labels[i] in block and groups[i] != q.block]
+            assert not others, f"{layout}: block {q.block} swallowed {[lines[i].text for i in others]}"
+            checked += 1
+    assert checked >= 2
+
+
+def test_blocks_have_union_boxes_reading_order_text_and_parents():
+    size = (1000, 1400)
+    lines = [Region((50, 40, 400, 70), size, "A Heading"),  # taller: its own block
+             Region((50, 100, 900, 120), size, "para one"), Region((50, 126, 900, 146), size, "para two"),
+             Region((50, 152, 500, 172), size, "para three"),
+             Region((400, 220, 500, 240), size, "cell b"), Region((50, 220, 200, 240), size, "cell a"),
+             Region((700, 220, 800, 240), size, "cell c"),
+             Region((50, 340, 450, 360), size, "left 1"), Region((50, 366, 450, 386), size, "left 2"),
+             Region((520, 340, 900, 360), size, "right 1"), Region((520, 366, 900, 386), size, "right 2")]
+    blocks, labels = blocks_from_lines(lines)
+    assert [b.text for b in blocks] == ["A Heading", "para one para two para three", "cell a cell b cell c",
+                                        "left 1 left 2", "right 1 right 2"]
+    assert blocks[1].bbox == (50, 100, 900, 172) and all(b.level == "block" for b in blocks)
+    stored, parent = with_blocks(lines)  # blocks of two or more lines are stored; the heading is one line
+    assert len(stored) == len(lines) + 4 and list(parent[len(lines):]) == [-1] * 4 and parent[0] == -1
+    assert [stored[p].text for p in parent[1:4]] == ["para one para two para three"] * 3
+    line_rows, block_rows, line_block = split_levels([r.level for r in stored], parent)
+    assert list(line_rows) == list(range(len(lines))) and list(line_block) == [-1] + list(labels[1:] - 1)
+    pl = PageLevels.build([r.level for r in stored], parent, [r.area for r in stored])
+    assert list(pl.unit_rows) == [0] + list(range(len(lines), len(lines) + 4))  # the block level's rows
+
+
+def test_grouping_of_nothing_and_of_one_line():
+    assert group_lines(np.zeros((0, 4))).size == 0
+    assert list(group_lines(np.array([[0, 0, 10, 5]]))) == [0]
+
+
+# ------------------------------------------------------------------ selection
+
+
+def test_ties_at_the_top_are_always_kept():
+    assert list(select_regions(np.array([1.0, 2.0, 2.0, 2.0]), "p50")) == [1, 2, 3]  # was []
+    assert list(select_regions(np.array([3.0, 3.0, 1.0, 0.0]), "top1")) == [0, 1]
+    assert list(select_regions(np.array([0.0, 0.0, 0.0, 1.0]), "adaptive:2")) == [3]  # mean+2std > max
+    for spec in ("p50", "p90", "top1", "adaptive:3", "gap"):
+        sel = select(np.array([0.1, 0.5, 0.5, 0.2, 0.0]), spec)
+        assert {1, 2} <= set(sel.kept.tolist()) and sel.reason is None
+
+
+@pytest.mark.parametrize("spec", ["p50", "adaptive", "top1", "gap", "gap:0.2"])
+def test_flat_map_selects_nothing_and_says_why(spec):
+    sel = select(np.full(6, 0.3), spec)
+    assert sel.kept.size == 0 and sel.reason == "flat" and sel.peak == 0.0
+    assert select(np.full(0, 0.3), spec).reason == "no regions"
+    assert select(np.array([np.nan, np.nan]), spec).reason == "no regions"
+
+
+def test_fixed_threshold_reason_and_peak():
+    sel = select(np.array([0.1, 0.2, 0.9]), "0.95")
+    assert sel.kept.size == 0 and sel.reason == "below threshold" and sel.peak > 1
+    peaked, spread = select(np.r_[1.0, np.zeros(20)], "p50"), select(np.linspace(0, 1, 21), "p50")
+    assert peaked.peak > 4 > spread.peak  # a single standout region has a higher peak
+
+
+def test_gap_rule_cuts_at_the_largest_drop():
+    s = np.array([0.2, 0.91, 0.1, 0.9, 0.15, 0.88, 0.05, 0.12])
+    assert list(select_regions(s, "gap")) == [1, 3, 5]
+    assert list(select_regions(s, "gap:0.2")) == [1, 3]  # only the best 2 places are looked at
+    assert Threshold.parse("gap") == Threshold("gap", 0.5) and Threshold.parse(str(Threshold("gap", 0.3))).value == 0.3
+    with pytest.raises(ValueError, match="share"):
+        Threshold.parse("gap:1.5")
+
+
+def test_levels():
+    size = (1000, 1400)
+    lines = [Region((50, 100, 900, 120), size, "p1"), Region((50, 126, 900, 146), size, "p2"),
+             Region((50, 152, 500, 172), size, "p3"),
+             Region((50, 300, 900, 320), size, "q1"), Region((50, 326, 900, 346), size, "q2"),
+             Region((50, 352, 900, 372), size, "q3"), Region((50, 378, 900, 398), size, "q4")]
+    stored, parent = with_blocks(lines)
+    levels = [r.level for r in stored]
+    areas = np.array([r.area for r in stored])
+    # lines 0, 1 of block "p" score high; line 3 of block "q" a little; blocks score like their lines
+    scores = np.array([0.9, 0.8, 0.1, 0.5, 0.0, 0.0, 0.0, 0.6, 0.12])
+    assert list(select_level(scores, levels, parent, areas, "top3", "line").kept) == [0, 1, 3]
+    assert list(select_level(scores, levels, parent, areas, "top1", "block").kept) == [7]
+    # auto: p1+p2 cover 2/3 of block p's line area -> the block, at p1's rank; q1 alone (1/4) stays a line
+    assert list(select_level(scores, levels, parent, areas, "top3", "auto").kept) == [7, 3]
+    # a page stored without blocks: every level answers with lines
+    assert list(select_level(scores[:7], levels[:7], None, areas[:7], "top2", "block").kept) == [0, 1]
+    with pytest.raises(ValueError, match="level"):
+        select_level(scores, levels, parent, areas, "top1", "page")
+
+
+def test_selection_specs_name_a_level_and_a_rule():
+    from snappy.blocks import parse_selection
+
+    assert parse_selection("p50") == ("line", Threshold("percentile", 50.0))  # the paper's setting
+    assert parse_selection("auto:gap") == ("auto", Threshold("gap", 0.5))
+    assert parse_selection("block:adaptive:1.5") == ("block", Threshold("adaptive", 1.5))
+    assert parse_selection("adaptive:1.5") == ("line", Threshold("adaptive", 1.5))
+    with pytest.raises(ValueError, match="threshold"):
+        parse_selection("block:p500")

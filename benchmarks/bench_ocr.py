@@ -218,6 +218,8 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "tesseract:default": ("tesseract", {}),
     "tesseract:before": ("tesseract", {"threads": 0}),
     "tesseract:psm11": ("tesseract", {"psm": 11}),
+    "tesseract:oem1": ("tesseract", {"oem": 1}),  # LSTM engine only
+    "tesseract:psm6": ("tesseract", {"psm": 6}),  # one uniform block: no page layout analysis
 }
 QUICK = ("paddle:default", "rapid:default", "tesseract:default")
 BEFORE_AFTER = ("paddle:before", "paddle:default", "rapid:before", "rapid:default", "tesseract:before",

@@ -33,14 +33,14 @@ cover at least ``promote`` of its line area returned whole in their place).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Sequence
+from typing import Literal, Sequence
 
 import numpy as np
+import scipy.sparse as sp
+from scipy.sparse.csgraph import connected_components
 
+from snappy.propagation import Selection, Threshold, select
 from snappy.regions import Region
-
-if TYPE_CHECKING:
-    from snappy.propagation import Threshold
 
 RegionLevel = Literal["line", "block", "auto"]
 REGION_LEVELS: tuple[str, ...] = ("line", "block", "auto")
@@ -59,22 +59,9 @@ class BlockOptions:
 
 
 def _components(n: int, pairs_a: np.ndarray, pairs_b: np.ndarray) -> np.ndarray:
-    """Connected-component label per node (labels 0..k-1 in order of first node)."""
-    parent = np.arange(n)
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for a, b in zip(pairs_a.tolist(), pairs_b.tolist()):
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    roots = np.array([find(i) for i in range(n)], dtype=np.int64)
-    _, labels = np.unique(roots, return_inverse=True)
-    return labels.astype(np.int64)
+    """Connected-component label per node of the graph with edges ``pairs_a[k] - pairs_b[k]``."""
+    graph = sp.coo_matrix((np.ones(len(pairs_a)), (pairs_a, pairs_b)), shape=(n, n))
+    return connected_components(graph, directed=False)[1].astype(np.int64)
 
 
 def group_lines(boxes: np.ndarray, options: BlockOptions | None = None) -> np.ndarray:
@@ -223,8 +210,6 @@ def select_level(scores: np.ndarray, levels, parent: np.ndarray | None = None, a
     block of two or more lines whose selected lines cover at least ``promote`` of its line area is
     returned whole, in place of those lines, at the rank of its best selected line. The
     :class:`~snappy.propagation.Selection`'s ``peak`` and ``reason`` are those of the lines' map."""
-    from snappy.propagation import Selection, select
-
     if level not in REGION_LEVELS:
         raise ValueError(f"unknown region level {level!r}; expected one of {', '.join(REGION_LEVELS)}")
     pl = levels if isinstance(levels, PageLevels) else PageLevels.build(levels, parent, areas)
@@ -250,11 +235,9 @@ def select_level(scores: np.ndarray, levels, parent: np.ndarray | None = None, a
     return Selection(out[np.sort(first)], sel.peak, sel.reason)
 
 
-def parse_selection(spec: str, default_level: str = "line") -> tuple[str, "Threshold"]:
+def parse_selection(spec: str, default_level: str = "line") -> tuple[str, Threshold]:
     """A selection spec ``[level:]rule`` -> ``(level, Threshold)``: ``auto:p50``, ``block:top3``,
     ``gap`` (no level: ``default_level``, lines, as in the paper). ValueError names what is wrong."""
-    from snappy.propagation import Threshold
-
     text = str(spec).strip()
     head, _, rest = text.partition(":")
     if head.lower() in REGION_LEVELS and rest:

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import scipy.sparse as sp
 
+from snappy.blocks import PageLevels, select_level
 from snappy.grid import PatchGrid
 from snappy.propagation import METHODS, RegionOverlap
 from snappy.regions import box_areas
@@ -43,8 +44,6 @@ class PageRegions:
 
     def select(self, region_scores: np.ndarray, threshold, level: str = "line"):
         """The rows to return for these scores (:func:`snappy.blocks.select_level`)."""
-        from snappy.blocks import PageLevels, select_level
-
         if self._levels is None:
             levels = self.levels if self.levels is not None else np.full(self.n_regions, "line", dtype=object)
             self._levels = PageLevels.build(levels, self.parent, self.area)

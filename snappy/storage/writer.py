@@ -141,6 +141,7 @@ class IndexWriter:
     def put_documents(self, documents, pages=None, regions=None, delete: Sequence[str] = (),
                       dim: int | None = None) -> snapshots.Snapshot:
         """Write whole documents (see :meth:`IndexStore.upsert`) in one commit."""
+        self.migrate()  # fragments are written against the tables' current schemas
         docs = documents if isinstance(documents, pa.Table) else pa.Table.from_pylist(list(documents), schema=SCHEMAS[DOCUMENTS]())
         docs = _conform(docs, SCHEMAS[DOCUMENTS]())
         ids = docs.column("doc_id").to_pylist()
@@ -207,6 +208,7 @@ class IndexWriter:
         removed = self.store.files.delete_tree("_staging")  # left by snappy versions before generations
         if removed:
             out["legacy_staging_files"] = removed
+        self.migrate()  # before any fragment is written: a run's write tasks use the current schemas
         latest = self.store.latest_versions()
         if not latest or (self.published is not None and self.published.versions == latest):
             return out

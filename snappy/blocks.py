@@ -217,7 +217,7 @@ def select_level(scores: np.ndarray, levels, parent: np.ndarray | None = None, a
     if level == "block":
         sel = select(s[pl.unit_rows], threshold)
         return Selection(pl.unit_rows[sel.kept], sel.peak, sel.reason)
-    sel = select(s[pl.line_rows] if len(pl.block_rows) else s, threshold)
+    sel = select(s[pl.line_rows], threshold)
     kept_lines = pl.line_rows[sel.kept]
     if level == "line" or not len(pl.block_rows) or not len(kept_lines):
         return Selection(kept_lines, sel.peak, sel.reason)

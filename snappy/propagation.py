@@ -202,10 +202,6 @@ class Threshold:
             return cls("fixed", float(m["fixed"]))
         return cls("adaptive", float(m["k"]) if m["k"] is not None else 1.0)
 
-    @property
-    def relative(self) -> bool:
-        return self.kind != "fixed"
-
     def __str__(self) -> str:
         return {"percentile": f"p{self.value:g}", "adaptive": f"adaptive:{self.value:g}",
                 "top": f"top{int(self.value)}", "gap": f"gap:{self.value:g}", "fixed": f"{self.value:g}"}[self.kind]

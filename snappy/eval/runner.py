@@ -214,19 +214,17 @@ def _level_view(a: PageAnalysis, level: str, method: str) -> LevelView:
     """``line``: the OCR lines. ``block``: blocks of two or more lines and the lines that are blocks
     by themselves. ``auto``: lines and blocks, selected by :func:`snappy.blocks.select_level`
     (a block whose selected lines cover half of it is returned in their place)."""
-    scores = _scores_for(a, method)
     if level == "line" or not a.regions:
-        return LevelView(a.regions, scores, a.overlap, _select)
+        return LevelView(a.regions, _scores_for(a, method), a.overlap, _select)
     from snappy.blocks import PageLevels, select_level, with_blocks
 
-    key = "stored"
-    if key not in a.cache:
-        stored, parent = with_blocks(a.regions)
-        a.cache[key] = (stored, parent, RegionOverlap.build(a.patch_boxes, boxes_array(stored)),
-                        PageLevels.build([r.level for r in stored], parent, [r.area for r in stored]))
-    stored, parent, ov, pl = a.cache[key]
     if a.patch_scores is None:
         raise ValueError("this page scorer keeps no patch scores: cannot score blocks")
+    if "stored" not in a.cache:  # the page's lines and blocks, as an index stores them
+        stored, parent = with_blocks(a.regions)
+        a.cache["stored"] = (stored, RegionOverlap.build(a.patch_boxes, boxes_array(stored)),
+                             PageLevels.build([r.level for r in stored], parent, [r.area for r in stored]))
+    stored, ov, pl = a.cache["stored"]
     all_scores = region_scores(a.patch_scores, ov, method)
     if level == "block":
         units = pl.unit_rows

@@ -1,6 +1,7 @@
 """What a query may be: checks shared by the CLI, the Python API and the HTTP service (a 4xx there)."""
 from __future__ import annotations
 
+from snappy.blocks import REGION_LEVELS
 from snappy.encoders.lexical import text_pieces
 from snappy.propagation import DEFAULT_THRESHOLD, METHODS, Threshold
 
@@ -49,8 +50,6 @@ def check_request(top_pages: object = 5, threshold: object = DEFAULT_THRESHOLD, 
 
 def check_level(level: object) -> str:
     """A valid region level (``line``, ``block``, ``auto``), or QueryError (field ``level``)."""
-    from snappy.blocks import REGION_LEVELS
-
     if level not in REGION_LEVELS:
         raise QueryError(f"level must be one of {', '.join(REGION_LEVELS)}, got {level!r}", "level")
     return str(level)

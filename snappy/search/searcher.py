@@ -29,8 +29,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from snappy.encoders import Encoder, make_encoder
 from snappy.blocks import DEFAULT_LEVEL
+from snappy.encoders import Encoder, make_encoder
 from snappy.grid import PatchGrid
 from snappy.propagation import DEFAULT_THRESHOLD, Threshold
 from snappy.search.candidates import CandidateOptions, CentroidIndex, Codebook
@@ -99,6 +99,7 @@ class SearchState:
     uncoded: np.ndarray | None = None  # candidates mode: state pages without codes (always scored)
     pages_ds: object = None  # the pages Lance dataset at the snapshot's version
     regions: RegionStore | None = None
+    region_columns: list[str] | None = None  # REGION_COLUMNS the regions table has (read at first use)
     page_index: dict[str, int] = field(default_factory=dict)
     loaded_s: float = 0.0
 
@@ -321,9 +322,10 @@ class Searcher:
     def _read_regions(self, state: SearchState, page_ids: Sequence[str]) -> pa.Table:
         if REGIONS not in state.snap.versions:
             return pa.table({c: [] for c in REGION_COLUMNS})
-        have = set(self.store.at(REGIONS, state.snap).schema.names)  # indexes written before blocks lack "parent"
-        cols = [c for c in REGION_COLUMNS if c in have]
-        return self.store.read(REGIONS, cols, filter=f"page_id IN ({sql_list(page_ids)})",
+        if state.region_columns is None:  # once per snapshot: indexes written before blocks lack "parent"
+            have = set(self.store.at(REGIONS, state.snap).schema.names)
+            state.region_columns = [c for c in REGION_COLUMNS if c in have]
+        return self.store.read(REGIONS, state.region_columns, filter=f"page_id IN ({sql_list(page_ids)})",
                                snap=state.snap, documents=state.docs)
 
     # ------------------------------------------------------------------ encoder

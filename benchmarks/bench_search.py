@@ -3,6 +3,7 @@ among, LanceDB, and the region step; on data with structure, never uniform noise
 
     python benchmarks/bench_search.py build --pages 30000          # write an index (+ candidate stage) once
     python benchmarks/bench_search.py scale --pages 10000,30000,100000
+    python benchmarks/bench_search.py sweep --pages 100000 --configs 7478:191,12288:256   # budgets
     python benchmarks/bench_search.py options --pages 10000        # probe / pooled / binary / MUVERA / LanceDB
     python benchmarks/bench_search.py lexical --pages 5000         # lexical-encoder vectors of generated pages
     python benchmarks/bench_search.py regions                      # the region step through the real path
@@ -44,13 +45,17 @@ def corpus(n: int):
 def build(n: int, work: Path) -> Path:
     """The structured index of ``n`` pages with its candidate stage (cached)."""
     from snappy.search.maintain import CandidateSettings, update_candidates
+    from snappy.storage import IndexStore
     from snappy.storage.synthetic import write_vector_pages
 
     path = work / f"structured-{n}"
     done = path / "BUILT"
-    if done.is_file():
+    if done.is_file():  # cached: brought up to date as a nightly run would (e.g. int8 codes re-packed to 4-bit)
+        with IndexStore(str(path)).writer() as w:
+            out = update_candidates(w, CandidateSettings(min_pages=1, batch_pages=512))
+        if out.get("action"):
+            print(f"{path}: candidate stage updated: {out}", flush=True)
         return path
-    from snappy.storage import IndexStore
 
     c = corpus(n)
     vocab = c.vocabulary_vectors()
@@ -121,7 +126,10 @@ for q in qs:
     (res,) = s.search_vectors([q], top_pages=10)
     lat.append(time.perf_counter() - t)
     tops.append([int(p.uri.rsplit("/", 1)[-1]) for p in res])  # structured://<page number>
+import resource
+peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 print(json.dumps({"mode": s.state.mode, "cold_start_s": round(cold, 2), "rss_mb": round(proc.memory_info().rss / 2**20),
+                  "peak_rss_mb": round(peak_mb),
                   "median_ms": round(1000 * float(np.median(lat)), 1), "p90_ms": round(1000 * float(np.percentile(lat, 90)), 1),
                   "tops": tops, "info": s.info()}))
 """
@@ -172,6 +180,45 @@ def scale(sizes: list[int], work: Path, n_q: int, threads: int, exact_max: int, 
     return rows
 
 
+# ---------------------------------------------------------------------- budgets swept on one loaded index
+def sweep(n: int, n_q: int, configs: list[tuple[int, int]], work: Path) -> list[dict]:
+    """For each (pool, candidates): share of the exact top-10 the probe keeps, the pooled stage keeps,
+    the final top-10 holds, and the latency (one searcher loaded once; truth from ``scale``'s cache)."""
+    import dataclasses
+
+    import numpy as np
+
+    from snappy.search import Searcher, SearchOptions
+    from snappy.search.candidates import CandidateOptions
+
+    path = build(n, work)
+    cached = sorted(work.glob(f"exact-{n}-*q-1t.json"))
+    qs, _ = queries(n, n_q)
+    truth = json.loads(cached[-1].read_text())["tops"][:n_q] if cached else exact_offline(n, qs)
+    s = Searcher(str(path), options=SearchOptions(mode="candidates", exact_max_pages=0))
+    st = s.state
+    number = np.array([int(st.doc_uri[d].rsplit("/", 1)[-1]) for d in st.page_doc])  # state page -> page number
+    rows = []
+    for pool, cand in configs:
+        s.options = dataclasses.replace(s.options, candidates=CandidateOptions(pool=pool, candidates=cand))
+        holds, after, lat, final = [], [], [], []
+        for q, tr in zip(qs, truth):
+            probed = st.index.probe(q, s.options.candidates.nprobe, pool, s.options.candidates.probe_budget)
+            holds.append(len(set(number[st.index_pages[probed]]) & set(tr)) / 10)
+            kept = st.index._search_one(q, s.options.candidates)
+            after.append(len(set(number[st.index_pages[kept]]) & set(tr)) / 10)
+            t = time.perf_counter()
+            (res,) = s.search_vectors([q], top_pages=10)
+            lat.append(time.perf_counter() - t)
+            final.append(len({int(r.uri.rsplit("/", 1)[-1]) for r in res} & set(tr)) / 10)
+        row = {"pages": n, "pool": pool, "candidates": cand, "probe_holds": round(float(np.mean(holds)), 3),
+               "after_pooled": round(float(np.mean(after)), 3), "recall@10": round(float(np.mean(final)), 3),
+               "median_ms": round(1000 * float(np.median(lat)), 1)}
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    return rows
+
+
 # ---------------------------------------------------------------------- the options compared
 def options(n: int, n_q: int, lancedb_queries: int, work: Path) -> dict:
     """Each first-stage option's recall of the exact top-10 vs the candidates it needs, same data."""
@@ -207,8 +254,9 @@ def options(n: int, n_q: int, lancedb_queries: int, work: Path) -> dict:
     import pyarrow as pa
 
     pooled = [pool_page(p.astype(np.float32), 8) for p in pages]
-    idx = CentroidIndex.build(cb, pa.array(codes, pa.list_(pa.int32())), pa.array(
-        [cb.quantize(p).tolist() for p in pooled], pa.list_(pa.list_(pa.int8(), 128))))
+    cb4 = cb.with_pool_ranges(np.concatenate(pooled[:256]))  # as the indexing run fits them
+    idx = CentroidIndex.build(cb4, pa.array(codes, pa.list_(pa.int32())), pa.array(
+        [cb4.pack4(p).tolist() for p in pooled], pa.list_(pa.list_(pa.uint8(), 64))))
     probe_scores = np.stack([idx.probe_scores(q, 8, CandidateOptions().probe_budget) for q in qs])
     curve("centroids: probe (nprobe 8)", probe_scores, (256, 512, 1024, 2048, 4096),
           {"bytes_per_page_in_ram": int(np.mean([len(x) for x in codes]) * 2 * 2), "k": k})
@@ -216,6 +264,12 @@ def options(n: int, n_q: int, lancedb_queries: int, work: Path) -> dict:
     curve("centroids: centroid interaction (all codes)", ci)
     pm = PageMatrix.from_pages([cb.quantize(p).astype(np.float32) * cb.pool_scale for p in pooled], np.float32)
     curve("token pooling 8:1, int8 (16 KB/page)", maxsim(qs, pm), extra={"bytes_per_page_in_ram": 16 * 1024})
+    pm4 = PageMatrix.from_pages([cb4.unpack4(cb4.pack4(p)) for p in pooled], np.float32)
+    curve("token pooling 8:1, 4 bits per dimension (8 KB/page)", maxsim(qs, pm4),
+          extra={"bytes_per_page_in_ram": 8 * 1024})
+    pm12 = PageMatrix.from_pages([cb.quantize(pool_page(p.astype(np.float32), 12)).astype(np.float32) * cb.pool_scale
+                                  for p in pages], np.float32)
+    curve("token pooling 12:1, int8 (11 KB/page)", maxsim(qs, pm12), extra={"bytes_per_page_in_ram": 85 * 128})
     pm16 = PageMatrix.from_pages([pool_page(p.astype(np.float32), 16) for p in pages], np.float32)
     curve("token pooling 16:1, float", maxsim(qs, pm16), extra={"bytes_per_page_in_ram": 64 * 128 * 4})
     curve("binary tokens, q . sign(d) (16 KB/page)", maxsim(qs, PageMatrix(np.sign(m.vectors), m.offsets)),
@@ -422,14 +476,17 @@ def _rebuild(table, grid):
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("what", nargs="?", default="all", choices=["all", "build", "scale", "options", "lexical", "regions"])
+    p.add_argument("what", nargs="?", default="all", choices=["all", "build", "scale", "sweep", "options", "lexical",
+                                                                "regions"])
+    p.add_argument("--configs", default="4096:128,7478:191,8192:256,12288:192,12288:256,16384:256",
+                   help="sweep: pool:candidates pairs")
     p.add_argument("--pages", default="10000")
     p.add_argument("--queries", type=int, default=100)
     p.add_argument("--threads", type=int, default=1, help="BLAS threads for exact and candidates alike")
     p.add_argument("--exact-max", type=int, default=30000, help="largest index scanned exactly in memory")
     p.add_argument("--nprobe", type=int, default=8)
-    p.add_argument("--pool", type=int, default=4096)
-    p.add_argument("--candidates", type=int, default=128)
+    p.add_argument("--pool", type=int, default=None, help="pages kept by the probe (default: grows with the index)")
+    p.add_argument("--candidates", type=int, default=None, help="pages reranked exactly (default: grows with the index)")
     p.add_argument("--lancedb-queries", type=int, default=10)
     p.add_argument("--repeat", type=int, default=2000)
     p.add_argument("--workdir", default=str(DEFAULT_WORK))
@@ -449,6 +506,9 @@ def main() -> int:
         out["options"] = options(sizes[0], min(args.queries, 50), args.lancedb_queries, work)
     if args.what in ("all", "lexical"):
         out["lexical"] = lexical(5000 if args.what == "all" else sizes[0], min(args.queries, 100), work)
+    if args.what == "sweep":
+        configs = [tuple(int(x) for x in c.split(":")) for c in args.configs.split(",")]
+        out["sweep"] = [r for n in sizes for r in sweep(n, args.queries, configs, work)]
     if args.what in ("all", "scale"):
         out["scale"] = scale(sizes, work, args.queries, args.threads, args.exact_max, opts)
     if args.json:

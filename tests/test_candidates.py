@@ -198,3 +198,91 @@ def test_a_lexical_index_keeps_its_words_in_the_candidate_stage(tmp_path):
     qs = [enc.embed_queries([facts[i].split(" reads ")[0]])[0] for i in range(0, n, 10)]
     (e, es), (c, cs) = exact.rank(qs, 1), cand.rank(qs, 1)
     assert np.mean(np.abs(es[:, 0] - cs[:, 0]) < 1e-4) >= 0.8
+
+
+def test_four_bit_pooled_vectors_score_as_their_dequantised_values():
+    """4 bits per dimension: the packed scores equal MaxSim on the unpacked vectors, which stay
+    within half a step of the originals inside the fitted ranges."""
+    rng = np.random.default_rng(3)
+    pages = [pool_page(rng.standard_normal((int(n), 16)).astype(np.float32), 4) for n in (40, 8, 64)]
+    cb = Codebook.train(np.concatenate(pages), 4, codebook_id=1, trained_pages=3)
+    assert cb.pool_bits == 8
+    cb4 = cb.with_pool_ranges(np.concatenate(pages), clip=0.0)
+    assert cb4.pool_bits == 4 and cb4.pool_lo.shape == (16,)
+    for p in pages:
+        packed = cb4.pack4(p)
+        assert packed.shape == (len(p), 8) and packed.dtype == np.uint8
+        assert np.all(np.abs(cb4.unpack4(packed) - p) <= cb4.pool_step / 2 + 1e-6)
+    idx = CentroidIndex.build(cb4, pa.array([[0], [1], [2]], pa.list_(pa.int32())),
+                              pa.array([cb4.pack4(p).tolist() for p in pages], pa.list_(pa.list_(pa.uint8(), 8))))
+    q = rng.standard_normal((5, 16)).astype(np.float32)
+    want = [float((q @ cb4.unpack4(cb4.pack4(p)).T).max(axis=1).sum()) for p in pages]
+    np.testing.assert_allclose(idx.pooled_scores(q, np.array([0, 1, 2])), want, rtol=1e-5, atol=1e-5)
+    assert idx.pooled.nbytes == sum(len(p) for p in pages) * 8  # half of int8's bytes
+    back = Codebook.from_table(cb4.to_table())  # ranges stored with the codebook
+    np.testing.assert_array_equal(back.pool_lo, cb4.pool_lo)
+    np.testing.assert_array_equal(back.pool_step, cb4.pool_step)
+    assert Codebook.from_table(cb.to_table()).pool_bits == 8
+    older = cb4.to_table().drop_columns(["pool_lo", "pool_step"])  # written before 4-bit ranges existed
+    assert Codebook.from_table(older).pool_bits == 8
+    with pytest.raises(ValueError, match="width 16"):  # int8 rows given to a 4-bit codebook
+        CentroidIndex.build(cb4, pa.array([[0]], pa.list_(pa.int32())),
+                            pa.array([cb.quantize(pages[0]).tolist()], pa.list_(pa.list_(pa.int8(), 16))))
+
+
+def test_pool_bits_decisions():
+    from snappy.search.maintain import default_pool_bits, plan_pool
+
+    rng = np.random.default_rng(0)
+    v = rng.standard_normal((64, 16)).astype(np.float32)
+    cb = Codebook.train(v, 4, codebook_id=1, trained_pages=1)
+    cb4 = cb.with_pool_ranges(v)
+    assert default_pool_bits("vidore/colqwen2.5") == 4 and default_pool_bits("lexical:d128:p28:t768:h8:s0") == 8
+    assert plan_pool(None, 4) is None and plan_pool(cb, 8) is None and plan_pool(cb4, 4) is None
+    assert plan_pool(cb, 4) == "repack" and plan_pool(cb4, 8) == "retrain"
+
+
+def test_an_int8_index_is_repacked_to_four_bits_without_recoding(tmp_path):
+    """An index whose candidate stage predates 4-bit pooled vectors (codebook without ranges, codes
+    table without ``pooled4``) is migrated by the next update: same codes, same pages, the pooled
+    vectors re-packed in one commit, and search gives the same results as before for covering lists."""
+    vocab = CORPUS.vocabulary_vectors()
+    store = write_vector_pages(str(tmp_path / "old"), CORPUS.n_pages, lambda a, b: CORPUS.pages(a, b, vocab),
+                               "synthetic:structured", name="structured")
+    with store.writer() as w:
+        assert update_candidates(w, CandidateSettings(**{**SETTINGS.__dict__, "pool_bits": 8}))["action"] == "trained"
+    store.dataset(CODES).drop_columns(["pooled4"])  # as an older snappy wrote them
+    store.dataset(CODEBOOK).drop_columns(["pool_lo", "pool_step"])
+    with store.writer() as w:
+        w.publish()
+    q, _ = queries()
+    wide = SearchOptions(mode="candidates", candidates=CandidateOptions(64, 400, 400))
+    before = Searcher(store, options=wide)
+    assert before.state.index.codebook.pool_bits == 8 and before.state.index.pooled.dtype == np.int8
+    old_codes = store.read(CODES, ["page_id", "codes"]).sort_by("page_id")
+    with store.writer() as w:
+        out = update_candidates(w, SETTINGS)
+    assert out["action"] == "repacked" and out["pages_repacked"] == CORPUS.n_pages and out["pages_coded"] == 0
+    new_codes = store.read(CODES, ["page_id", "codes", "pooled", "pooled4"]).sort_by("page_id")
+    assert new_codes.column("codes").equals(old_codes.column("codes"))  # not recoded
+    assert new_codes.column("pooled").null_count == CORPUS.n_pages and new_codes.column("pooled4").null_count == 0
+    after = Searcher(store, options=wide)
+    assert after.state.index.codebook.pool_bits == 4 and after.state.index.pooled.dtype == np.uint8
+    assert after.state.uncoded.size == 0
+    assert ranked(after.search_vectors(q, 10)) == ranked(before.search_vectors(q, 10))
+    with store.writer() as w:  # nothing left to do
+        assert update_candidates(w, SETTINGS)["action"] is None
+
+
+def test_budgets_grow_with_the_index():
+    from snappy.search.candidates import default_budgets
+
+    assert default_budgets(1_000) == default_budgets(10_000) == (4096, 128)
+    assert default_budgets(30_000) == (7094, 168)
+    pool, cand = default_budgets(100_000)
+    assert (pool, cand) == (12953, 228)
+    assert default_budgets(10**9) == (16384, 512)
+    assert all(a <= b for a, b in zip(default_budgets(50_000), default_budgets(60_000)))
+    assert CandidateOptions().budgets(100_000) == (pool, cand)
+    assert CandidateOptions(pool=100, candidates=8).budgets(100_000) == (100, 8)
+    assert CandidateOptions(candidates=8).budgets(10) == (4096, 8)

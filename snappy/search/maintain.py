@@ -9,7 +9,10 @@ Runs under the index's writer (lease held) after the indexing run's commits:
   and recompute every page's codes (a full rebuild, committed at once with the new codebook);
 - otherwise compute codes only for live pages that have none for the current codebook (pages written
   by a run that started before the codebook existed). The indexing run itself computes the codes of
-  the pages it writes once a codebook exists, in the same commit as the pages.
+  the pages it writes once a codebook exists, in the same commit as the pages;
+- **4-bit pooled vectors**: a codebook trained before pool ranges existed (its codes rows hold int8
+  pooled vectors, 16 KB a page) gains ranges fitted to a sample of its stored vectors, and every codes
+  row is re-packed to 4 bits (8 KB) in the same commit: no re-pooling, no retraining (``plan_pool``).
 
 Codes rows carry their page's generation, so they follow the commit protocol like pages: a
 re-indexed document's old codes go with its old pages, and readers see codes and codebook of one
@@ -25,7 +28,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from snappy.search.candidates import Codebook, default_k, default_pool_factor, nonempty, sketch_table
+from snappy.search.candidates import (Codebook, codes_table, default_k, default_pool_factor, nonempty, pool_page,
+                                     sketch_table)
 from snappy.storage.commit import CommitBatch, live_mask
 from snappy.storage.schema import CODEBOOK, CODES, DOCUMENTS, PAGES, codes_schema
 from snappy.storage.writer import IndexWriter, write_fragments
@@ -43,6 +47,8 @@ class CandidateSettings:
     retrain_growth: float = 4.0  # retrain when the index has grown this many times since training
     retrain_similarity: float = 0.95  # ... or new pages fit the centroids below this share of the training fit
     pool_factor: int | None = None  # tokens per pooled vector; None: default_pool_factor(the pages' encoder)
+    pool_bits: int | None = None  # 4 or 8 bits per pooled dimension; None: default_pool_bits(the pages' encoder)
+    range_pages: int = 256  # training pages pooled to fit the 4-bit ranges
     batch_pages: int = 256  # pages read and coded at a time
     seed: int = 0
 
@@ -62,6 +68,20 @@ def plan_codebook(n_pages: int, codebook: Codebook | None, recent_similarity: fl
     return None
 
 
+def default_pool_bits(encoder_id: str | None) -> int:
+    """4 bits per dimension for model pages (half the RAM of int8; recall measured in docs/search.md);
+    8 for lexical pages, whose unpooled count-sketch tokens were not measured at 4 bits (pure)."""
+    return 8 if default_pool_factor(encoder_id) == 1 else 4
+
+
+def plan_pool(codebook: Codebook | None, bits: int) -> str | None:
+    """``"repack"`` when an int8 codebook's rows should become 4-bit, ``"retrain"`` for the reverse
+    (4-bit codes cannot give back int8 ones), else None (pure)."""
+    if codebook is None or codebook.pool_bits == bits:
+        return None
+    return "repack" if bits == 4 else "retrain"
+
+
 def update_candidates(writer: IndexWriter, settings: CandidateSettings = CandidateSettings()) -> dict:
     """Train / retrain / backfill as the module doc says, in one commit. Returns what it did."""
     store = writer.store
@@ -69,6 +89,7 @@ def update_candidates(writer: IndexWriter, settings: CandidateSettings = Candida
     if not settings.enabled or not store.exists(PAGES) or not store.exists(DOCUMENTS):
         return out
     t0 = time.perf_counter()
+    writer.migrate()  # before any fragment is written: codes fragments use the table's current schema
     docs = store.dataset(DOCUMENTS).to_table(columns=["doc_id", "gen", "status"])
     pages_ds = store.dataset(PAGES)
     meta = pages_ds.to_table(columns=["page_id", "doc_id", "gen", "n_tokens", "encoder_id"], scan_in_order=True)
@@ -88,6 +109,15 @@ def update_candidates(writer: IndexWriter, settings: CandidateSettings = Candida
         if newer.num_rows:
             recent = float(pc.mean(newer.column("similarity")).as_py())
     reason = plan_codebook(meta.num_rows, codebook, recent, settings)
+    bits = settings.pool_bits or default_pool_bits(_major_encoder(meta))
+    pool_plan = None if reason else plan_pool(codebook, bits)
+    if pool_plan == "retrain":
+        reason = f"the codebook holds {codebook.pool_bits}-bit pooled vectors; {bits} wanted"
+    elif pool_plan == "repack":
+        out.update(_repack(writer, codebook, docs, settings))
+        codebook = Codebook.from_table(store.dataset(CODEBOOK).to_table())
+        codes = store.dataset(CODES).to_table(columns=["page_id", "doc_id", "gen", "codebook_id", "similarity"])
+        codes = codes.filter(pa.array(live_mask(codes.column("doc_id"), codes.column("gen"), docs)))
     batch = CommitBatch()
     if reason:
         log.info("training the candidate codebook: %s", reason)
@@ -99,7 +129,7 @@ def update_candidates(writer: IndexWriter, settings: CandidateSettings = Candida
     elif codebook is not None:
         have = codes.filter(pc.equal(codes.column("codebook_id"), codebook.codebook_id))
         todo = ~pc.is_in(meta.column("page_id"), value_set=have.column("page_id")).to_numpy(zero_copy_only=False)
-        out.update(action="backfill" if todo.any() else None)
+        out.update(action="backfill" if todo.any() else out["action"])
     else:
         return out
     sel = np.flatnonzero(todo)
@@ -131,7 +161,59 @@ def _train(pages_ds, meta: pa.Table, position: np.ndarray, s: CandidateSettings,
         flat = flat[rng.choice(len(flat), size=s.train_tokens, replace=False)]
     total_tokens = int(pc.sum(meta.column("n_tokens")).as_py() or 0)
     k = s.k or default_k(int(total_tokens * len(flat) / max(sampled, 1)) if len(flat) < sampled else total_tokens)
-    counts = pc.value_counts(meta.column("encoder_id")).to_pylist()
-    encoder_id = max(counts, key=lambda c: c["counts"])["values"] if counts else None
+    encoder_id = _major_encoder(meta)
     factor = s.pool_factor or default_pool_factor(encoder_id)
-    return Codebook.train(flat, k, codebook_id=writer.epoch << 32, trained_pages=n, seed=s.seed, pool_factor=factor)
+    codebook = Codebook.train(flat, k, codebook_id=writer.epoch << 32, trained_pages=n, seed=s.seed, pool_factor=factor)
+    if (s.pool_bits or default_pool_bits(encoder_id)) == 4:  # ranges from the pooled vectors of sampled pages
+        lengths = pc.list_value_length(vectors).to_numpy(zero_copy_only=False)
+        bounds = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        every = vectors.flatten().flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
+        some = range(min(len(lengths), s.range_pages))
+        pooled = [pool_page(every[bounds[i]:bounds[i + 1]], factor) for i in some if lengths[i]]
+        codebook = codebook.with_pool_ranges(np.concatenate(pooled) if pooled else np.zeros((1, dim), np.float32))
+    return codebook
+
+
+def _major_encoder(meta: pa.Table) -> str | None:
+    counts = pc.value_counts(meta.column("encoder_id")).to_pylist()
+    return max(counts, key=lambda c: c["counts"])["values"] if counts else None
+
+
+def _repack(writer: IndexWriter, codebook: Codebook, docs: pa.Table, s: CandidateSettings) -> dict:
+    """An int8 codebook gains 4-bit pool ranges and its live codes rows become 4-bit, in one commit."""
+    store = writer.store
+    ds = store.dataset(CODES)
+    cols = ["page_id", "doc_id", "gen", "codes", "pooled", "similarity"]
+    where = f"codebook_id = {codebook.codebook_id} AND pooled IS NOT NULL"
+    sample = []  # ranges from the first pages' stored vectors (the table's order is the coding order)
+    for b in ds.to_batches(columns=["pooled"], filter=where, batch_size=s.batch_pages):
+        sample.append(b.column(0).flatten().flatten().to_numpy(zero_copy_only=False).reshape(-1, codebook.dim))
+        if sum(len(x) for x in sample) >= s.range_pages * 128:
+            break
+    x = np.concatenate(sample).astype(np.float32) * codebook.pool_scale if sample else \
+        np.zeros((1, codebook.dim), np.float32)
+    four = codebook.with_pool_ranges(x)
+    batch, n = CommitBatch(), 0
+    frags = []
+    for b in ds.to_batches(columns=cols, filter=where, batch_size=max(s.batch_pages, 2048)):
+        t = pa.Table.from_batches([b])
+        t = t.filter(pa.array(live_mask(t.column("doc_id"), t.column("gen"), docs)))
+        if not t.num_rows:
+            continue
+        pooled = t.column("pooled").combine_chunks()
+        bounds = pooled.offsets.to_numpy().astype(np.int64)
+        flat = pooled.flatten().flatten().to_numpy(zero_copy_only=False).reshape(-1, codebook.dim)
+        packed = four.pack4(flat[bounds[0]:bounds[-1]].astype(np.float32) * codebook.pool_scale)
+        rows = [packed[a - bounds[0]:b - bounds[0]] for a, b in zip(bounds[:-1], bounds[1:])]
+        table = codes_table(four, t.select(["page_id", "doc_id", "gen"]),
+                            [np.asarray(c, np.int32) for c in t.column("codes").to_numpy(zero_copy_only=False)],
+                            rows, t.column("similarity").to_numpy(zero_copy_only=False), codebook.dim)
+        frags.extend(write_fragments(store.table_uri(CODES), table, store.storage_options))
+        n += t.num_rows
+    batch.replace[CODEBOOK] = four.to_table()
+    if frags:
+        batch.fragments[CODES] = frags
+    batch.deletes[CODES] = f"codebook_id = {codebook.codebook_id} AND pooled IS NOT NULL"  # after the appends
+    writer.commit(batch)
+    log.info("candidate stage: %d codes rows re-packed to 4-bit pooled vectors", n)
+    return {"action": "repacked", "pages_repacked": n}

@@ -265,15 +265,36 @@ class Searcher:
                 log.warning("%s: no codebook yet; searching exactly", self.store.uri)
             return False
         codebook = Codebook.from_table(self.store.dataset(CODEBOOK, snap.versions[CODEBOOK]).to_table())
-        codes = self.store.read(CODES, ["page_id", "codebook_id", "codes", "pooled"], snap=snap, documents=state.docs)
-        same = pc.equal(codes.column("codebook_id"), codebook.codebook_id).to_numpy(zero_copy_only=False)
-        if not same.all():  # (filters copy every column: only when rows are dropped)
-            codes = codes.filter(pa.array(same))
-        pos = pc.index_in(codes.column("page_id"), value_set=pa.array(list(state.page_ids), pa.string()))
-        ok = pc.is_valid(pos).to_numpy(zero_copy_only=False)
-        if not ok.all():
-            codes = codes.filter(pa.array(ok))
-        pos = pc.drop_null(pos).to_numpy().astype(np.int64)
+        pooled = "pooled" if codebook.pool_bits == 8 else "pooled4"  # the codebook says which column is set
+        ds = self.store.at(CODES, snap)
+        # pass 1, light columns of every row: which rows serve (live, this codebook, a page of the state)
+        light = ds.to_table(columns=["page_id", "doc_id", "gen", "codebook_id"], scan_in_order=True)
+        row_pos = pc.index_in(light.column("page_id"), value_set=pa.array(list(state.page_ids), pa.string()))
+        serve = live_mask(light.column("doc_id"), light.column("gen"), state.docs) & pc.fill_null(pc.and_(
+            pc.equal(light.column("codebook_id"), codebook.codebook_id), pc.is_valid(row_pos)), False).to_numpy(
+            zero_copy_only=False)
+        row_pos = pc.fill_null(row_pos, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+        del light
+        positions: list[np.ndarray] = []
+
+        def batches():  # pass 2, same row order: the heavy columns of the rows that serve, a batch at a time
+            row = 0
+            for b in ds.to_batches(columns=["codes", pooled], batch_size=8192, scan_in_order=True):
+                keep = serve[row:row + b.num_rows] & pc.is_valid(b.column(pooled)).to_numpy(zero_copy_only=False)
+                pos = row_pos[row:row + b.num_rows][keep]
+                row += b.num_rows
+                if not keep.any():
+                    continue
+                if not keep.all():  # (a filter copies every column: only when rows are dropped)
+                    b = b.filter(pa.array(keep))
+                positions.append(pos)
+                yield b.column("codes"), b.column(pooled)
+
+        n_tok = state.n_tokens.astype(np.int64)
+        factor = codebook.pool_factor
+        max_vectors = int(np.sum(n_tok if factor <= 1 else np.maximum(1, n_tok // factor)))  # pool_page's bound
+        index = CentroidIndex.from_batches(codebook, batches(), int(n_tok.sum()), max_vectors)
+        pos = np.concatenate(positions) if positions else np.zeros(0, np.int64)
         coded = np.zeros(state.n_pages, bool)
         coded[pos] = True
         uncoded = np.flatnonzero(~coded)
@@ -281,9 +302,8 @@ class Searcher:
             log.warning("%s: %d pages have no codes yet (over max_uncoded=%d); searching exactly", self.store.uri,
                         len(uncoded), self.options.max_uncoded)
             return False
-        state.index = CentroidIndex.build(codebook, codes.column("codes"), codes.column("pooled"))
+        state.index = index
         state.index_pages, state.uncoded = pos, uncoded
-        del codes
         pa.default_memory_pool().release_unused()  # the read's batches: back to the OS, not kept by the pool
         return True
 
@@ -507,7 +527,10 @@ class Searcher:
         mem = s.matrix.vectors.nbytes if s.matrix is not None else (s.index.nbytes if s.index is not None else 0)
         return {"index": self.store.uri, "snapshot": s.snap.seq, "versions": dict(s.snap.versions),
                 "pages": s.n_pages, "mode": s.mode, "encoder_id": s.encoder_id, "shard": list(self.shard),
-                "memory_bytes": int(mem), "loaded_s": round(s.loaded_s, 3)}
+                "memory_bytes": int(mem), "loaded_s": round(s.loaded_s, 3)} | (
+            {} if s.index is None else {"pool_bits": s.index.codebook.pool_bits,
+                                        "budgets": dict(zip(("pool", "candidates"),
+                                                            self.options.candidates.budgets(s.index.n_pages)))})
 
 
 def _short(e: BaseException) -> str:

@@ -140,6 +140,10 @@ def codebook_schema(dim: int = DEFAULT_DIM) -> pa.Schema:
         pa.field("train_similarity", pa.float32()),  # mean cosine of training tokens to their centroid
         pa.field("pool_scale", pa.float32()),  # int8 step of the pooled vectors (codes.pooled * pool_scale)
         pa.field("pool_factor", pa.int32()),  # tokens per pooled vector (absent in older indexes: 8)
+        # 4-bit pooled vectors (codes.pooled4): value = pool_lo + code * pool_step per dimension, the
+        # same on every row; null: the codes rows hold int8 (codes.pooled), as in older indexes
+        pa.field("pool_lo", pa.list_(pa.float32(), dim)),
+        pa.field("pool_step", pa.list_(pa.float32(), dim)),
     ])
 
 
@@ -150,9 +154,12 @@ def codes_schema(dim: int = DEFAULT_DIM) -> pa.Schema:
         pa.field("doc_id", pa.string(), nullable=False),
         pa.field("codebook_id", pa.int64()),
         pa.field("codes", pa.list_(pa.int32())),  # sorted unique centroids its tokens fall in
-        pa.field("pooled", pa.list_(pa.list_(pa.int8(), dim))),  # its tokens pooled ~8:1, int8 (x pool_scale)
+        pa.field("pooled", pa.list_(pa.list_(pa.int8(), dim))),  # its tokens pooled, int8 (x pool_scale); or null
         pa.field("similarity", pa.float32()),  # mean cosine of the page's tokens to their centroids
         pa.field("gen", pa.int64()),
+        # last, so older tables gain it by migration; the same vectors at 4 bits (Codebook.pack4), set
+        # instead of "pooled" when the codebook has pool ranges
+        pa.field("pooled4", pa.list_(pa.list_(pa.uint8(), dim // 2))),
     ])
 
 

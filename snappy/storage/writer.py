@@ -183,17 +183,21 @@ class IndexWriter:
                 continue
             ds = self.store.dataset(name)
             have = set(ds.schema.names)
-            want = table_schema(name, _dim(ds) if name == PAGES else DEFAULT_DIM)
+            want = table_schema(name, _dim(ds))
             missing = [f for f in want if f.name not in have]
             if not missing:
                 continue
+            nested = [f for f in missing if pa.types.is_nested(f.type)]  # all-null columns, no SQL cast
             exprs = {f.name: ("CAST(0 AS BIGINT)" if f.name == "gen" else
                               "CAST(0 AS INT)" if f.name == "attempts" else
-                              f"CAST(NULL AS {_sql_type(f.type)})") for f in missing}
-            ds.add_columns(exprs)
-            ds = self.store.dataset(name)
-            ds.alter_columns(*[{"path": f.name, "nullable": True} for f in missing])
-            log.warning("%s: added columns %s (index written by an older snappy)", name, sorted(exprs))
+                              f"CAST(NULL AS {_sql_type(f.type)})") for f in missing if f not in nested}
+            if exprs:
+                ds.add_columns(exprs)
+                ds = self.store.dataset(name)
+                ds.alter_columns(*[{"path": n, "nullable": True} for n in exprs])
+            if nested:
+                ds.add_columns([f.with_nullable(True) for f in nested])
+            log.warning("%s: added columns %s (index written by an older snappy)", name, sorted(f.name for f in missing))
         self._migrated = True
 
     def recover(self) -> dict:
@@ -258,8 +262,13 @@ def _with_gens(name: str, data: pa.Table | pa.RecordBatchReader, gen_of: dict[st
 
 
 def _dim_of_schema(schema: pa.Schema) -> int:
-    t = schema.field("vectors").type if "vectors" in schema.names else None
-    return t.value_type.list_size if t is not None and pa.types.is_fixed_size_list(t.value_type) else DEFAULT_DIM
+    """Vector width of a pages (``vectors``), codes (``pooled``) or codebook (``vector``) schema."""
+    for name in ("vectors", "pooled", "vector"):
+        t = schema.field(name).type if name in schema.names else None
+        t = t.value_type if t is not None and pa.types.is_list(t) else t
+        if t is not None and pa.types.is_fixed_size_list(t):
+            return t.list_size
+    return DEFAULT_DIM
 
 
 def _dim(ds) -> int:

@@ -1,6 +1,6 @@
 """The candidate stage: a few hundred pages out of millions, before the exact MaxSim.
 
-What it keeps of each page (the ``codes`` table; about 17 KB a page instead of 256 KB of vectors):
+What it keeps of each page (the ``codes`` table; about 9 KB a page instead of 256 KB of vectors):
 
 - **codes**: the set of centroids its token vectors fall in, in a codebook of ``K`` centroids
   trained by spherical k-means (faiss) over a sample of the index's tokens (PLAID's centroids);
@@ -21,8 +21,9 @@ A query (``T`` token vectors) then runs three stages (the last one is the search
 
 Measured choices (``docs/search.md``, 5,000 structured pages): 8:1 pooling keeps 0.988 of the exact
 top-10 within the 128 best pooled scores, at 4 bits per dimension as at int8 (half the RAM), 12:1
-pooling 0.948, 16:1 0.916; the probe alone needs ~2,000 pages for 0.99; MUVERA encodings and binary tokens needed far more candidates for the same recall. The
-budgets (pool, candidates) grow with the index (:func:`budgets`).
+pooling 0.948, 16:1 0.916; the probe alone needs ~2,000 pages for 0.99; MUVERA encodings and binary
+tokens needed far more candidates for the same recall. The budgets (pool, candidates) grow with the
+index (:func:`default_budgets`).
 """
 from __future__ import annotations
 
@@ -429,7 +430,8 @@ def _list_values(a: pa.ListArray | pa.ChunkedArray, depth: int = 1) -> tuple[np.
 def _check_width(codebook: Codebook, width: int) -> None:
     want = codebook.dim if codebook.pool_bits == 8 else codebook.dim // 2
     if width != want:
-        raise ValueError(f"pooled vectors of width {width}; the codebook's {codebook.pool_bits}-bit vectors have {want}")
+        raise ValueError(f"pooled vectors of width {width}; the codebook's {codebook.pool_bits}-bit vectors "
+                         f"have {want}")
 
 
 class _Appender:

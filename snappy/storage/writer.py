@@ -197,7 +197,8 @@ class IndexWriter:
                 ds.alter_columns(*[{"path": n, "nullable": True} for n in exprs])
             if nested:
                 ds.add_columns([f.with_nullable(True) for f in nested])
-            log.warning("%s: added columns %s (index written by an older snappy)", name, sorted(f.name for f in missing))
+            log.warning("%s: added columns %s (index written by an older snappy)", name,
+                        sorted(f.name for f in missing))
         self._migrated = True
 
     def recover(self) -> dict:

@@ -297,8 +297,8 @@ class CentroidIndex:
         """From each page's code list (``list<int32>``) and pooled vectors: the codes table's ``pooled``
         column (``list<fixed_size_list<int8, dim>>``) or, when the codebook has pool ranges, its
         ``pooled4`` column (``list<fixed_size_list<uint8, dim / 2>>``)."""
-        n_codes, flat = _list_values(codes)
-        n_vectors, vectors = _list_values(pooled, 2)
+        n_codes, flat = list_values(codes)
+        n_vectors, vectors = list_values(pooled, 2)
         return cls._from_arrays(codebook, n_codes, flat, n_vectors, vectors, pooled.type.value_type.list_size)
 
     @classmethod
@@ -312,8 +312,8 @@ class CentroidIndex:
         n_codes, n_vectors = [], []
         for codes, pooled in batches:
             _check_width(codebook, pooled.type.value_type.list_size)
-            lc, fc = _list_values(codes)
-            lv, fv = _list_values(pooled, 2)
+            lc, fc = list_values(codes)
+            lv, fv = list_values(pooled, 2)
             codes_buf.add(fc)
             vec_buf.add(fv)
             n_codes.append(lc)
@@ -412,7 +412,7 @@ class CentroidIndex:
         return out
 
 
-def _list_values(a: pa.ListArray | pa.ChunkedArray, depth: int = 1) -> tuple[np.ndarray, np.ndarray]:
+def list_values(a: pa.ListArray | pa.ChunkedArray, depth: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """(each row's length, every row's values flattened ``depth`` levels) of a list column, chunk by
     chunk (one copy of the values; combining the chunks first copied them twice)."""
     chunks = a.chunks if isinstance(a, pa.ChunkedArray) else [a]
@@ -454,18 +454,11 @@ class _Appender:
         return self.buf[:self.n]
 
 
-def _one_chunk(a: pa.ListArray | pa.ChunkedArray) -> pa.ListArray:
-    if isinstance(a, pa.ChunkedArray):
-        return a.combine_chunks() if a.num_chunks else pa.array([], a.type)
-    return a
-
-
 def sketch_table(codebook: Codebook, pages: pa.Table, vectors: pa.ListArray | pa.ChunkedArray) -> pa.Table:
     """codes rows (``codes_schema``) of ``pages`` (page_id, doc_id, gen) from their vectors (same order)."""
-    vectors = _one_chunk(vectors)
     dim = vectors.type.value_type.list_size
-    lengths = pc.list_value_length(vectors).to_numpy(zero_copy_only=False)
-    flat = vectors.flatten().flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
+    lengths, flat = list_values(vectors, 2)
+    flat = flat.reshape(-1, dim)
     bounds = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     codes, pooled, sims = [], [], []
     for a, b in zip(bounds[:-1], bounds[1:]):

@@ -28,8 +28,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from snappy.search.candidates import (Codebook, codes_table, default_k, default_pool_factor, nonempty, pool_page,
-                                     sketch_table)
+from snappy.search.candidates import (Codebook, codes_table, default_k, default_pool_factor, list_values, nonempty,
+                                     pool_page, sketch_table)
 from snappy.storage.commit import CommitBatch, live_mask
 from snappy.storage.schema import CODEBOOK, CODES, DOCUMENTS, PAGES, codes_schema
 from snappy.storage.writer import IndexWriter, write_fragments
@@ -200,11 +200,10 @@ def _repack(writer: IndexWriter, codebook: Codebook, docs: pa.Table, s: Candidat
         t = t.filter(pa.array(live_mask(t.column("doc_id"), t.column("gen"), docs)))
         if not t.num_rows:
             continue
-        pooled = t.column("pooled").combine_chunks()
-        bounds = pooled.offsets.to_numpy().astype(np.int64)
-        flat = pooled.flatten().flatten().to_numpy(zero_copy_only=False).reshape(-1, codebook.dim)
-        packed = four.pack4(flat[bounds[0]:bounds[-1]].astype(np.float32) * codebook.pool_scale)
-        rows = [packed[a - bounds[0]:b - bounds[0]] for a, b in zip(bounds[:-1], bounds[1:])]
+        lengths, flat = list_values(t.column("pooled"), 2)
+        packed = four.pack4(flat.reshape(-1, codebook.dim).astype(np.float32) * codebook.pool_scale)
+        bounds = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        rows = [packed[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
         table = codes_table(four, t.select(["page_id", "doc_id", "gen"]),
                             [np.asarray(c, np.int32) for c in t.column("codes").to_numpy(zero_copy_only=False)],
                             rows, t.column("similarity").to_numpy(zero_copy_only=False), codebook.dim)

@@ -27,8 +27,9 @@ _PATTERNS = [
     (re.compile(r"(?i)(['\"]?authorization['\"]?\s*[:=]\s*b?)(['\"]).*?\2"), rf"\1\2{MASK}\2"),
     (re.compile(r"(?i)(authorization\s*[:=]\s*)[^\s,'\"}]+(\s+[^\s,'\"}]+)*"), rf"\1{MASK}"),
     (re.compile(r"(?i)(credential=)[^,\s'\"&]+"), rf"\1{MASK}"),
-    (re.compile(r"(?i)((?:signature|awsaccesskeyid)['\"]?\s*[:=]\s*b?['\"]?)[^&\s,'\"}]+"), rf"\1{MASK}"),
-    (re.compile(r"(?i)(x-amz-(?:security-token|signature|credential)['\"]?\s*[:=]\s*b?['\"]?)[^'\"&\s,}]+"),
+    # "b" only as a bytes repr's prefix (b'...'): a hex signature may itself start with "b"
+    (re.compile(r"(?i)((?:signature|awsaccesskeyid)['\"]?\s*[:=]\s*(?:b?['\"])?)[^&\s,'\"}]+"), rf"\1{MASK}"),
+    (re.compile(r"(?i)(x-amz-(?:security-token|signature|credential)['\"]?\s*[:=]\s*(?:b?['\"])?)[^'\"&\s,}]+"),
      rf"\1{MASK}"),
     (re.compile(r"\b(?:AKIA|ASIA|AIDA|AROA)[0-9A-Z]{12,}\b"), MASK),
 ]

@@ -113,11 +113,9 @@ def update_candidates(writer: IndexWriter, settings: CandidateSettings = Candida
     pool_plan = None if reason else plan_pool(codebook, bits)
     if pool_plan == "retrain":
         reason = f"the codebook holds {codebook.pool_bits}-bit pooled vectors; {bits} wanted"
-    elif pool_plan == "repack":
-        out.update(_repack(writer, codebook, docs, settings))
-        codebook = Codebook.from_table(store.dataset(CODEBOOK).to_table())
-        codes = store.dataset(CODES).to_table(columns=["page_id", "doc_id", "gen", "codebook_id", "similarity"])
-        codes = codes.filter(pa.array(live_mask(codes.column("doc_id"), codes.column("gen"), docs)))
+    elif pool_plan == "repack":  # `codes` stays valid: the same live pages keep rows of the same codebook id
+        codebook, repacked = _repack(writer, codebook, docs, settings)
+        out.update(action="repacked", pages_repacked=repacked)
     batch = CommitBatch()
     if reason:
         log.info("training the candidate codebook: %s", reason)
@@ -165,9 +163,9 @@ def _train(pages_ds, meta: pa.Table, position: np.ndarray, s: CandidateSettings,
     factor = s.pool_factor or default_pool_factor(encoder_id)
     codebook = Codebook.train(flat, k, codebook_id=writer.epoch << 32, trained_pages=n, seed=s.seed, pool_factor=factor)
     if (s.pool_bits or default_pool_bits(encoder_id)) == 4:  # ranges from the pooled vectors of sampled pages
-        lengths = pc.list_value_length(vectors).to_numpy(zero_copy_only=False)
+        lengths, every = list_values(vectors, 2)
+        every = every.reshape(-1, dim)
         bounds = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        every = vectors.flatten().flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
         some = range(min(len(lengths), s.range_pages))
         pooled = [pool_page(every[bounds[i]:bounds[i + 1]], factor) for i in some if lengths[i]]
         codebook = codebook.with_pool_ranges(np.concatenate(pooled) if pooled else np.zeros((1, dim), np.float32))
@@ -179,15 +177,16 @@ def _major_encoder(meta: pa.Table) -> str | None:
     return max(counts, key=lambda c: c["counts"])["values"] if counts else None
 
 
-def _repack(writer: IndexWriter, codebook: Codebook, docs: pa.Table, s: CandidateSettings) -> dict:
-    """An int8 codebook gains 4-bit pool ranges and its live codes rows become 4-bit, in one commit."""
+def _repack(writer: IndexWriter, codebook: Codebook, docs: pa.Table, s: CandidateSettings) -> tuple[Codebook, int]:
+    """An int8 codebook gains 4-bit pool ranges and its live codes rows become 4-bit, in one commit.
+    Returns the 4-bit codebook and the rows re-packed."""
     store = writer.store
     ds = store.dataset(CODES)
     cols = ["page_id", "doc_id", "gen", "codes", "pooled", "similarity"]
     where = f"codebook_id = {codebook.codebook_id} AND pooled IS NOT NULL"
     sample = []  # ranges from the first pages' stored vectors (the table's order is the coding order)
     for b in ds.to_batches(columns=["pooled"], filter=where, batch_size=s.batch_pages):
-        sample.append(b.column(0).flatten().flatten().to_numpy(zero_copy_only=False).reshape(-1, codebook.dim))
+        sample.append(list_values(b.column(0), 2)[1].reshape(-1, codebook.dim))
         if sum(len(x) for x in sample) >= s.range_pages * 128:
             break
     x = np.concatenate(sample).astype(np.float32) * codebook.pool_scale if sample else \
@@ -215,4 +214,4 @@ def _repack(writer: IndexWriter, codebook: Codebook, docs: pa.Table, s: Candidat
     batch.deletes[CODES] = f"codebook_id = {codebook.codebook_id} AND pooled IS NOT NULL"  # after the appends
     writer.commit(batch)
     log.info("candidate stage: %d codes rows re-packed to 4-bit pooled vectors", n)
-    return {"action": "repacked", "pages_repacked": n}
+    return four, n

@@ -9,16 +9,19 @@ import json
 import logging
 import time
 from contextlib import contextmanager
-from dataclasses import fields
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from snappy.blocks import DEFAULT_LEVEL
 from snappy.propagation import DEFAULT_THRESHOLD
+
+from .config import options as index_options
 
 log = logging.getLogger("pipelines.cli")
 
@@ -63,38 +66,73 @@ def _s3(endpoint: str | None, region: str | None):
 
 
 # ---------------------------------------------------------------------------- index
+_INDEX_OPTIONS = {o.name: o for o in index_options()}
+
+
+def _ix(name: str):
+    """A ``snappy index`` option as ``python -m pipelines.index`` has it (pipelines/config.py OPTIONS)."""
+    o = _INDEX_OPTIONS[name]
+    flag = "--" + name.replace("_", "-")
+    decls = ((f"{flag}/--no-{flag[2:]}",) if o.default else (flag,)) if o.type is bool else ()
+    return typer.Option(o.default, *decls, help=o.help, rich_help_panel=o.panel)
 
 
 @app.command()
 def index(
     source: str = typer.Argument(..., help="folder, file or s3://bucket/prefix of PDFs and images"),
     index_dir: str = typer.Option(..., "--index", help="index location: folder or s3://bucket/prefix"),
-    encoder: str = typer.Option("lexical", help="lexical | tiny[:family] | colqwen2.5 | <hf id or model folder>"),
-    ocr: str = typer.Option("paddle", help="paddle (PaddleOCR, the production default) | rapid | tesseract | none"),
-    dpi: float = typer.Option(150.0, help="PDF render resolution"),
-    limit: Optional[int] = typer.Option(None, help="read at most this many documents this run (the rest: next run)"),
-    max_pages: Optional[int] = typer.Option(2000, help="per document; more pages -> a failed row"),
-    max_bytes: Optional[int] = typer.Option(1 << 30, help="per document file; larger -> a failed row, nothing read"),
-    full: bool = typer.Option(False, "--full", help="re-index every document (default: only changed ones)"),
-    retry_failed: bool = typer.Option(False, "--retry-failed", help="re-try documents that failed for a reason of their own"),
-    prune: bool = typer.Option(False, "--prune", help="delete documents no longer in the source"),
-    commit_every_docs: int = typer.Option(2000, help="commit at least every N finished documents"),
-    commit_every_s: float = typer.Option(600.0, help="... or every N seconds (a crash loses at most one interval)"),
-    lease_wait_s: float = typer.Option(0.0, help="another run holds the index: wait this long before giving up"),
-    retain_s: float = typer.Option(3600.0, help="keep old table versions readable this long"),
-    ocr_actors: int = typer.Option(1, help="OCR actor pool size"),
-    embed_actors: int = typer.Option(1, help="embed actor pool size"),
-    ocr_batch_size: int = typer.Option(4, help="pages per OCR call"),
-    embed_batch_size: int = typer.Option(8, help="pages per encoder call"),
-    ray_address: Optional[str] = typer.Option(None, help="Ray address (default: $RAY_ADDRESS, else a local Ray)"),
-    ray_num_cpus: Optional[int] = typer.Option(None, help="local Ray: CPUs"),
-    ray_num_gpus: Optional[int] = typer.Option(None, help="local Ray: GPUs"),
-    s3_endpoint: Optional[str] = typer.Option(None, help="S3 endpoint, e.g. http://127.0.0.1:9000"),
-    s3_region: Optional[str] = typer.Option(None),
-    summary_json: Optional[Path] = typer.Option(None, help="also write the run summary here"),
-    as_json: bool = typer.Option(False, "--json", help="print the run summary as JSON"),
+    encoder: str = _ix("encoder"),
+    ocr: str = _ix("ocr"),
+    dpi: float = _ix("dpi"),
+    full: bool = _ix("full"),
+    retry_failed: bool = _ix("retry_failed"),
+    max_attempts: int = _ix("max_attempts"),
+    prune: bool = _ix("prune"),
+    limit: Optional[int] = _ix("limit"),
+    max_pages: Optional[int] = _ix("max_pages"),
+    max_pixels: Optional[int] = _ix("max_pixels"),
+    max_bytes: Optional[int] = _ix("max_bytes"),
+    max_in_memory: int = _ix("max_in_memory"),
+    read_timeout_s: Optional[float] = _ix("read_timeout_s"),
+    page_timeout_s: Optional[float] = _ix("page_timeout_s"),
+    max_deaths: int = _ix("max_deaths"),
+    image_quality: int = _ix("image_quality"),
+    commit_every_docs: int = _ix("commit_every_docs"),
+    commit_every_s: float = _ix("commit_every_s"),
+    lease_wait_s: float = _ix("lease_wait_s"),
+    lease_ttl_s: float = _ix("lease_ttl_s"),
+    candidates: bool = _ix("candidates"),
+    candidate_min_pages: int = _ix("candidate_min_pages"),
+    housekeeping: bool = _ix("housekeeping"),
+    retain_s: float = _ix("retain_s"),
+    task_num_cpus: float = _ix("task_num_cpus"),
+    task_memory: int = _ix("task_memory"),
+    ocr_actors: int = _ix("ocr_actors"),
+    ocr_num_cpus: float = _ix("ocr_num_cpus"),
+    ocr_batch_size: int = _ix("ocr_batch_size"),
+    embed_actors: int = _ix("embed_actors"),
+    embed_num_gpus: Optional[float] = _ix("embed_num_gpus"),
+    embed_num_cpus: Optional[float] = _ix("embed_num_cpus"),
+    embed_batch_size: int = _ix("embed_batch_size"),
+    write_rows: int = _ix("write_rows"),
+    block_bytes: int = _ix("block_bytes"),
+    ray_address: Optional[str] = _ix("ray_address"),
+    ray_num_cpus: Optional[int] = _ix("ray_num_cpus"),
+    ray_num_gpus: Optional[int] = _ix("ray_num_gpus"),
+    object_store_memory: Optional[int] = _ix("object_store_memory"),
+    object_store_limit: Optional[int] = _ix("object_store_limit"),
+    progress: bool = _ix("progress"),
+    s3_endpoint: Optional[str] = _ix("s3_endpoint"),
+    s3_region: Optional[str] = _ix("s3_region"),
+    summary_json: Optional[Path] = typer.Option(None, help="also write the run summary here",
+                                                rich_help_panel="Output"),
+    as_json: bool = typer.Option(False, "--json", help="print the run summary as JSON", rich_help_panel="Output"),
 ) -> None:
-    """Index documents into Lance tables: an incremental Ray Data job (a local Ray only if there is work)."""
+    """Index documents into Lance tables: an incremental Ray Data job (a local Ray only if there is work).
+
+    The options are those of `python -m pipelines.index` (docs/pipeline.md).
+    """
+    values = {**locals(), "index": index_dir}  # every option by name, for IndexConfig.from_options
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from snappy.storage.lease import LeaseHeld
@@ -102,18 +140,13 @@ def index(
     from .config import IndexConfig
     from .index import EXIT_BUSY, format_summary, run_index
 
-    values = dict(source=source, index=index_dir, encoder=encoder, ocr=ocr, dpi=dpi, limit=limit,
-                  max_pages=max_pages, max_bytes=max_bytes, incremental=not full, retry_failed=retry_failed,
-                  prune=prune, commit_every_docs=commit_every_docs, commit_every_s=commit_every_s,
-                  lease_wait_s=lease_wait_s, retain_s=retain_s, ocr_actors=ocr_actors,
-                  embed_actors=embed_actors, ocr_batch_size=ocr_batch_size, embed_batch_size=embed_batch_size,
-                  ray_address=ray_address, ray_num_cpus=ray_num_cpus, ray_num_gpus=ray_num_gpus,
-                  s3=_s3(s3_endpoint, s3_region))
-    known = {f.name for f in fields(IndexConfig)}
-    config = IndexConfig(**{k: v for k, v in values.items() if k in known})
+    try:
+        config = IndexConfig.from_options(values)
+    except ValueError as e:  # a setting out of range: one line, exit 2 (typer's usage error)
+        raise typer.BadParameter(str(e)) from e
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err,
-                  transient=True) as progress:
-        progress.add_task(f"indexing {source} -> {index_dir} ({encoder}, ocr {ocr})", total=None)
+                  transient=True) as bar:
+        bar.add_task(f"indexing {source} -> {index_dir} ({encoder}, ocr {ocr})", total=None)
         try:
             summary = run_index(config)
         except LeaseHeld as e:
@@ -168,7 +201,9 @@ def query(
         typer.echo(json.dumps([r.to_dict(with_patch_scores=patch_scores) for r in results]))
         return
     if not results:
-        typer.echo("no results (the index has no pages)")
+        from snappy.search.results import no_results_message
+
+        typer.echo(no_results_message(results.reason))
         return
     out = Console()
     for r in results:
@@ -200,9 +235,7 @@ def serve(
     ray_address: Optional[str] = typer.Option(None, help="Ray address (default: $RAY_ADDRESS, else a local Ray)"),
     s3_endpoint: Optional[str] = typer.Option(None), s3_region: Optional[str] = typer.Option(None),
 ) -> None:
-    """Serve the index over HTTP with Ray Serve: POST /query, GET /healthz, GET /version."""
-    import os
-
+    """Serve the index over HTTP with Ray Serve: a search page at /, POST /query, GET /healthz, /version."""
     from snappy.storage import IndexStore
 
     from .serve import ServeConfig, run
@@ -212,16 +245,15 @@ def serve(
     if snap is None or "documents" not in snap.versions:
         err.print(f"[red]error:[/red] {index_dir}: no index here (run `snappy index` first)", soft_wrap=True)
         raise typer.Exit(2)
-    if ray_address:
-        os.environ["RAY_ADDRESS"] = ray_address
     config = ServeConfig(index=index_dir, encoder=encoder, shards=shards, replicas=replicas,
                          shard_replicas=shard_replicas, refresh_s=refresh_s, max_query_chars=max_query_chars,
                          mode="exact" if exact else "auto", s3_endpoint=s3_endpoint, s3_region=s3_region)
     err.print(f"serving {index_dir} on http://{host}:{port} ({shards} shard(s)); Ctrl-C stops")
-    run(config, host=host, port=port)
+    run(config, host=host, port=port, ray_address=ray_address)
 
 
 # ---------------------------------------------------------------------------- inspect
+EXIT_NO_TABLES = 4  # inspect: runs or a lease are recorded but no table yet (no run has committed)
 
 
 @app.command()
@@ -232,85 +264,85 @@ def inspect(
     as_json: bool = typer.Option(False, "--json"),
     s3_endpoint: Optional[str] = typer.Option(None), s3_region: Optional[str] = typer.Option(None),
 ) -> None:
-    """Tables, snapshot, writer, last runs, failed documents, and whether the index is intact (exit 3 if not)."""
-    from snappy.storage import IndexStore, fs, runlog
-    from snappy.storage.health import check
-    from snappy.storage.lease import Lease
+    """Tables, snapshot, writer lease, last runs, failed documents, and whether the index is intact.
+
+    Exit status: 0 intact; 2 nothing here; 3 damaged; 4 no table yet, but runs or a lease are
+    recorded (a first run still running, or one that died before its first commit).
+    """
+    from snappy.storage import IndexStore
+    from snappy.storage.report import index_report
 
     store = IndexStore(index_dir, _s3(s3_endpoint, s3_region))
-    problems = check(store, deep=deep)
-    try:
-        stats = store.stats()
-    except Exception as e:  # a table that cannot even be opened: the problems say which
-        stats = {}
-        log.debug("stats failed: %s", e)
-    if not stats and not problems:
-        err.print(f"[red]error:[/red] {store.uri}: no index tables found")
+    report = index_report(store, runs=runs, deep=deep)
+    if report["empty"]:
+        err.print(f"[red]error:[/red] {escape(store.uri)}: no index tables found", soft_wrap=True)
         raise typer.Exit(2)
-    for name, s in stats.items():
-        try:
-            s["bytes"] = sum(f.size for f in fs.list_files(store.table_uri(name), None, store.storage_options))
-        except Exception:
-            s["bytes"] = None
-    snap = store.snapshot() if stats else None
-    holder = Lease(store.files).current()
-    recent = runlog.recent(store.files, runs)
-    try:
-        failed = store.failed_documents().to_pylist()
-    except Exception:
-        failed = []
-    report = {"index": store.uri, "intact": not problems, "problems": [str(p) for p in problems],
-              "snapshot": {"seq": snap.seq, "versions": snap.versions, "run_id": snap.run_id} if snap else None,
-              "writer": None if holder is None or holder.released else holder.describe(),
-              "tables": stats, "runs": recent,
-              "failed": [{k: v for k, v in f.items() if k != "checked_at"} for f in failed]}
+    problems = report["problems"]
     if as_json:
         typer.echo(json.dumps(report, default=str))
     else:
         _print_inspect(report)
     if problems:
         raise typer.Exit(3)
+    if report["no_tables"]:
+        raise typer.Exit(EXIT_NO_TABLES)
+
+
+def _time(t: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t)) if t else "-"
 
 
 def _print_inspect(report: dict) -> None:
+    # A terminal folds long cells; a pipe or a file gets every line whole (paths stay greppable).
     out = Console()
+    if not out.is_terminal:
+        out = Console(width=1 << 16)
     snap = report["snapshot"]
-    out.print(f"index {report['index']}" + (f"  snapshot {snap['seq']}" if snap else ""))
-    if report["writer"]:
-        out.print(f"[yellow]being written by {report['writer']}")
-    t = Table(title="tables", title_justify="left")
-    for col in ("table", "rows", "version", "fragments", "size"):
-        t.add_column(col, justify="right" if col != "table" else "left")
-    for name, s in report["tables"].items():
-        t.add_row(name, str(s["rows"]), str(s["version"]), str(s["fragments"]),
-                  _human(s["bytes"]) if s.get("bytes") is not None else "?")
-    out.print(t)
+    out.print(f"index {escape(report['index'])}" + (f"  snapshot {snap['seq']}" if snap else ""), soft_wrap=True)
+    lease = report.get("lease")
+    if lease and lease["state"] == "held":
+        out.print(f"[yellow]being written by {escape(lease['holder_text'])}; its lease expires at "
+                  f"{_time(lease['expires_at'])} UTC unless renewed", soft_wrap=True)
+    elif lease and lease["state"] == "stale":
+        out.print(f"[yellow]stale lease: held by {escape(lease['holder_text'])}, but {escape(lease['stale_reason'])}; "
+                  f"the next run takes it over", soft_wrap=True)
+    if report["tables"]:
+        t = Table(title="tables", title_justify="left")
+        for col in ("table", "rows", "version", "fragments", "size"):
+            t.add_column(col, justify="right" if col != "table" else "left")
+        for name, s in report["tables"].items():
+            t.add_row(name, str(s["rows"]), str(s["version"]), str(s["fragments"]),
+                      _human(s["bytes"]) if s.get("bytes") is not None else "?")
+        out.print(t)
     docs = report["tables"].get("documents", {})
     if docs:
         out.print("documents: " + ", ".join(f"{k} {v}" for k, v in sorted(docs.get("status", {}).items()))
-                  + f"; encoder {', '.join(docs.get('encoders', [])) or '-'}")
+                  + f"; encoder {escape(', '.join(docs.get('encoders', [])) or '-')}", soft_wrap=True)
     if report["runs"]:
         rt = Table(title="last runs", title_justify="left")
         for col in ("run", "status", "started", "duration", "indexed", "touched", "unchanged", "failed", "pruned"):
-            rt.add_column(col)
+            rt.add_column(col, overflow="fold")
         for r in report["runs"]:
             d = r.get("documents") or r.get("progress") or {}
-            started = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r["started_at"])) if r.get("started_at") else "-"
             dur = f"{r['duration_s']:.1f} s" if r.get("duration_s") is not None else "-"
-            rt.add_row(r["run_id"], r.get("status", "?"), started, dur,
-                       *(str(d.get(k, "")) for k in ("indexed", "touched", "skipped", "failed", "pruned")))
+            status = r.get("status", "?") + (f", dead: {r['dead']}" if r.get("dead") else "")
+            rt.add_row(Text(r["run_id"]), Text(status, style="red" if r.get("dead") else ""),
+                       _time(r.get("started_at")), dur, *(str(d.get(k, "")) for k in ("indexed", "touched", "skipped", "failed", "pruned")))
         out.print(rt)
     if report["failed"]:
         ft = Table(title=f"documents not indexed or not up to date ({len(report['failed'])})", title_justify="left")
         for col in ("uri", "status", "kind", "attempts", "reason"):
-            ft.add_column(col)
+            ft.add_column(col, overflow="fold")
         for f in report["failed"]:
-            ft.add_row(f["uri"], f["status"], f.get("failure") or "", str(f.get("attempts") or 0), f["error"] or "")
+            ft.add_row(Text(f["uri"]), f["status"], f.get("failure") or "", str(f.get("attempts") or 0),
+                       Text(f["error"] or ""))
         out.print(ft)
     if report["problems"]:
         out.print("[red]the index is damaged:")
         for p in report["problems"]:
-            out.print(f"[red]  {p}")
+            out.print(Text(f"  {p}", style="red"), soft_wrap=True)
+    elif report.get("no_tables"):
+        out.print(Text(report["no_tables"], style="yellow"), soft_wrap=True)
     else:
         out.print("[green]intact")
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import pickle
 from typing import Callable, Iterator, Sequence
 
@@ -40,12 +39,9 @@ def evaluate_on_ray(samples: Sequence[EvalSample], scorer_factory: Callable, cfg
 
     if not samples:
         return
-    started = False
-    if not ray.is_initialized():
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # a local Ray binds 127.0.0.1 only
-        ray.init(address=address or os.environ.get("RAY_ADDRESS") or "local", include_dashboard=False,
-                 log_to_driver=False)
-        started = True
+    from .cluster import RayOptions, start_ray
+
+    session = start_ray(RayOptions(address=address, log_to_driver=False))
     try:
         items = [{"sample": pickle.dumps(s)} for s in samples]
         ds = ray.data.from_items(items, override_num_blocks=min(len(items), 200)).map_batches(
@@ -55,5 +51,4 @@ def evaluate_on_ray(samples: Sequence[EvalSample], scorer_factory: Callable, cfg
         for row in ds.iter_rows():
             yield json.loads(row["record"])
     finally:
-        if started:
-            ray.shutdown()
+        session.close()

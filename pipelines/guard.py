@@ -7,11 +7,15 @@
   ledger, which was told why, fails the unit once it has killed its worker ``max_deaths`` times.
 
 If the ledger actor is unreachable the stages go on without it (logged): it only adds safety.
+The attempt numbers it hands out make the documents' generations (``snappy/storage/commit.py``);
+inside a Ray task an attempt is never below Ray's own attempt number of the task (+1 per retry,
+kept by the task's owner), so a retry after the ledger died still gets a generation of its own.
 """
 from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 from typing import Sequence
 
@@ -44,22 +48,49 @@ def start_ledger(max_deaths: int = 3):
     return ray.remote(num_cpus=0, max_restarts=0)(LedgerImpl).remote(max_deaths)
 
 
+def task_attempt() -> int | None:
+    """Ray's attempt number of the running task (0, +1 per retry); None outside a Ray task."""
+    ray = sys.modules.get("ray")
+    try:
+        if ray is None or not ray.is_initialized() or ray.get_runtime_context().get_task_id() is None:
+            return None
+        return int(ray._private.worker.global_worker.core_worker.get_current_task_attempt_number())
+    except Exception:  # a private API: without it, the fallback below
+        return None
+
+
+_entries_without_ledger: dict[str, int] = {}  # outside Ray tasks: this process's count per key
+
+
 class LedgerClient:
-    """What a stage holds: calls the actor, or does nothing if there is none / it is gone."""
+    """What a stage holds: calls the actor, or goes on without it if there is none / it is gone.
+
+    The attempt it returns differs between executions of a unit entered once per execution of its
+    task (a document): the actor's count raised to Ray's task attempt number; without the actor,
+    that attempt number, or outside a Ray task (no retries there) this process's count."""
 
     def __init__(self, handle=None, timeout_s: float = 30.0):
         self.handle, self.timeout_s = handle, timeout_s
 
     def enter(self, keys: Sequence[str]) -> list[tuple[int, int, str | None]]:
+        floor = task_attempt()
         if self.handle is not None:
             try:
                 import ray
 
-                return ray.get(self.handle.enter.remote(list(keys)), timeout=self.timeout_s)
+                verdicts = ray.get(self.handle.enter.remote(list(keys)), timeout=self.timeout_s)
+                return [(max(a, floor or 0), d, p) for a, d, p in verdicts]
             except Exception as e:
                 log.warning("poison ledger unavailable (%s); going on without it", e)
                 self.handle = None
-        return [(0, 0, None)] * len(keys)
+        if floor is not None:
+            return [(floor, 0, None)] * len(keys)
+        out = []
+        for k in keys:
+            n = _entries_without_ledger.get(k, 0)
+            _entries_without_ledger[k] = n + 1
+            out.append((n, 0, None))
+        return out
 
     def exit(self, keys: Sequence[str]) -> None:
         if self.handle is not None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from typing import Sequence
 
 import pyarrow as pa
 
+from .cluster import RayOptions, start_ray
 from .config import IndexConfig
 from .stages import TIMING
 from snappy.pages import RenderOptions
@@ -49,6 +49,7 @@ class EncoderInfo:
     dim: int
     needs_pixels: bool  # False: the pipeline ships its stage no pixels
     loads_model: bool  # False: it runs inside the task stages instead of an actor pool
+    needs_regions: bool = False  # True: it embeds the page's OCR text (nothing to embed without OCR)
 
 
 def describe_encoder(spec: str) -> EncoderInfo:
@@ -56,7 +57,19 @@ def describe_encoder(spec: str) -> EncoderInfo:
     from snappy.encoders import make_encoder
 
     enc = make_encoder(spec, device="cpu" if spec not in ("lexical", "null", "none") else None)
-    return EncoderInfo(enc.encoder_id, int(enc.dim), bool(enc.needs_pixels), bool(enc.loads_model))
+    return EncoderInfo(enc.encoder_id, int(enc.dim), bool(enc.needs_pixels), bool(enc.loads_model),
+                       bool(enc.needs_regions))
+
+
+def settings_warnings(config: IndexConfig, encoder: EncoderInfo) -> list[str]:
+    """What is wrong with settings that run but build an index no query can match (pure)."""
+    out = []
+    if encoder.needs_regions and config.ocr in ("none", ""):
+        out.append(f"encoder {encoder.encoder_id} embeds the text OCR finds, and --ocr none finds none: every "
+                   f"page gets zero vectors and no query will match (use --ocr paddle|rapid|tesseract)")
+    if encoder.encoder_id.startswith("null:"):
+        out.append("the null encoder stores zero vectors (it measures the pipeline): no query will match")
+    return out
 
 
 def index_settings(config: IndexConfig, encoder_id: str) -> IndexSettings:
@@ -64,22 +77,9 @@ def index_settings(config: IndexConfig, encoder_id: str) -> IndexSettings:
 
 
 # ---------------------------------------------------------------------- Ray
-def ensure_ray(config: IndexConfig) -> tuple[bool, str]:
-    """Connect to the configured Ray (or ``$RAY_ADDRESS``), else start a local one; (started_here, address)."""
-    import ray
-
-    if ray.is_initialized():
-        return False, "existing"
-    address = config.ray_address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, log_to_driver=True)
-        return True, address
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # bind 127.0.0.1 only
-    kwargs = {k: v for k, v in {"num_cpus": config.ray_num_cpus, "num_gpus": config.ray_num_gpus,
-                                "object_store_memory": config.object_store_memory}.items() if v is not None}
-    # address="local": never attach by accident to another cluster started with `ray start` here.
-    ray.init(address="local", include_dashboard=False, **kwargs)
-    return True, "local"
+def ray_options(config: IndexConfig) -> RayOptions:
+    return RayOptions(address=config.ray_address, num_cpus=config.ray_num_cpus, num_gpus=config.ray_num_gpus,
+                      object_store_memory=config.object_store_memory)
 
 
 def _check_resources(config: IndexConfig, resources: dict) -> None:
@@ -160,7 +160,7 @@ class Committer:
         self.tracker = DocumentTracker()
         self.on_commit = on_commit
         self.counts = {"indexed": 0, "touched": 0, "failed": 0, "retry_later": 0, "pruned": 0, "pages": 0,
-                       "regions": 0, "commits": 0}
+                       "blank_pages": 0, "regions": 0, "commits": 0}
         self.failures: list[dict] = []
         self.stage_seconds = {k[:-2]: 0.0 for k in TIMING}
         self.workers: dict[str, set] = {"ocr": set(), "embed": set()}
@@ -243,6 +243,7 @@ class Committer:
                 self.settle[s.doc_id] = keep
             if s.outcome in ("indexed", "touched"):
                 self.counts[s.outcome] += 1
+                self.counts["blank_pages"] += int(s.report.get("blank_pages") or 0)
             elif row["status"] == "failed":
                 self.counts["failed"] += 1
             else:
@@ -291,7 +292,10 @@ def run_index(config: IndexConfig) -> dict:
     settings = index_settings(config, encoder.encoder_id)
     run_id = runlog.new_run_id()
     summary: dict = {"run_id": run_id, "source": source.root, "index": store.uri,
-                     "settings": json.loads(settings.to_json()), "config": config.to_dict(), "ray": None}
+                     "settings": json.loads(settings.to_json()), "config": config.to_dict(), "ray": None,
+                     "warnings": settings_warnings(config, encoder)}
+    for w in summary["warnings"]:
+        log.warning("%s", w)
     phases: dict[str, float] = {}
     with store.writer(run_id, wait_s=config.lease_wait_s, ttl_s=config.lease_ttl_s) as writer:
         record = {"run_id": run_id, "status": "running", "started_at": time.time(), "source": source.root,
@@ -369,7 +373,8 @@ def _summary(c: Committer, plan: Plan, snap) -> dict:
             "skipped": skipped, "deferred": plan.counts.get("deferred", 0), "failed": c.counts["failed"],
             "retry_later": c.counts["retry_later"], "pruned": c.counts["pruned"]}
     n = max(c.counts["pages"], 1)
-    return {"documents": docs, "pages": c.counts["pages"], "regions": c.counts["regions"],
+    return {"documents": docs, "pages": c.counts["pages"], "blank_pages": c.counts["blank_pages"],
+            "regions": c.counts["regions"],
             "commits": c.counts["commits"], "failures": c.failures[:50],
             "snapshot": snap.seq if snap else None, "versions": dict(snap.versions) if snap else {},
             "stage_seconds": {k: round(v, 3) for k, v in c.stage_seconds.items()},
@@ -403,12 +408,12 @@ def _run_pipeline(config: IndexConfig, source: Source, store: IndexStore, plan: 
     from .guard import start_ledger
     from .stages import EmbedStage, OcrStage, TimeLimits, embed_batch, prepare_documents, write_pages
 
-    started, address = ensure_ray(config)
+    session = start_ray(ray_options(config))
     try:
         resources = ray.cluster_resources()
         config = config.resolved(float(resources.get("GPU", 0)))
         _check_resources(config, resources)
-        info = {"address": address, "resources": {k: v for k, v in resources.items()
+        info = {"address": session.address, "resources": {k: v for k, v in resources.items()
                                                    if k in ("CPU", "GPU", "memory", "object_store_memory")}}
         ctx = DataContext.get_current()
         saved = (ctx.enable_progress_bars, ctx.execution_options.resource_limits, ctx.target_max_block_size)
@@ -451,9 +456,9 @@ def _run_pipeline(config: IndexConfig, source: Source, store: IndexStore, plan: 
                                     **task)
             # Fused into the read task (no actor stage before it), the write takes whole blocks: a batch
             # size there would make Ray Data hand each task that many *documents*, not pages.
-            fused = not use_ocr and not encoder.loads_model
             codebook = _codebook(store) if config.candidates.enabled else None
-            ds = ds.map_batches(write_pages, batch_size=None if fused else config.write_rows, batch_format="pyarrow",
+            ds = ds.map_batches(write_pages, batch_size=config.write_batch_rows(use_ocr, encoder.loads_model),
+                                batch_format="pyarrow",
                                 **task,
                                 fn_kwargs={"pages_uri": store.table_uri(PAGES), "regions_uri": store.table_uri(REGIONS),
                                            "codes_uri": store.table_uri(CODES), "codebook": codebook,
@@ -472,60 +477,35 @@ def _run_pipeline(config: IndexConfig, source: Source, store: IndexStore, plan: 
                 pass
         return info
     finally:
-        if started and config.ray_address is None and address == "local":
-            ray.shutdown()
+        if session.address == "local":  # a Ray this run started; a joined cluster stays up
+            session.close()
 
 
 # ---------------------------------------------------------------------- CLI
 def build_parser() -> argparse.ArgumentParser:
-    d = IndexConfig("", "")
+    """The options of ``config.OPTIONS`` (``snappy index`` offers the same), in its help panels."""
+    from .config import options
+
     p = argparse.ArgumentParser(prog="python -m pipelines.index", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--source", required=True, help="folder, file or s3://bucket/prefix of documents")
     p.add_argument("--index", required=True, help="index location (folder or s3://bucket/prefix)")
-    p.add_argument("--encoder", default=d.encoder, help="lexical | null | tiny[:family] | colqwen2.5 | <hf id or folder>")
-    p.add_argument("--ocr", default=d.ocr, help="paddle | rapid | tesseract | none")
-    p.add_argument("--dpi", type=float, default=d.dpi)
-    for name in ("max_pages", "max_pixels", "max_bytes", "limit"):
-        p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d, name))
-    p.add_argument("--full", action="store_true", help="re-index every document (not incremental)")
-    p.add_argument("--retry-failed", action="store_true", help="re-try documents that failed for a reason of their own")
-    p.add_argument("--prune", action="store_true", help="delete documents no longer in the source")
-    for name in ("ocr_actors", "embed_actors", "ocr_batch_size", "embed_batch_size", "write_rows",
-                 "commit_every_docs", "max_attempts"):
-        p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d, name))
-    for name in ("task_num_cpus", "ocr_num_cpus", "embed_num_cpus", "embed_num_gpus",
-                 "commit_every_s", "lease_wait_s", "lease_ttl_s", "retain_s", "read_timeout_s", "page_timeout_s"):
-        p.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(d, name))
-    p.add_argument("--candidate-min-pages", type=int, default=d.candidates.min_pages,
-                   help="train the search's candidate codebook once the index has this many pages")
-    p.add_argument("--no-candidates", dest="candidates_enabled", action="store_false",
-                   help="no candidate stage (the search scans every page exactly)")
-    p.add_argument("--no-housekeeping", dest="housekeeping", action="store_false",
-                   help="skip compaction, indexes and old-version cleanup after the run")
-    p.add_argument("--ray-address", default=None, help="Ray address; default $RAY_ADDRESS, else a local Ray")
-    p.add_argument("--ray-num-cpus", type=int, default=None, help="local Ray: CPUs")
-    p.add_argument("--ray-num-gpus", type=int, default=None, help="local Ray: GPUs (declared; fake ones work)")
-    p.add_argument("--object-store-memory", type=int, default=None, help="local Ray: object store bytes")
-    p.add_argument("--object-store-limit", type=int, default=None, help="object store bytes this job may use")
-    p.add_argument("--s3-endpoint", default=None, help="S3 endpoint, e.g. http://127.0.0.1:9000")
-    p.add_argument("--s3-region", default=None)
-    p.add_argument("--progress", action="store_true", help="Ray Data progress bars")
+    opts = options()
+    groups = {panel: p.add_argument_group(panel) for panel in dict.fromkeys(o.panel for o in opts)}
+    for o in opts:
+        flag = "--" + o.name.replace("_", "-")
+        if o.type is bool:  # --full, --prune, ...; a flag on by default also has --no-...
+            action = argparse.BooleanOptionalAction if o.default else "store_true"
+            groups[o.panel].add_argument(flag, dest=o.name, action=action, default=o.default, help=o.help)
+        else:
+            groups[o.panel].add_argument(flag, dest=o.name, type=o.type, default=o.default, help=o.help)
     p.add_argument("--summary-json", default=None, help="also write the run summary to this file")
-    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
 
 
 def config_from_args(args: argparse.Namespace) -> IndexConfig:
-    from snappy.search.maintain import CandidateSettings
-    from snappy.storage.fs import S3Settings
-
-    fields = set(IndexConfig.field_names())
-    values = {k: v for k, v in vars(args).items() if k in fields}
-    values["incremental"] = not args.full
-    values["s3"] = S3Settings(endpoint=args.s3_endpoint, region=args.s3_region)
-    values["candidates"] = CandidateSettings(enabled=args.candidates_enabled, min_pages=args.candidate_min_pages)
-    return IndexConfig(**values)
+    return IndexConfig.from_options(vars(args))
 
 
 def format_summary(s: dict) -> str:
@@ -534,12 +514,16 @@ def format_summary(s: dict) -> str:
              f"  documents: {d['listed']} listed, {d['indexed']} indexed, {d['touched']} touched, {d['skipped']} "
              f"unchanged, {d['failed']} failed, {d['retry_later']} to retry, {d['deferred']} deferred, "
              f"{d['pruned']} pruned",
-             f"  rows written: {s['pages']} pages, {s['regions']} regions in {s['elapsed_s']:.1f} s, "
+             f"  rows written: {s['pages']} pages"
+             + (f" ({s['blank_pages']} blank pages skipped)" if s.get("blank_pages") else "")
+             + f", {s['regions']} regions in {s['elapsed_s']:.1f} s, "
              f"{s['commits']} commit(s)",
              "  snapshot: " + (f"{s['snapshot']} (" + ", ".join(f"{k} v{v}" for k, v in s["versions"].items()) + ")"
                                if s["snapshot"] else "none")]
     for f in s.get("failures", [])[:10]:
         lines.append(f"  failed: {f['uri']}: {f['error']}")
+    for w in s.get("warnings", []):
+        lines.append(f"  warning: {w}")
     for stage, infos in (s.get("workers") or {}).items():
         if infos:
             lines.append(f"  {stage} actors: " + "; ".join(f"pid {i['pid']} gpus {i['gpu_ids'] or '-'} ({i['device']})"

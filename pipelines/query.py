@@ -95,15 +95,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from snappy import logs
 
     logs.install()
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # bind 127.0.0.1 only
     import ray
 
-    if os.environ.get("RAY_ADDRESS"):  # inside `ray job submit`, or a cluster named by the user
-        ray.init()
-    else:
-        ray.init(address="local", include_dashboard=False)
-    actor = start_query_actor(args.index, encoder=args.encoder)
-    results = ray.get(actor.query_batch.remote(args.queries, args.top_pages, args.threshold, args.method,
+    from .cluster import start_ray
+
+    with start_ray():  # $RAY_ADDRESS (`ray job submit`), else a local Ray on 127.0.0.1
+        actor = start_query_actor(args.index, encoder=args.encoder)
+        results = ray.get(actor.query_batch.remote(args.queries, args.top_pages, args.threshold, args.method,
                                                    False, args.level))
     print(json.dumps(results))
     return 0

@@ -1,8 +1,9 @@
 """The Ray Data stages of the indexing pipeline, batch by batch (``batch_format="pyarrow"``).
 
     prepare_documents (tasks)       read (bounded) + hash one document; unchanged bytes -> a "touch"
-                                    report; else render its pages one by one (JPEG kept; raw pixels
-                                    only if a later stage reads them), then the document's report row
+                                    report; else render its pages one by one (blank ones skipped; JPEG
+                                    kept; raw pixels only if a later stage reads them), then the
+                                    document's report row
     OcrStage          (CPU actors)  + regions_json (engine loaded once per actor; skipped for --ocr none)
     EmbedStage        (GPU actors)  + vectors, grid (model loaded once per actor); drops the pixels
     embed_batch       (tasks)       the same for weight-free encoders (lexical, null): no actor pool
@@ -34,7 +35,7 @@ import pyarrow as pa
 from .guard import LedgerClient, Watchdog
 from snappy.failures import FailureKind, classify
 from snappy.indexing import regions_from_json, regions_to_json
-from snappy.pages import RenderOptions, iter_pages
+from snappy.pages import DocumentError, RenderOptions, is_blank, iter_pages
 from snappy.plan import Action
 from snappy.poison import careful
 from snappy.sources import ReadLimits, Source
@@ -58,6 +59,7 @@ WORK_SCHEMA = pa.schema([
 STREAM_SCHEMA = pa.schema([
     ("kind", pa.string()), ("doc_id", pa.string()), ("gen", pa.int64()), ("uri", pa.string()),
     ("size", pa.int64()), ("content_hash", pa.string()), ("page_count", pa.int32()),
+    ("blank_pages", pa.int32()),  # doc rows: blank pages skipped (not in page_count)
     ("error", pa.string()), ("failure", pa.string()), ("touched", pa.bool_()),
     ("page_number", pa.int32()), ("width", pa.int32()), ("height", pa.int32()),
     ("width_pt", pa.float32()), ("height_pt", pa.float32()), ("dpi", pa.float32()),
@@ -72,7 +74,7 @@ REPORT_SCHEMA = pa.schema([
     ("doc_id", pa.string()), ("gen", pa.int64()), ("page_number", pa.int32()),
     ("error", pa.string()), ("failure", pa.string()), ("touched", pa.bool_()),
     ("uri", pa.string()), ("size", pa.int64()), ("content_hash", pa.string()), ("page_count", pa.int32()),
-    ("regions", pa.int32()),
+    ("blank_pages", pa.int32()), ("regions", pa.int32()),
     ("table", pa.string()), ("fragments", pa.string()),  # kind "fragments": table name, JSON list of metadata
     ("read_s", pa.float64()),  # doc rows: reading + hashing the document
     ("render_s", pa.float64()), ("encode_s", pa.float64()),  # page rows: rasterising; JPEG (+ pixels)
@@ -132,14 +134,16 @@ def _page_table(base: dict, page, with_pixels: bool, image_quality: int, render_
 
 def prepare_documents(batch: pa.Table, source: Source, render: RenderOptions, limits: ReadLimits, epoch: int,
                       ledger=None, with_pixels: bool = True, image_quality: int = 85,
-                      time_limits: TimeLimits = TimeLimits(), block_bytes: int = 8 << 20) -> Iterator[pa.Table]:
+                      time_limits: TimeLimits = TimeLimits(), block_bytes: int = 8 << 20,
+                      skip_blank: bool = True) -> Iterator[pa.Table]:
     """Read, hash and render the documents of ``batch`` (WORK_SCHEMA rows), streaming their pages.
 
     A CHECK item whose bytes hash to ``known_hash`` yields only a "touched" document row. Pages are
     yielded in blocks of about ``block_bytes`` as they are rendered (a document never sits whole in
     memory; with raw pixels a block is one page); the document's "doc" row comes last and says how
     many pages were yielded (``page_count``: the driver waits for exactly those), or the error that
-    stopped it.
+    stopped it. With ``skip_blank``, blank pages (:func:`snappy.pages.is_blank`) are not yielded:
+    the "doc" row counts them in ``blank_pages``, and a document of blank pages only fails.
     """
     ledger = ledger if isinstance(ledger, LedgerClient) else LedgerClient(ledger)
     for item in batch.to_pylist():
@@ -149,7 +153,7 @@ def prepare_documents(batch: pa.Table, source: Source, render: RenderOptions, li
         gen = make_gen(epoch, item["ordinal"], attempt)
         base = {"doc_id": doc_id, "gen": gen, "uri": uri}
         t0 = time.perf_counter()
-        n, digest, size, read_s = 0, None, item["size"], None
+        n, blank, digest, size, read_s = 0, 0, None, item["size"], None
         try:
             if poison:
                 raise _Poisoned(f"reading or rendering: {poison}")
@@ -167,10 +171,13 @@ def prepare_documents(batch: pa.Table, source: Source, render: RenderOptions, li
                 while True:
                     t = time.perf_counter()
                     with Watchdog(time_limits.page_s, lambda: ledger.note(
-                            key, f"rendering page {n + len(block) + 1} took over {time_limits.page_s:g} s")):
+                            key, f"rendering page {n + len(block) + blank + 1} took over {time_limits.page_s:g} s")):
                         page = next(pages, None)  # a page that fails drops the pages not yet yielded
                         if page is None:
                             break
+                        if skip_blank and is_blank(page.image):
+                            blank += 1
+                            continue
                         out = _page_table(base, page, with_pixels, image_quality, time.perf_counter() - t)
                     block.append(out)
                     block_size += out.nbytes
@@ -180,13 +187,15 @@ def prepare_documents(batch: pa.Table, source: Source, render: RenderOptions, li
                 if block:
                     yield pa.concat_tables(block)
                     n += len(block)
+            if blank and not n:
+                raise DocumentError(uri, f"all {blank} pages are blank" if blank > 1 else "its only page is blank")
             yield _table([{**base, "kind": DOC, "size": size, "content_hash": digest, "page_count": n,
-                           "read_s": read_s}])
+                           "blank_pages": blank, "read_s": read_s}])
         except Exception as e:
             f = _failure(e, uri)
             log.warning("%s: %s (%s)", uri, f.reason, f.kind.value)
             yield _table([{**base, "kind": DOC, "size": size, "content_hash": digest, "page_count": n,
-                           "error": f.reason, "failure": f.kind.value, "read_s": read_s}])
+                           "blank_pages": blank, "error": f.reason, "failure": f.kind.value, "read_s": read_s}])
         finally:
             ledger.exit([key])
 

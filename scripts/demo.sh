@@ -3,7 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0  # the local Ray binds 127.0.0.1 only
 INDEX=${INDEX:-.snappy-index}
 OCR=${OCR:-paddle}
 ENCODER=${ENCODER:-lexical}

@@ -18,10 +18,15 @@ $PIP install -q -e ".[test]"
 # opencv-contrib-python; keep the contrib build only.
 $PIP uninstall -q -y opencv-python-headless opencv-contrib-python
 $PIP install -q --no-deps "opencv-contrib-python==4.10.0.84"
-# Tesseract is optional (its tests skip without it); install it where apt is usable.
-if ! command -v tesseract >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tesseract-ocr >/dev/null) \
-    || echo "setup: tesseract-ocr not installed; its tests will be skipped"
+# Optional system packages, installed where apt is usable (their tests skip otherwise): tesseract
+# (an OCR engine) and headless Chromium + its driver (the search page's browser tests).
+missing=()
+command -v tesseract >/dev/null 2>&1 || missing+=(tesseract-ocr)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null) \
+    || echo "setup: ${missing[*]} not installed; their tests will be skipped"
 fi
 .venv/bin/python -c "import snappy, snappy._compat as c; c.ensure_torchvision_importable(); import colpali_engine, cv2; print('setup: ok, cv2', cv2.__version__)"
 echo "$stamp" > .venv/.snappy-setup

@@ -77,6 +77,24 @@ class Page:
         return self.image.size
 
 
+# ---------------------------------------------------------------------- blank pages
+BLANK_LEVELS = 16  # of 255: a page whose averaged greyscale varies less than this shows nothing
+BLANK_GRID = 256  # averaging blocks are about 1/BLANK_GRID of the page's short side (~0.7 mm on Letter)
+
+
+def is_blank(image: Image.Image, levels: int = BLANK_LEVELS) -> bool:
+    """Whether a rendered page shows nothing: its greyscale, averaged over blocks of about
+    1/``BLANK_GRID`` of its short side, has its darkest and lightest block less than ``levels``
+    apart. A uniform page of any colour is blank; scanner noise and specks average out; a page
+    number, a light grey line or a 1 pt dot is not blank. ~1.5 ms for a Letter page at 150 dpi."""
+    grey = image.convert("L")
+    factor = min(grey.size) // BLANK_GRID
+    if factor > 1:
+        grey = grey.reduce(factor)
+    lo, hi = grey.getextrema()
+    return hi - lo < levels
+
+
 # ---------------------------------------------------------------------- limits
 def _check_size(source: str, number: int, w: int, h: int, opts: RenderOptions) -> None:
     if w < 1 or h < 1:

@@ -16,6 +16,13 @@ without reading any document:
 | unchanged, last attempt failed transiently               | INDEX (retry) while ``attempts < max_attempts``, then SKIP |
 | unchanged, failed for a reason of its own                | SKIP (``retry_failed``: INDEX) |
 
+A document that waits after a failure (failed for a reason of its own, or transient failures up to
+``max_attempts``) or an entry already rejected for the same reason waits for a *real* change: its
+size or ETag. Its mtime alone does not count: some entries get a new mtime on every listing while
+every read fails the same way (a symlink into ``/proc``: its mtime is the lister's start), and
+counting that would re-read them, start Ray and publish a snapshot every night. Such an entry comes
+back with a new size or ETag, new settings, ``--full`` or ``--retry-failed``.
+
 Known documents under the source root that the complete listing did not contain are pruned
 (``prune``). ``limit`` caps the documents read in this run (INDEX + CHECK); the rest wait for the
 next run and are not pruned.
@@ -195,8 +202,8 @@ def plan_chunk(chunk: ListedChunk, known: KnownDocuments, settings: str, options
         return pc.take(known.table.column(name), take) if len(known) else pa.nulls(n, pa.string())
 
     problem = np.array([x is not None for x in chunk.problem], bool)
-    same_fp = is_known & (gather(known.size) == chunk.size) & (gather(known.mtime_ns) == chunk.mtime_ns) \
-        & _null_safe_equal(gather_str("etag"), chunk.etag)
+    same_size_etag = is_known & (gather(known.size) == chunk.size) & _null_safe_equal(gather_str("etag"), chunk.etag)
+    same_fp = same_size_etag & (gather(known.mtime_ns) == chunk.mtime_ns)
     same_settings = is_known & pc.fill_null(pc.equal(gather_str("settings"), settings), False).to_numpy(
         zero_copy_only=False)
     indexed, failed, pending = (is_known & gather(known.indexed)), (is_known & gather(known.failed)), \
@@ -205,6 +212,9 @@ def plan_chunk(chunk: ListedChunk, known: KnownDocuments, settings: str, options
     under_cap = gather(known.attempts) < options.max_attempts
     has_hash = gather(known.has_hash)
     same_problem = failed & _null_safe_equal(gather_str("error"), pa.array(chunk.problem, pa.string()))
+    # failed, or transient at the cap: waits for a change, and a new mtime alone is none (module doc)
+    waiting = (failed | (transient & ~under_cap)) & (not options.retry_failed)
+    changed = ~same_fp & ~(waiting & same_size_etag)
 
     why = np.full(n, WHY.index("unchanged"), np.int8)
     action = np.full(n, Action.SKIP, np.int8)
@@ -216,13 +226,13 @@ def plan_chunk(chunk: ListedChunk, known: KnownDocuments, settings: str, options
         decided[free] = True
 
     decided = np.zeros(n, bool)
-    rule(problem & same_problem & same_fp, Action.SKIP, "rejected_unchanged")
+    rule(problem & same_problem & same_size_etag, Action.SKIP, "rejected_unchanged")
     rule(problem, Action.REJECT, "rejected")
     rule(~is_known, Action.INDEX, "new")
     rule(np.full(n, not options.incremental), Action.INDEX, "full")
     rule(~same_settings, Action.INDEX, "settings")
-    rule(~same_fp & has_hash, Action.CHECK, "changed")
-    rule(~same_fp, Action.INDEX, "unhashed")
+    rule(changed & has_hash, Action.CHECK, "changed")
+    rule(changed, Action.INDEX, "unhashed")
     rule(transient & (under_cap | options.retry_failed), Action.INDEX, "retry")
     rule(transient, Action.SKIP, "gave_up")
     rule(failed & options.retry_failed, Action.INDEX, "retry")

@@ -206,7 +206,9 @@ class Source:
     """The documents under ``root`` (a folder, a single file, or an S3 prefix).
 
     ``suffixes`` filters file names case-insensitively (default: the PDF and image types
-    snappy reads); hidden files and folders (``.name``) are skipped.
+    snappy reads). Hidden files and folders (``.name``) below the root are skipped without a row,
+    as most lake tools do (``.Trash/``, macOS's ``._name.pdf`` companion files); a root that
+    names one file is read whatever its name.
     """
 
     def __init__(self, root: str | os.PathLike,
@@ -232,11 +234,12 @@ class Source:
         state.setdefault("_read_clients", {})
         self.__dict__.update(state)
 
-    def _wanted(self, name: str | bytes) -> bool:
+    def _wanted(self, name: str | bytes, named: bool = False) -> bool:
+        """A listed name to read: not hidden (unless the root ``named`` it) and of a wanted type."""
         if isinstance(name, bytes):
             name = name.decode("utf-8", "surrogateescape")
         base = name.rsplit("/", 1)[-1]
-        if base.startswith("."):
+        if base.startswith(".") and not named:
             return False
         return self.suffixes is None or os.path.splitext(base)[1].lower() in self.suffixes
 
@@ -353,8 +356,8 @@ class Source:
         # The prefix names one object or a folder ("pre" must not match "pre-other/...").
         if prefix and key != prefix and not key.startswith(folder):
             return None
-        rel = key[len(folder):] if key != prefix else key.rsplit("/", 1)[-1]
-        if any(part.startswith(".") for part in rel.split("/")):
+        named = key == prefix  # the root names this object: read whatever its name, as locally
+        if not named and any(part.startswith(".") for part in key[len(folder):].split("/")):
             return None
         lm = obj.get("LastModified")
         mtime_ns = None
@@ -366,7 +369,7 @@ class Source:
                 log.info("%s: folder marker named like a document", uri)
                 return SourceEntry(uri, mtime_ns=mtime_ns, problem="is a folder marker, not a document")
             return None
-        if not self._wanted(key):
+        if not self._wanted(key, named):
             return None
         return SourceEntry(uri, int(obj["Size"]), obj.get("ETag", "").strip('"') or None, mtime_ns)
 

@@ -465,6 +465,7 @@ class CorpusEntry:
     fact: str | None = None  # good documents: the sentence holding the query's answer
     render: dict = field(default_factory=dict)  # RenderOptions overrides this entry needs
     pages: int | None = None  # page count when indexed (None: not checked)
+    pipeline: str | None = None  # what the indexing pipeline expects instead (it stores no blank page)
 
     @property
     def raw_name(self) -> bytes:
@@ -700,8 +701,10 @@ def write_bad_corpus(root: str | Path, seed: int = 0) -> list[CorpusEntry]:
     put("pages/count-lies.pdf", minimal_pdf([]).replace(b"/Count 0", b"/Count 5"),
         "page 1 cannot be loaded (corrupt page)", "zero-pages")  # pdfium trusts /Count
     put("pages/second-page-huge.pdf", minimal_pdf([(300, 300), (40000, 40000)]), "page 2 is", "huge-page")
-    put("pages/tiny-page.pdf", minimal_pdf([(0.5, 0.5)]), INDEXED, "tiny-page", pages=1)  # renders 1x1 px
-    put("pages/blank-pages.pdf", minimal_pdf([(300, 400)] * 3), INDEXED, "blank-pdf", pages=3)
+    put("pages/tiny-page.pdf", minimal_pdf([(0.5, 0.5)]), INDEXED, "tiny-page", pages=1,  # renders 1x1 px
+        pipeline="its only page is blank")
+    put("pages/blank-pages.pdf", minimal_pdf([(300, 400)] * 3), INDEXED, "blank-pdf", pages=3,
+        pipeline="all 3 pages are blank")
 
     # images: limits are checked from the header, before any pixel is decoded
     put("images/bomb-100000.png", header_png(100_000, 100_000, full=False), "decompression bomb", "bomb")

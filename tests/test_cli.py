@@ -1,4 +1,4 @@
-"""The snappy CLI through typer's CliRunner: query --json schema, --overlay, inspect."""
+"""The snappy CLI through typer's CliRunner: query --json schema, --overlay, inspect; index options."""
 from __future__ import annotations
 
 import json
@@ -98,3 +98,73 @@ def test_inspect(index_dir, tmp_path):
     r = runner.invoke(app, ["inspect", index_dir])
     assert r.exit_code == 0 and "regions" in r.stdout and "corrupt.pdf" in r.stdout
     assert runner.invoke(app, ["inspect", str(tmp_path / "none")]).exit_code == 2
+
+
+def test_index_offers_the_options_of_python_m_pipelines_index_with_the_same_defaults():
+    import argparse
+
+    import typer.main
+
+    from pipelines.config import IndexConfig
+    from pipelines.index import build_parser, config_from_args
+
+    parser = build_parser()
+    index = typer.main.get_command(app).commands["index"]
+    typer_opts = {}
+    for param in index.params:
+        for name in [*getattr(param, "opts", []), *getattr(param, "secondary_opts", [])]:
+            typer_opts[name] = param
+    typer_opts["--source"] = next(p for p in index.params if p.name == "source")  # an argument there
+    typer_opts["--verbose"] = typer_opts["-v"] = next(  # `snappy -v index ...`
+        p for p in typer.main.get_command(app).params if p.name == "verbose")
+    checked = 0
+    for action in parser._actions:
+        if isinstance(action, argparse._HelpAction):
+            continue
+        for name in action.option_strings:
+            assert name in typer_opts, f"snappy index has no {name}"
+            param = typer_opts[name]
+            if action.dest not in ("source", "index"):
+                assert param.default == action.default, (name, param.default, action.default)
+                checked += 1
+    assert checked > 45  # --max-attempts, --ocr-num-cpus, --read-timeout-s, --no-candidates, ...
+    # every IndexConfig field is set by some option, and the defaults make the default config
+    args = parser.parse_args(["--source", "s", "--index", "i"])
+    assert config_from_args(args) == IndexConfig("s", "i")
+    assert set(IndexConfig.field_names()) - set(vars(args)) == {"incremental", "s3"}  # --full, --s3-*
+    r = runner.invoke(app, ["index", "--help"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0 and "--max-attempts" in r.stdout and "Stage resources" in r.stdout
+
+
+def test_index_options_reach_the_config(monkeypatch, tmp_path):
+    import pipelines.index as index_mod
+
+    seen = {}
+
+    def fake_run(config):
+        seen["config"] = config
+        return {"documents": {}, "run_id": "r"}
+
+    monkeypatch.setattr(index_mod, "run_index", fake_run)
+    monkeypatch.setattr(index_mod, "format_summary", lambda s: "ok")
+    r = runner.invoke(app, ["index", str(tmp_path), "--index", str(tmp_path / "idx"), "--max-attempts", "5",
+                            "--ocr-num-cpus", "0.5", "--read-timeout-s", "30", "--no-candidates",
+                            "--candidate-min-pages", "7", "--no-housekeeping", "--object-store-limit", "1000",
+                            "--full", "--s3-region", "eu"])
+    assert r.exit_code == 0, r.output
+    c = seen["config"]
+    assert (c.max_attempts, c.ocr_num_cpus, c.read_timeout_s, c.candidates.enabled, c.candidates.min_pages,
+            c.housekeeping, c.object_store_limit, c.incremental, c.s3.region) == (5, 0.5, 30.0, False, 7, False,
+                                                                                   1000, False, "eu")
+    assert (c.source, c.index) == (str(tmp_path), str(tmp_path / "idx"))
+
+
+def test_index_setting_out_of_range_is_one_line_exit_2(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    snappy = Path(sys.executable).with_name("snappy")
+    r = subprocess.run([str(snappy), "index", str(tmp_path), "--index", str(tmp_path / "i"), "--max-attempts", "0"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "max_attempts must be >= 1" in r.stderr and "Traceback" not in r.stderr

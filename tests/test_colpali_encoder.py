@@ -133,3 +133,12 @@ def test_family_detection_and_aliases(cache):
         (folder / "marker.bak").rename(folder / TINY_MARKER)
     with pytest.raises(ValueError, match="family"):
         detect_family("someone/unknown-model")
+
+
+def test_query_tokens_label_each_query_vector(encoder):
+    """The similarity map's token labels (snappy serve): one per row embed_queries keeps, in order."""
+    for text in ("total amount due", "where is the signature of the director?"):
+        labels = encoder.query_tokens(text)
+        assert len(labels) == len(encoder.embed_queries([text])[0])
+        assert all(isinstance(t, str) and t for t in labels)
+        assert text.replace(" ", "").rstrip("?") in "".join(labels).replace(" ", "")  # the query's own pieces

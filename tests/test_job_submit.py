@@ -126,3 +126,32 @@ def test_ray_job_submit_runs_the_entry_point_unchanged(ray_head, sample_corpus, 
 
     (run,) = runlog.recent(store.files)  # the run log, written by the job on the cluster
     assert run["status"] == "ok" and run["documents"]["indexed"] == 2
+
+
+@pytest.mark.slow
+def test_readme_ray_job_recipe_from_a_plain_shell(sample_corpus, tmp_path):
+    """The README's recipe as a newcomer runs it: `bash scripts/ray-job.sh ...` from a shell with no
+    environment activated, no RAY_* variables, relative paths; it starts its own head on loopback,
+    submits the job, and stops exactly that head."""
+    readme = (REPO / "README.md").read_text()
+    assert "bash scripts/ray-job.sh --source samples --index .snappy-index" in readme
+    paths, _, _ = sample_corpus
+    work = tmp_path / "work"
+    (work / "src").mkdir(parents=True)
+    for p in paths[:2]:
+        shutil.copy(p, work / "src" / p.name)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_") and k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if not p.startswith(str(REPO)))
+    before = set(_pids_mentioning("/tmp/snrj."))
+    res = subprocess.run(["bash", str(REPO / "scripts" / "ray-job.sh"), "--source", "src", "--index", "idx",
+                          "--encoder", "lexical", "--ocr", "none", "--dpi", "72"],
+                         cwd=work, env=env, capture_output=True, text=True, timeout=900)
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out[-5000:]
+    assert "succeeded" in out.lower(), out[-5000:]
+    store = IndexStore(str(work / "idx"))  # relative paths resolved against the caller's folder
+    assert store.count_rows()["pages"] == 5
+    uris = [r["uri"] for r in store.documents().to_pylist()]
+    assert len(uris) == 2 and all(str(work / "src") in u for u in uris), uris  # not the job's copy of the folder
+    time.sleep(2)
+    assert set(_pids_mentioning("/tmp/snrj.")) <= before, "the recipe's Ray head was left running"

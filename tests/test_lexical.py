@@ -181,3 +181,12 @@ def test_make_encoder_round_trips_the_stored_id():
     assert again.options == enc.options and again.encoder_id == enc.encoder_id
     with pytest.raises(ValueError, match="bad lexical encoder id"):
         make_encoder("lexical:zz")
+
+
+def test_query_tokens_are_the_pieces_in_order():
+    from snappy.encoders.lexical import LexicalEncoder
+
+    enc = LexicalEncoder()
+    labels = enc.query_tokens("How much Cardamom, in kg?")
+    assert len(labels) == len(enc.embed_queries(["How much Cardamom, in kg?"])[0])
+    assert "cardamom" in labels and labels == enc.pieces("How much Cardamom, in kg?")

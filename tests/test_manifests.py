@@ -716,3 +716,24 @@ def test_serve_builder_exists():
     defined = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
     defined |= {t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)}
     assert attr in defined, f"{_rel(source)} defines no {attr}"
+
+
+def test_rayservice_args_cast_to_the_serve_config_field_types():
+    """Every arg a RayService passes to the builder becomes its ServeConfig field's type, as the YAML
+    gives it and as strings (``serve run ... key=value``); the builder once raised TypeError on any string."""
+    import typing
+
+    serve_module = pytest.importorskip("pipelines.serve")  # needs Ray Serve's HTTP extras
+    hints = typing.get_type_hints(serve_module.ServeConfig)
+    apps = [a for d in _k8s("RayService") for a in yaml.safe_load(d["spec"]["serveConfigV2"])["applications"]
+            if _split_import_path(a["import_path"]) == SERVE_IMPORT]
+    assert apps
+    for app in apps:
+        args = app["args"]
+        assert args and set(args) <= set(hints), sorted(set(args) - set(hints))
+        config = serve_module.config_from_args(args)
+        for key in args:
+            value = getattr(config, key)
+            assert isinstance(value, hints[key]) and not (isinstance(value, bool) and hints[key] is not bool), (
+                key, value, hints[key])
+        assert serve_module.config_from_args({k: str(v) for k, v in args.items()}) == config

@@ -171,6 +171,48 @@ def test_transient_failure_keeps_previous_rows_and_is_retried(ray_session, tmp_p
     assert (row["error"], row["attempts"]) == (None, 0)
 
 
+NIGHT = r"""
+import json, sys
+from pipelines.config import IndexConfig
+from pipelines.index import run_index
+from snappy.storage import IndexStore
+s = run_index(IndexConfig(sys.argv[1], sys.argv[2], encoder="lexical", ocr="none", dpi=50.0,
+                          max_attempts=int(sys.argv[3])))
+rows = {d["uri"].rsplit("/", 1)[-1]: d for d in IndexStore(sys.argv[2]).documents().to_pylist()}
+print(json.dumps({"plan": s["plan"], "ray": s["ray"] is not None, "ray_imported": "ray" in sys.modules,
+                  "commits": s["commits"], "snapshot": s["snapshot"],
+                  "mem": {k: rows["mem.pdf"][k] for k in ("status", "failure", "attempts", "error")},
+                  "status": {k: rows["status.pdf"][k] for k in ("status", "failure", "attempts")}}))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs Linux's /proc/self/mem")
+def test_an_entry_that_never_reads_stops_at_the_cap_then_costs_nothing(ray_session, tmp_path):
+    # A symlink to /proc/self/mem: listed as a 0-byte regular file, every read fails (EIO), and its mtime is
+    # the lister's start, new every night; /proc/self/status reads (not a PDF: a failed row) with new bytes
+    # each time. Each night is a new process here too (joining this module's Ray).
+    src = tmp_path / "src"
+    write_page_corpus(src, pages=2, pages_per_doc=1)
+    os.symlink("/proc/self/mem", src / "mem.pdf")
+    os.symlink("/proc/self/status", src / "status.pdf")
+    cap = 2
+    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}
+    nights = []
+    for _ in range(cap + 2):
+        out = subprocess.run([sys.executable, "-c", NIGHT, str(src), str(tmp_path / "idx"), str(cap)], cwd=REPO,
+                             capture_output=True, text=True, timeout=180, env=env)
+        assert out.returncode == 0, out.stderr[-3000:]
+        nights.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    assert [n["mem"]["attempts"] for n in nights] == [1, 2, 2, 2]  # the cap holds
+    assert nights[0]["mem"]["status"] == "pending" and "Input/output error" in nights[0]["mem"]["error"]
+    assert all(n["status"] == {"status": "failed", "failure": "document", "attempts": 0} for n in nights)
+    assert all(n["ray"] for n in nights[:cap])
+    for n in nights[cap:]:  # gave up: waits for a real change; an unchanged night does nothing
+        assert n["plan"] == {"unchanged": 2, "gave_up": 1, "failed_unchanged": 1}, n["plan"]
+        assert not n["ray"] and not n["ray_imported"] and n["commits"] == 0
+        assert n["snapshot"] == nights[cap - 1]["snapshot"]  # no new snapshot
+
+
 def test_odd_entries_become_rows_with_reasons(ray_session, tmp_path):
     src = tmp_path / "src"
     write_page_corpus(src, pages=2, pages_per_doc=1)
@@ -199,6 +241,30 @@ def test_odd_entries_become_rows_with_reasons(ray_session, tmp_path):
     assert s["documents"]["indexed"] == 3 and s["documents"]["failed"] == 6 and s["documents"]["retry_later"] == 0
     assert store.count_rows()["pages"] == 3 and store.dataset("pages").count_rows() == 3  # its page 1 is gone
     assert run(cfg)["plan"] == {"unchanged": 3, "rejected_unchanged": 5, "failed_unchanged": 1}  # recorded once
+
+
+# ---------------------------------------------------------------------- the attempt ledger
+def test_a_retry_after_the_ledger_died_gets_a_new_attempt(ray_session, tmp_path):
+    # A document's generation comes from its attempt number: a retry must not repeat the attempt (and so the
+    # generation) of the execution that died, even when the ledger actor that counts them is gone.
+    from pipelines.guard import LedgerClient, start_ledger
+
+    ray = ray_session
+    ledger = start_ledger()
+
+    @ray.remote(max_retries=2)
+    def prepare(handle, log: str):
+        attempt = LedgerClient(handle, timeout_s=10).enter(["doc:x"])[0][0]
+        with open(log, "a") as f:
+            f.write(f"{attempt}\n")
+        if len(Path(log).read_text().split()) == 1:  # the first execution: the ledger dies, then its worker
+            ray.kill(handle)
+            os._exit(70)
+
+    log = tmp_path / "attempts"
+    ray.get(prepare.remote(ledger, str(log)), timeout=120)
+    attempts = [int(x) for x in log.read_text().split()]
+    assert len(attempts) == 2 and attempts[0] != attempts[1], attempts
 
 
 # ---------------------------------------------------------------------- one writer

@@ -196,3 +196,43 @@ def test_reasons_are_stable_and_hide_temp_paths(tmp_path):
         assert len(reasons) == 1, reasons
         (r,) = reasons
         assert str(tmp_path) not in r and "0x" not in r and "<" not in r.split("starts with")[0]
+
+
+def test_blank_page_decision():
+    """A page that shows nothing is blank; any visible mark, however small or light, is not."""
+    import numpy as np
+    from reportlab.pdfgen import canvas
+
+    from snappy.pages import is_blank
+
+    buf = io.BytesIO()
+    c = canvas.Canvas(buf, pagesize=LETTER)
+    c.showPage()  # 1: nothing
+    c.setFont("Helvetica", 10)
+    c.drawString(300, 30, "3")
+    c.showPage()  # 2: a page number only
+    c.setFillGray(0.8)
+    c.setFont("Helvetica", 9)
+    c.drawString(72, 700, "light grey text")
+    c.showPage()  # 3
+    c.circle(300, 400, 0.5, fill=1)
+    c.showPage()  # 4: a 1 pt dot
+    c.setFont("Helvetica", 12)
+    c.drawString(72, 700, "An ordinary line of text.")
+    c.showPage()  # 5
+    c.setFillColorRGB(0.2, 0.3, 0.8)
+    c.rect(0, 0, *LETTER, fill=1, stroke=0)
+    c.showPage()  # 6: one colour, nothing on it
+    c.save()
+    for dpi in (72, 150, 300):
+        pages = load_pages(buf.getvalue(), RenderOptions(dpi=dpi))
+        assert [is_blank(p.image) for p in pages] == [True, False, False, False, False, True], dpi
+    rng = np.random.default_rng(0)
+    scan = np.clip(240 + rng.normal(0, 6, (2200, 1700)), 0, 255).astype(np.uint8)  # a blank sheet, scanned
+    assert is_blank(Image.fromarray(scan, "L").convert("RGB"))
+    scan[1000:1024, 800:812] = 60  # a 3 x 2 mm mark at 200 dpi
+    assert not is_blank(Image.fromarray(scan, "L").convert("RGB"))
+    assert is_blank(Image.new("RGB", (5, 5), "white"))  # smaller than the averaging grid
+    tiny = Image.new("RGB", (5, 5), "white")
+    tiny.putpixel((2, 2), (0, 0, 0))
+    assert not is_blank(tiny)

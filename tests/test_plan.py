@@ -81,12 +81,42 @@ def test_failures_document_kept_transient_retried_up_to_the_cap():
     assert plan([Entry(f"{ROOT}/bad.pdf", size=7)], k)[0] == ["CHECK"]  # its bytes changed: look again
 
 
+def test_after_failures_only_a_new_size_or_etag_is_a_change():
+    # /proc/self/mem behind a symlink: size 0, a new mtime (the lister's start) every night, every read fails
+    k = known(row("mem.pdf", size=0, digest=None, error="read error (EIO)", failure="transient", status="pending",
+                  attempts=3),
+              row("young.pdf", size=0, digest=None, error="read error (EIO)", failure="transient", status="pending",
+                  attempts=1),
+              row("stale.pdf", error="S3 503", failure="transient", status="indexed", attempts=3),
+              row("bad.pdf", error="not a PDF"), row("unread.pdf", digest=None, error="over max_bytes"),
+              row("s3.pdf", etag="e1", digest=None, error="S3 503", failure="transient", status="pending", attempts=3))
+    names = ("mem.pdf", "young.pdf", "stale.pdf", "bad.pdf", "unread.pdf", "s3.pdf")
+    sizes = {"mem.pdf": 0, "young.pdf": 0}
+    etags = {"s3.pdf": "e1"}
+    touched = [Entry(f"{ROOT}/{n}", size=sizes.get(n, 100), etag=etags.get(n), mtime_ns=99) for n in names]
+    actions, counts = plan(touched, k)
+    assert actions == ["SKIP", "INDEX", "SKIP", "SKIP", "SKIP", "SKIP"]  # under the cap: retried as before
+    assert counts == {"gave_up": 3, "unhashed": 1, "failed_unchanged": 2}
+    grown = [Entry(e.uri, size=e.size + 1, etag=e.etag, mtime_ns=99) for e in touched]
+    assert plan(grown, k)[0] == ["INDEX", "INDEX", "CHECK", "CHECK", "INDEX", "INDEX"]
+    assert plan([Entry(f"{ROOT}/s3.pdf", etag="e2")], k)[0] == ["INDEX"]  # a new ETag is a change
+    assert plan(touched, k, retry_failed=True)[0] == ["INDEX", "INDEX", "CHECK", "CHECK", "INDEX", "INDEX"]
+    assert plan(touched, k, max_attempts=4)[0][0] == "INDEX"  # a higher cap: not waiting yet
+    other = IndexSettings("colpali:x", "rapid", 150.0)
+    assert plan_chunk(ListedChunk.from_entries(touched), k, other.to_json()).counts() == {"settings": 6}
+    # an indexed document is unaffected: a new mtime is still checked
+    assert plan([Entry(f"{ROOT}/ok.pdf", mtime_ns=99)], known(row("ok.pdf")))[0] == ["CHECK"]
+
+
 def test_rejected_entries_are_recorded_once():
     k = known(row("dir.pdf", error="is a directory, not a document", size=None, mtime_ns=None, digest=None))
     entries = [Entry(f"{ROOT}/dir.pdf", size=None, mtime_ns=None, problem="is a directory, not a document"),
                Entry(f"{ROOT}/pipe.pdf", size=0, problem="not a regular file (FIFO)")]
     actions, counts = plan(entries, k)
     assert actions == ["SKIP", "REJECT"] and counts == {"rejected_unchanged": 1, "rejected": 1}
+    # a new mtime (a file added to the folder; /proc/self has a new one every process) changes nothing
+    assert plan([Entry(f"{ROOT}/dir.pdf", size=None, mtime_ns=7, problem="is a directory, not a document")], k)[0] \
+        == ["SKIP"]
 
 
 def test_limit_caps_reads_and_prune_uses_the_whole_listing():
@@ -169,3 +199,21 @@ def test_poison_ledger_charges_deaths_and_gives_up():
     assert led.poisoned("a") == "the worker died 3 times while processing it (last: OCR took over 300 s)"
     assert led.poisoned("b") is None and led.entries["a"] == 5
     assert np.all([careful([0, 0]) is False])
+
+
+def test_ledger_client_without_its_actor_never_repeats_an_attempt():
+    from pipelines.guard import LedgerClient
+    from snappy.storage.commit import make_gen
+
+    class Gone:  # a handle whose calls raise, as a dead actor's do
+        class enter:  # noqa: N801
+            @staticmethod
+            def remote(keys):
+                raise RuntimeError("The actor died unexpectedly before finishing this task.")
+
+    # prepare_documents makes a client per batch: the attempts must differ across clients too
+    key = f"doc:{doc_id_for('/ledger-test')}"
+    verdicts = [LedgerClient(Gone()).enter([key, key + "-other"]) for _ in range(3)]
+    assert all(d == 0 and p is None for v in verdicts for _, d, p in v)
+    assert len({make_gen(1, 5, v[0][0]) for v in verdicts}) == 3  # three generations, not one
+    assert LedgerClient(None).enter([key])[0][0] not in {v[0][0] for v in verdicts}

@@ -46,9 +46,9 @@ def test_hand_built_top_page_and_region(hand_index):
     s = Searcher(hand_index)
     assert s.n_pages == 4  # the failed document has no pages
     (res,) = s.search_vectors([e(5)[None]], top_pages=3, threshold="top1")
-    assert [(r.uri, r.page_number) for r in res[:2]] == [("mem://a", 2), ("mem://b", 1)]
+    assert [(r.uri, r.page_number) for r in res] == [("mem://a", 2), ("mem://b", 1)]  # the others score 0
     assert res[0].score == pytest.approx(1.0) and res[1].score == pytest.approx(0.6, abs=1e-3)
-    assert [r.rank for r in res] == [1, 2, 3]
+    assert [r.rank for r in res] == [1, 2] and res.reason is None
     top = res[0].regions
     assert [r.text for r in top] == ["target"] and top[0].bbox == (100, 0, 300, 100)
     assert top[0].bbox_norm == pytest.approx((0.25, 0.0, 0.75, 0.25)) and top[0].score == pytest.approx(1.0)
@@ -62,6 +62,53 @@ def test_hand_built_top_page_and_region(hand_index):
     assert auto[0].regions[1].bbox == (0, 200, 400, 400) and auto[0].peak > 0 and auto[0].reason is None
     d = res[0].to_dict()
     assert d["page_number"] == 2 and d["regions"][0]["bbox"] == [100.0, 0.0, 300.0, 100.0]
+
+
+def test_only_pages_that_match_are_results(hand_index):
+    """A page scoring 0 or less (no patch similar to the query at all) is no result, however many pages
+    were asked for; with none left the list is empty and says why."""
+    from snappy.search.results import NO_MATCH
+
+    write_index(hand_index.uri, [SynthDocSpec("mem://neg", [SynthPageSpec((400, 400), REGIONS,
+                                                                           np.tile(-e(5), (16, 1)), GRID)])])
+    s = Searcher(hand_index)
+    assert s.n_pages == 5
+    q5, q9, q0 = e(5)[None], e(9)[None], np.stack([e(0), e(9)])
+    hits, none, all_ = s.search_vectors([q5, q9, q0], top_pages=5)
+    assert [r.uri for r in hits] == ["mem://a", "mem://b"]  # mem://neg scores -1, the rest 0
+    assert none == [] and none.reason == NO_MATCH
+    assert len(all_) == 4 and all(r.score > 0 for r in all_) and all_.reason is None  # e0 is on every page but neg
+    assert s.rank([q9], 5)[0].shape == (1, 5)  # ranking itself still orders every page
+
+
+def test_an_index_without_text_matches_nothing(sample_corpus, tmp_path):
+    """`snappy index --ocr none --encoder lexical`: pages without regions, zero vectors. Every query once
+    scored 0.0 everywhere and still got k arbitrary pages."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+    from snappy.encoders import make_encoder
+    from snappy.indexing import index_document
+    from snappy.ocr import make_ocr
+    from snappy.search.results import NO_MATCH
+    from snappy.storage import IndexSettings, IndexStore, to_table
+
+    paths, _, _ = sample_corpus
+    enc, ocr = make_encoder("lexical"), make_ocr("none")
+    settings = IndexSettings(enc.encoder_id, "none", 72.0)
+    docs = [index_document(str(p), p.read_bytes(), enc, ocr, settings) for p in paths[:2]]
+    uri = str(tmp_path / "idx")
+    IndexStore(uri).upsert([d.document for d in docs], to_table(PAGES, [p for d in docs for p in d.pages]))
+    s = Searcher(uri)
+    assert s.n_pages >= 2 and not s.state.matrix.vectors.any()
+    results = s.query_batch(["total amount due", "annual report"], top_pages=5)
+    assert results == [[], []] and [r.reason for r in results] == [NO_MATCH, NO_MATCH]
+    r = CliRunner().invoke(app, ["query", uri, "total amount due"])
+    assert r.exit_code == 0 and f"no page matches this query ({NO_MATCH})" in " ".join(r.output.split()), r.output
+    r = CliRunner().invoke(app, ["query", uri, "total amount due", "--json"])
+    assert r.exit_code == 0 and json.loads(r.stdout) == []
 
 
 def test_batch_equals_single_queries(hand_index):

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import glob
+import importlib
+import itertools
 import json
+import logging
 import os
 import random
 import socket
@@ -11,15 +15,18 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from pipelines.serve import RouterImpl, ServeConfig, ShardImpl
+from pipelines.serve import RouterImpl, ServeConfig, ShardImpl, config_from_args
 from snappy.search import QueryError, Searcher, SearchOptions, merge_pages
 from snappy.search.candidates import CandidateOptions
 from snappy.storage import snapshot as snapshots
 from snappy.storage.synthetic import SynthDocSpec, SynthPageSpec, write_index
+
+REPO = Path(__file__).resolve().parent.parent
 
 WORDS = ("invoice total amount due revenue quarterly annual report signature director customer order "
          "payment tax balance shipping address contract clause term renewal budget forecast audit risk "
@@ -119,7 +126,7 @@ def test_router_validates_merges_and_pins_one_snapshot(tmp_path):
     router = RouterImpl(config, [_Local(s) for s in shards])
     try:
         asyncio.run(router.refresh())
-        seq, pages = asyncio.run(router.query({"query": "total amount due", "top_pages": 4}))
+        seq, pages, _ = asyncio.run(router.query({"query": "total amount due", "top_pages": 4}))
         assert seq == router.seq
         expect = [p.to_dict() for p in Searcher(index).query("total amount due", top_pages=4)]
         _same(pages, expect)
@@ -140,7 +147,7 @@ def test_router_validates_merges_and_pins_one_snapshot(tmp_path):
         asyncio.run(router.refresh())
         assert router.seq == old  # the newest snapshot *every* shard has
         router.seq = old + 1  # ... until it asks for the new one: shard 1 loads it on demand
-        seq, _ = asyncio.run(router.query({"query": "tax"}))
+        seq, _, _ = asyncio.run(router.query({"query": "tax"}))
         assert seq == old + 1 and old + 1 in shards[1]._states
     finally:
         for s in shards:
@@ -181,7 +188,7 @@ def test_a_client_that_gives_up_during_start_does_not_cancel_the_start(tmp_path)
         gate.set()
         await asyncio.wait_for(router.ready(), 30)
         assert router.seq is not None and router.seq >= 1
-        seq, pages = await router.query({"query": "total amount due", "top_pages": 2})
+        seq, pages, _ = await router.query({"query": "total amount due", "top_pages": 2})
         assert seq == router.seq and pages
         router._task.cancel()
 
@@ -189,6 +196,216 @@ def test_a_client_that_gives_up_during_start_does_not_cancel_the_start(tmp_path)
         asyncio.run(scenario())
     finally:
         shard.close()
+
+
+class _Request:
+    """What RouterImpl.answer reads of a Starlette request: the headers and the body stream."""
+
+    def __init__(self, chunks, headers: dict | None = None):
+        self.headers, self._chunks, self.received = headers or {}, chunks, 0
+
+    async def stream(self):
+        for chunk in self._chunks:
+            self.received += len(chunk)
+            yield chunk
+
+
+def _answer(router: RouterImpl, request: _Request) -> tuple[int, dict | list, dict]:
+    async def scenario():
+        r = await router.answer(request)
+        if router._task is not None:
+            router._task.cancel()
+        return r
+
+    r = asyncio.run(scenario())
+    return r.status_code, json.loads(r.body), {k.lower(): v for k, v in r.headers.items()}
+
+
+def _health(router: RouterImpl) -> tuple[int, dict]:
+    async def scenario():
+        await router.ready()
+        r = await router.health()
+        router._task.cancel()
+        return r
+
+    r = asyncio.run(scenario())
+    return r.status_code, json.loads(r.body)
+
+
+def test_a_body_over_the_limit_is_refused_whatever_the_framing(tmp_path):
+    """Content-Length over the limit: 413 unread; no Content-Length (chunked): counted as it arrives,
+    413 once past the limit, and the rest is never read (an endless body ends too)."""
+    index = str(tmp_path / "idx")
+    write_index(index, corpus(4, seed=2))
+    config = ServeConfig(index=index, refresh_s=3600, max_body_bytes=1000)
+    shard = ShardImpl(config, 0)
+    router = RouterImpl(config, [_Local(shard)])
+    try:
+        endless = itertools.chain([b'{"query": "total amount due", "padding": "'], itertools.repeat(b"x" * 300))
+        request = _Request(endless)
+        status, answer, _ = _answer(router, request)
+        assert status == 413 and answer["field"] == "body" and "limit of 1000 bytes" in answer["error"]
+        assert 1000 < request.received <= 1300
+        request = _Request([b"{}"], {"content-length": "5000"})
+        assert _answer(router, request)[0] == 413 and request.received == 0
+        body = json.dumps({"query": "total amount due", "top_pages": 2}).encode()
+        status, pages, headers = _answer(router, _Request([body[:5], body[5:17], body[17:]]))
+        assert status == 200 and len(pages) == 2 and headers["x-snappy-snapshot"] == str(router.seq)
+    finally:
+        shard.close()
+
+
+def test_unexpected_errors_are_json_500_with_one_log_line(tmp_path, caplog):
+    index = str(tmp_path / "idx")
+    write_index(index, corpus(4, seed=4))
+    config = ServeConfig(index=index, refresh_s=3600)
+    shard = ShardImpl(config, 0)
+
+    class _Dead(_Local):  # the shard's replica itself fails (what a handle call raises then)
+        def __getattr__(self, name):
+            if name != "search":
+                return super().__getattr__(name)
+
+            class _Method:
+                @staticmethod
+                async def remote(*args):
+                    raise RuntimeError("replica died\n  Traceback (most recent call last): ...")
+            return _Method
+
+    def boom(*args, **kwargs):
+        raise ValueError("an unexpected bug\nsecond line")
+
+    body = json.dumps({"query": "total amount due"}).encode()
+    try:
+        for router, expect in ((RouterImpl(config, [_Dead(shard)]), "RuntimeError: replica died"),
+                               (RouterImpl(config, [_Local(shard)]), "ValueError: an unexpected bug")):
+            if expect.startswith("ValueError"):
+                shard.searcher.search_vectors = boom  # fails inside the shard
+            caplog.clear()
+            with caplog.at_level(logging.INFO, logger="pipelines.serve"):
+                status, answer, _ = _answer(router, _Request([body]))
+            assert status == 500 and expect in answer["error"] and "line" not in answer["error"], answer
+            logged = [r for r in caplog.records if r.name == "pipelines.serve" and r.levelno >= logging.WARNING]
+            assert len(logged) == 1 and expect in logged[0].getMessage() and logged[0].exc_info is None, logged
+    finally:
+        shard.close()
+
+
+def test_damage_found_by_a_query_turns_health_to_503(tmp_path):
+    """A file lost after the shard loaded its snapshot: the query that reads it gets 503 naming it, and
+    /healthz says damaged from then on."""
+    index = str(tmp_path / "idx")
+    write_index(index, corpus(4, seed=6))
+    config = ServeConfig(index=index, refresh_s=3600)
+    shard = ShardImpl(config, 0)
+    router = RouterImpl(config, [_Local(shard)])
+    body = json.dumps({"query": "total amount due", "top_pages": 10}).encode()
+    try:
+        assert _answer(router, _Request([b'{"query": "invoice", "top_pages": 1}']))[0] == 200
+        served = router.seq
+        path = sorted(glob.glob(f"{index}/regions.lance/data/*.lance"))[0]
+        os.remove(path)
+        status, answer, _ = _answer(router, _Request([body]))
+        assert status == 503 and answer["table"] == "regions" and answer["file"].endswith(os.path.basename(path))
+        assert answer["cause"] == "data file missing"
+        status, health = _health(router)
+        assert status == 503 and health == {"status": "damaged", "problems": answer["problems"]}
+        asyncio.run(router.refresh())  # the shard keeps reporting it until a newer snapshot loads
+        assert router.seq == served and _health(router)[0] == 503
+    finally:
+        shard.close()
+
+
+def test_a_damaged_newer_snapshot_is_not_loaded(tmp_path):
+    """The nightly run's snapshot lost a file: the shard checks it before loading, keeps serving the
+    intact one it has, and stays healthy."""
+    from snappy.storage.health import Damaged
+
+    index = str(tmp_path / "idx")
+    write_index(index, corpus(4, seed=9))
+    config = ServeConfig(index=index, refresh_s=3600)
+    shard = ShardImpl(config, 0)
+    router = RouterImpl(config, [_Local(shard)])
+    try:
+        asyncio.run(router.refresh())
+        served = router.seq
+        before = set(glob.glob(f"{index}/regions.lance/data/*.lance"))
+        write_index(index, corpus(1, seed=10, prefix="later"))
+        (new,) = set(glob.glob(f"{index}/regions.lance/data/*.lance")) - before
+        os.remove(new)
+        with pytest.raises(Damaged, match="data file missing") as e:
+            shard.load_latest()
+        assert [(p.table, p.cause) for p in e.value.problems] == [("regions", "data file missing")]
+        asyncio.run(router.refresh())
+        assert router.seq == served and shard.version()["snapshots"] == [served]
+        assert _health(router) == (200, {"status": "ok", "snapshot": served, "shards": 1})
+        status, pages, headers = _answer(router, _Request([b'{"query": "total amount due"}']))
+        assert status == 200 and pages and headers["x-snappy-snapshot"] == str(served)
+    finally:
+        shard.close()
+
+
+def test_serve_args_cast_to_the_config_field_types(monkeypatch):
+    """``serve run ... key=value`` gives strings, a RayService YAML scalars: both become the field types."""
+    c = config_from_args({"index": "s3://lake/idx", "shards": "2", "refresh_s": "2.5", "encoder": "lexical",
+                          "s3_endpoint": None, "max_body_bytes": 1024, "router_num_cpus": 1, "shard_replicas": 3.0})
+    assert (c.index, c.shards, c.refresh_s, c.encoder, c.s3_endpoint, c.max_body_bytes, c.shard_replicas) == (
+        "s3://lake/idx", 2, 2.5, "lexical", None, 1024, 3)
+    assert type(c.router_num_cpus) is float and c.router_num_cpus == 1.0 and type(c.shard_replicas) is int
+    assert config_from_args({k: str(v) for k, v in {"index": "i", "shards": 2, "refresh_s": 10}.items()}) == \
+        config_from_args({"index": "i", "shards": 2, "refresh_s": 10})
+    for args, key in (({"index": "i", "shard": "2"}, "shard"), ({"index": "i", "shards": "two"}, "shards"),
+                      ({"index": "i", "shards": "2.5"}, "shards"), ({"index": "i", "shards": True}, "shards"),
+                      ({"index": "i", "refresh_s": "soon"}, "refresh_s"), ({"index": None}, "index"),
+                      ({"index": 7}, "index"), ({"shards": 2}, "index"), ({"index": "i", "encoder": 3}, "encoder")):
+        with pytest.raises(ValueError, match=f"'{key}'"):
+            config_from_args(args)
+    from dataclasses import dataclass
+
+    import pipelines.serve as serve_module
+
+    @dataclass(frozen=True)
+    class WithFlag:  # ServeConfig has no bool field (yet): the cast of one
+        index: str
+        flag: bool = False
+
+    monkeypatch.setattr(serve_module, "ServeConfig", WithFlag)
+    assert [serve_module._cast("flag", v) for v in ("true", "False", " TRUE ", True)] == [True, False, True, True]
+    with pytest.raises(ValueError, match="'flag' must be true or false"):
+        serve_module._cast("flag", "yes")
+
+
+def _no_text_index(uri: str, pdfs) -> str:
+    """What `snappy index --ocr none --encoder lexical` writes (pages without regions, zero vectors), without Ray."""
+    from snappy.encoders import make_encoder
+    from snappy.indexing import index_document
+    from snappy.ocr import make_ocr
+    from snappy.storage import PAGES, IndexSettings, IndexStore, to_table
+
+    enc, ocr = make_encoder("lexical"), make_ocr("none")
+    settings = IndexSettings(enc.encoder_id, "none", 72.0)
+    docs = [index_document(str(p), Path(p).read_bytes(), enc, ocr, settings) for p in pdfs]
+    IndexStore(uri).upsert([d.document for d in docs], to_table(PAGES, [p for d in docs for p in d.pages]))
+    return uri
+
+
+def test_an_index_that_matches_nothing_answers_an_empty_list_and_why(sample_corpus, tmp_path):
+    from snappy.search.results import NO_MATCH
+
+    paths, _, _ = sample_corpus
+    index = _no_text_index(str(tmp_path / "idx"), paths[:2])
+    config = ServeConfig(index=index, shards=2, refresh_s=3600)
+    shards = [ShardImpl(config, i) for i in range(2)]
+    router = RouterImpl(config, [_Local(s) for s in shards])
+    try:
+        body = json.dumps({"query": "total amount due", "top_pages": 5}).encode()
+        status, pages, headers = _answer(router, _Request([body]))
+        assert status == 200 and pages == [] and headers["x-snappy-snapshot"]
+        assert headers["x-snappy-reason"] == f"no page matches this query ({NO_MATCH})"
+        assert sum(s.version()["pages"] for s in shards) >= 2  # pages there are; none matches
+    finally:
+        for s in shards:
+            s.close()
 
 
 # ---------------------------------------------------------------- Ray Serve over HTTP
@@ -200,53 +417,80 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _json(data: bytes):
+    try:
+        return json.loads(data or b"null")
+    except ValueError:  # e.g. a plain-text "Internal Server Error"
+        return {"text": data.decode("utf-8", "replace")}
+
+
 def _post(url: str, body, timeout: float = 60) -> tuple[int, dict | list, dict]:
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
     req = urllib.request.Request(url, data=data, method="POST", headers={"content-type": "application/json"})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
-            return r.status, json.loads(r.read()), {k.lower(): v for k, v in r.headers.items()}
+            return r.status, _json(r.read()), {k.lower(): v for k, v in r.headers.items()}
     except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read() or b"null"), {k.lower(): v for k, v in e.headers.items()}
+        return e.code, _json(e.read()), {k.lower(): v for k, v in e.headers.items()}
 
 
 def _get(url: str) -> tuple[int, dict]:
     try:
         with urllib.request.urlopen(url, timeout=30) as r:
-            return r.status, json.loads(r.read())
+            return r.status, _json(r.read())
     except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read() or b"null")
+        return e.code, _json(e.read())
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory):
-    """The Ray Serve app (router + 2 shards) on 127.0.0.1, over an index this module writes to."""
+def serve_base():
+    """Ray and Serve's HTTP proxy on 127.0.0.1 for this module; yields the base URL. Ray gets 4 logical
+    CPUs: the RayService manifest's app (2 routers + 2 shards at 0.5 CPU) runs beside the fixture's."""
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     import ray
     from ray import serve
 
-    from pipelines.serve import build_app
-
-    uri = str(tmp_path_factory.mktemp("served") / "idx")
-    write_index(uri, corpus(40))
     started = not ray.is_initialized()
     if started:
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
     port = _free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    config = ServeConfig(index=uri, shards=2, refresh_s=0.5, router_num_cpus=0.25, shard_num_cpus=0.25)
-    serve.run(build_app(config), name="snappy", route_prefix="/", blocking=False)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while _get(f"{base}/healthz")[0] != 200:
-        assert time.monotonic() < deadline, "the service did not become healthy in 120 s"
-        time.sleep(0.5)
     try:
-        yield base, uri
+        yield f"http://127.0.0.1:{port}"
     finally:
         serve.shutdown()
         if started:
             ray.shutdown()
+
+
+def _deploy(app, base: str, name: str, prefix: str, timeout: float = 120) -> tuple[int, dict]:
+    """Run ``app`` at ``prefix`` and wait until its /healthz is past "starting"; its (status, body)."""
+    from ray import serve
+
+    serve.run(app, name=name, route_prefix=prefix, blocking=False)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            status, body = _get(f"{base}{prefix.rstrip('/')}/healthz")
+        except (urllib.error.URLError, ConnectionError):
+            status, body = 0, None
+        if status == 200 or (status == 503 and isinstance(body, dict) and body.get("status") != "starting"):
+            return status, body
+        assert time.monotonic() < deadline, f"{name}: no health answer in {timeout} s ({status} {body})"
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def service(serve_base, tmp_path_factory):
+    """The Ray Serve app (router + 2 shards) on 127.0.0.1, over an index this module writes to."""
+    from pipelines.serve import build_app
+
+    uri = str(tmp_path_factory.mktemp("served") / "idx")
+    write_index(uri, corpus(40))
+    config = ServeConfig(index=uri, shards=2, refresh_s=0.5, router_num_cpus=0.25, shard_num_cpus=0.25)
+    status, _ = _deploy(build_app(config), serve_base, "snappy", "/")
+    assert status == 200, "the service did not become healthy"
+    yield serve_base, uri
 
 
 def test_http_endpoints_answer_like_the_cli(service):
@@ -297,6 +541,137 @@ def test_a_one_megabyte_query_is_refused_quickly(service):
     status, answer, _ = _post(f"{base}/query", {"query": "revenue " * 131072})
     assert status == 413 and "bytes" in answer["error"]
     assert time.monotonic() - t0 < 10
+
+
+def _post_chunked(url: str, chunks, timeout: float = 60) -> tuple[int, dict | list, dict]:
+    """POST ``chunks`` with ``Transfer-Encoding: chunked`` (no Content-Length), sent from a thread while
+    the answer is read: a server may answer before the body ends."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    u = urlsplit(url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=timeout)
+    conn.putrequest("POST", u.path)
+    conn.putheader("Content-Type", "application/json")
+    conn.putheader("Transfer-Encoding", "chunked")
+    conn.endheaders()
+    stop = threading.Event()
+
+    def send():
+        try:
+            for c in chunks:
+                if stop.is_set():
+                    return
+                conn.sock.sendall(b"%X\r\n%s\r\n" % (len(c), c))
+            conn.sock.sendall(b"0\r\n\r\n")
+        except OSError:  # answered and closed: the rest is not wanted
+            pass
+
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    try:
+        r = conn.getresponse()
+        return r.status, _json(r.read()), {k.lower(): v for k, v in r.getheaders()}
+    finally:
+        stop.set()
+        sender.join(timeout)
+        conn.close()
+
+
+def test_a_chunked_body_over_the_limit_gets_413(service):
+    """50 MB sent chunked (no Content-Length) once got 200: the limit was only checked on Content-Length."""
+    base, _ = service
+    t0 = time.monotonic()
+    big = itertools.chain([b'{"query": "total amount due", "padding": "'], (b"x" * 65536 for _ in range(800)), [b'"}'])
+    status, answer, _ = _post_chunked(f"{base}/query", big)
+    assert status == 413 and answer["field"] == "body" and f"limit of {64 << 10} bytes" in answer["error"], answer
+    assert time.monotonic() - t0 < 30
+    body = json.dumps({"query": "total amount due", "top_pages": 3}).encode()
+    status, pages, headers = _post_chunked(f"{base}/query", [body[:9], body[9:30], body[30:]])
+    assert status == 200 and headers["x-snappy-snapshot"]
+    assert [p["page_id"] for p in pages] == [p["page_id"] for p in _post(f"{base}/query", json.loads(body))[1]]
+
+
+def _in_logs(text: str) -> int:
+    """How often ``text`` occurs in this Ray session's logs (Serve's replica logs, the workers' output)."""
+    import ray
+
+    root = ray._private.worker._global_node.get_session_dir_path()
+    n = 0
+    for path in glob.glob(f"{root}/logs/**/*", recursive=True):
+        if os.path.isfile(path) and path.endswith((".log", ".err", ".out")):
+            with open(path, "rb") as f:
+                n += f.read().count(text.encode())
+    return n
+
+
+def test_a_damaged_index_answers_503_naming_table_and_file(serve_base, tmp_path):
+    """One data file of the regions table gone: /healthz once said ok and every query answered a plain-text
+    500 with a traceback in the log. Now: 503 naming the table, the file and the cause, as JSON."""
+    from ray import serve
+
+    from pipelines.serve import build_app
+
+    uri = str(tmp_path / "idx")
+    write_index(uri, corpus(6, seed=7))
+    path = sorted(glob.glob(f"{uri}/regions.lance/data/*.lance"))[0]
+    os.remove(path)
+    name = os.path.basename(path)
+    config = ServeConfig(index=uri, refresh_s=3600, router_num_cpus=0.25, shard_num_cpus=0.25)
+    tracebacks = _in_logs("Traceback (most recent call last)")
+    try:
+        status, health = _deploy(build_app(config), serve_base, "damaged", "/damaged")
+        assert status == 503 and health["status"] == "damaged", (status, health)
+        (problem,) = health["problems"]
+        assert problem["table"] == "regions" and problem["file"].endswith(f"regions.lance/data/{name}")
+        assert problem["cause"] == "data file missing"
+        for _ in range(3):
+            status, answer, _ = _post(f"{serve_base}/damaged/query", {"query": "total amount due"})
+            assert status == 503 and (answer["table"], answer["file"], answer["cause"]) == (
+                "regions", problem["file"], "data file missing"), answer
+            assert name in answer["error"] and answer["problems"] == [problem]
+        assert _post(f"{serve_base}/damaged/query", {"query": " "})[0] == 400  # requests are still checked first
+        deadline = time.monotonic() + 10  # the logs are written by other processes
+        while _in_logs("POST /query 503: the index is damaged") < 3 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert _in_logs("POST /query 503: the index is damaged") == 3  # one line per request ...
+        assert _in_logs("Traceback (most recent call last)") == tracebacks  # ... and no traceback
+    finally:
+        serve.delete("damaged")
+
+
+def _manifest_app() -> dict:
+    """applications[0] of infra/k8s/rayservice.yaml's serveConfigV2."""
+    import yaml
+
+    (doc,) = [d for d in yaml.safe_load_all((REPO / "infra/k8s/rayservice.yaml").read_text())
+              if d and d.get("kind") == "RayService"]
+    return yaml.safe_load(doc["spec"]["serveConfigV2"])["applications"][0]
+
+
+def test_the_rayservice_manifest_app_starts_and_answers(serve_base, tmp_path):
+    """The manifest's own import path and args (only the index swapped for a local one) build the app
+    Serve runs; it once failed on every string arg (the manifest's ``index: s3://...`` included)."""
+    from ray import serve
+
+    app = _manifest_app()
+    args = dict(app["args"])
+    assert str(args["index"]).startswith("s3://")
+    uri = str(tmp_path / "idx")
+    write_index(uri, corpus(8, seed=11))
+    args["index"] = uri
+    for key in ("s3_endpoint", "s3_region"):  # a local index has no endpoint
+        args.pop(key, None)
+    module, attr = app["import_path"].split(":")
+    builder = getattr(importlib.import_module(module), attr)
+    try:
+        status, health = _deploy(builder(args), serve_base, "manifest", "/manifest", timeout=240)
+        assert status == 200 and health["shards"] == int(args.get("shards", 1)), health
+        status, pages, headers = _post(f"{serve_base}/manifest/query", {"query": "total amount due", "top_pages": 3})
+        assert status == 200 and headers["x-snappy-snapshot"], pages
+        _same(pages, [p.to_dict() for p in Searcher(uri).query("total amount due", top_pages=3)])
+    finally:
+        serve.delete("manifest")
 
 
 def test_follows_a_commit_without_failed_requests_or_mixed_snapshots(service):

@@ -65,6 +65,24 @@ def test_listing_is_streamed_and_deterministic(tmp_path):
     assert [e.uri for e in single] == [str(tmp_path / "a.pdf")] and single[0].size == 5
 
 
+def test_hidden_names_below_the_root_are_skipped_without_a_row(tmp_path):
+    from conftest import REPO
+
+    for n in ["a.pdf", ".hidden.pdf", "._a.pdf", ".Trash/b.pdf", "sub/.c.png", "sub/.cache/d.pdf", "sub/e.png"]:
+        (tmp_path / n).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / n).write_bytes(b"%PDF")
+
+    def rel(src):
+        return [Path(e.uri).relative_to(tmp_path).as_posix() for e in src.list()]
+
+    assert rel(Source(tmp_path)) == ["a.pdf", "sub/e.png"]
+    # hidden means below the root: a root inside a hidden folder, or one naming a hidden file, is read
+    assert rel(Source(tmp_path / ".Trash")) == [".Trash/b.pdf"]
+    assert rel(Source(tmp_path / ".hidden.pdf")) == [".hidden.pdf"]
+    for doc in ("README.md", "docs/pipeline.md"):  # the rule is stated where users look
+        assert "hidden files and folders" in (REPO / doc).read_text().lower(), doc
+
+
 def test_non_utf8_name(tmp_path):
     raw_dir = os.fsencode(tmp_path)
     raw = raw_dir + b"/latin1-\xe9t\xe9.pdf"
@@ -242,6 +260,16 @@ def test_s3_source_lists_and_reads_through_a_local_endpoint(s3_endpoint, s3_clie
     with pytest.raises(DocumentError, match="folder marker"):
         with clone.open_document("s3://docs/corpus/folder.pdf/"):
             pass
+
+
+def test_s3_hidden_keys_below_the_prefix_are_skipped(s3_endpoint, s3_client):
+    creds = {**CREDS, "aws_endpoint": s3_endpoint}
+    s3_client.create_bucket(Bucket="docs")
+    for key in ["c/a.pdf", "c/.b.pdf", "c/._a.pdf", "c/.Trash/d.pdf", "c/sub/.e.pdf", "c/sub/f.png", ".arch/g.pdf"]:
+        s3_client.put_object(Bucket="docs", Key=key, Body=b"%PDF")
+    assert [e.uri for e in Source("s3://docs/c", creds).list()] == ["s3://docs/c/a.pdf", "s3://docs/c/sub/f.png"]
+    assert [e.uri for e in Source("s3://docs/.arch", creds).list()] == ["s3://docs/.arch/g.pdf"]
+    assert [e.uri for e in Source("s3://docs/c/.b.pdf", creds).list()] == ["s3://docs/c/.b.pdf"]  # as locally
 
 
 def test_s3_large_objects_stream_to_a_temp_file(s3_endpoint, s3_client):

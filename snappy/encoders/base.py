@@ -51,6 +51,10 @@ class Encoder(ABC):
     def embed_queries(self, texts: Sequence[str]) -> list[np.ndarray]:
         """One float32 ``[n_query_tokens, dim]`` array per query."""
 
+    def query_tokens(self, text: str) -> list[str]:
+        """A label per row of ``embed_queries([text])[0]`` (for similarity maps); numbered by default."""
+        return [f"#{i + 1}" for i in range(len(self.embed_queries([text])[0]))]
+
     @abstractmethod
     def grid_for(self, page_size: tuple[int, int]) -> PatchGrid:
         """The patch grid this encoder produces for a page of ``(width, height)`` pixels."""

@@ -251,6 +251,12 @@ class ColpaliEncoder(Encoder):
             out.extend(emb[i][keep[i]].float().cpu().numpy() for i in range(len(chunk)))  # [t, 128]
         return out
 
+    def query_tokens(self, text: str) -> list[str]:
+        batch = self.processor.process_queries([text])
+        ids = batch["input_ids"][0][batch["attention_mask"][0].bool()].tolist()  # the rows embed_queries keeps
+        return [t.replace("\u0120", " ").replace("\u2581", " ").strip() or t
+                for t in self.processor.tokenizer.convert_ids_to_tokens(ids)]
+
     # --- helpers -----------------------------------------------------------------------------
 
     def _to_device(self, batch):

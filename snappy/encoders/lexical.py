@@ -159,6 +159,9 @@ class LexicalEncoder(Encoder):
             out.append(self._hash_rows(pieces))
         return out
 
+    def query_tokens(self, text: str) -> list[str]:
+        return list(self.pieces(text))  # one vector per piece, in order
+
     def embed_pages(self, images: Sequence[Image.Image],
                     regions: Sequence[Sequence[Region]] | None = None) -> list[PageEmbedding]:
         if regions is None or len(regions) != len(images):

@@ -11,8 +11,8 @@
 from snappy.search.maxsim import PageMatrix, maxsim, maxsim_reference, top_k
 from snappy.search.regions import overlap_from_table
 from snappy.search.query import QueryError
-from snappy.search.results import PageResult, RegionResult, merge_pages
+from snappy.search.results import PageResult, PageResults, RegionResult, merge_pages
 from snappy.search.searcher import Searcher, SearchOptions
 
-__all__ = ["PageMatrix", "PageResult", "QueryError", "RegionResult", "Searcher", "SearchOptions", "maxsim",
-           "maxsim_reference", "merge_pages", "overlap_from_table", "top_k"]
+__all__ = ["PageMatrix", "PageResult", "PageResults", "QueryError", "RegionResult", "Searcher", "SearchOptions",
+           "maxsim", "maxsim_reference", "merge_pages", "overlap_from_table", "top_k"]

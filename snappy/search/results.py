@@ -51,6 +51,25 @@ class PageResult:
         return d
 
 
+# Why a query has no result pages (``PageResults.reason``).
+NO_PAGES = "the index has no pages"
+NO_MATCH = "every page scores 0 or less: no patch of any page is similar to the query"
+
+
+class PageResults(list):
+    """One query's result pages, best first: only pages that match it, so possibly fewer than asked for.
+    ``reason`` says why there are none (None when there are)."""
+
+    def __init__(self, pages=(), reason: str | None = None):
+        super().__init__(pages)
+        self.reason = None if self else reason
+
+
+def no_results_message(reason: str | None) -> str:
+    """What a client is told for an empty result (the CLI prints it; the service sends it as a header)."""
+    return f"no page matches this query ({reason or NO_MATCH})"
+
+
 def merge_pages(shard_pages: list[list[dict]], top_pages: int) -> list[dict]:
     """The best ``top_pages`` of several shards' result pages (``PageResult.to_dict`` dicts), ranked
     1..k by score, ties by page id: the same order a single searcher over all pages gives."""

@@ -37,7 +37,7 @@ from snappy.search.candidates import CandidateOptions, CentroidIndex, Codebook
 from snappy.search.maxsim import PageMatrix, maxsim, top_k
 from snappy.search.query import QueryError, check_level, check_query, check_request
 from snappy.search.regions import REGION_COLUMNS, RegionStore
-from snappy.search.results import PageResult, RegionResult
+from snappy.search.results import NO_MATCH, NO_PAGES, PageResult, PageResults, RegionResult
 from snappy.storage.commit import live_mask, sql_list
 from snappy.storage.schema import CODEBOOK, CODES, DOCUMENTS, PAGES, REGIONS
 from snappy.storage.snapshot import Snapshot
@@ -61,6 +61,7 @@ class SearchOptions:
     threads: int = 1  # exact mode: chunks scored in parallel
     region_cache_pages: int = 4096  # pages whose region weights stay cached
     auto_refresh: bool = False  # check for a newer snapshot before every query
+    check_files: bool = False  # check a snapshot's manifests and files before loading it (the query service does)
 
     def __post_init__(self) -> None:
         if self.mode not in ("auto", "exact", "candidates"):
@@ -173,7 +174,13 @@ class Searcher:
     def load(self, snap: Snapshot) -> SearchState:
         """The state of ``snap`` (does not swap it in)."""
         t0 = time.perf_counter()
-        with self._reading(f"cannot load snapshot {snap.seq}"):
+        if self.options.check_files:  # a missing or truncated file: refused now, not at some later query
+            from snappy.storage.health import Damaged, check
+
+            problems = check(self.store, snap=snap, quick=True)
+            if problems:
+                raise Damaged(self.store.uri, f"snapshot {snap.seq}", problems)
+        with self._reading(f"cannot load snapshot {snap.seq}", snap):
             state = self._load(snap)
         state.loaded_s = time.perf_counter() - t0
         log.info("%s: snapshot %d, %d pages (%s mode) in %.1f s", self.store.uri, snap.seq, state.n_pages, state.mode,
@@ -181,24 +188,25 @@ class Searcher:
         return state
 
     @contextlib.contextmanager
-    def _reading(self, what: str):
-        """Errors reading the tables -> IndexDamaged naming the table, the file and the cause (from the
-        health check, run only now that something failed)."""
+    def _reading(self, what: str, snap: Snapshot | None = None):
+        """Errors reading the tables of ``snap`` -> IndexDamaged naming the table, the file and the cause
+        (:class:`~snappy.storage.health.Damaged` from the health check, run only now that something failed)."""
         try:
             yield
         except (IndexDamaged, IndexUnavailable, QueryError):
             raise
         except BaseException as e:  # Lance panics on some corrupt files (a BaseException)
             reraise_fatal(e)
-            from snappy.storage.health import check
+            from snappy.storage.health import Damaged, check
 
             try:
-                problems = [str(p) for p in check(self.store)]
+                problems = check(self.store, snap=snap)
             except BaseException as e2:
                 reraise_fatal(e2)
                 problems = []
-            detail = "; ".join(problems[:3]) + (f" (+{len(problems) - 3} more)" if len(problems) > 3 else "")
-            raise IndexDamaged(self.store.uri, f"{what}: {detail or _short(e)}") from e
+            if problems:
+                raise Damaged(self.store.uri, what, problems) from e
+            raise IndexDamaged(self.store.uri, f"{what}: {_short(e)}") from e
 
     def _load(self, snap: Snapshot) -> SearchState:
         store, (si, sn) = self.store, self.shard
@@ -385,7 +393,7 @@ class Searcher:
             return idx, np.take_along_axis(scores, idx, axis=1), patch_scores, state.n_pages
         cand = self._candidates(queries, state)  # state page indices
         cand = cand[np.argsort(state.position[cand], kind="stable")]  # take in file order: 1.4x faster
-        with self._reading("cannot read candidate pages"):
+        with self._reading("cannot read candidate pages", state.snap):
             rows = state.pages_ds.take(state.position[cand], columns=["vectors"])  # exact vectors, by row
         col = rows.column("vectors").combine_chunks()
         dim = col.type.value_type.list_size
@@ -412,13 +420,14 @@ class Searcher:
 
     # ------------------------------------------------------------------ queries
     def query(self, text: str, top_pages: int = 5, threshold: "Threshold | str | float" = DEFAULT_THRESHOLD,
-              method: str = "iou", level: str = DEFAULT_LEVEL) -> list[PageResult]:
+              method: str = "iou", level: str = DEFAULT_LEVEL) -> PageResults:
         return self.query_batch([text], top_pages, threshold, method, level)[0]
 
     def query_batch(self, texts: Sequence[str], top_pages: int = 5,
                     threshold: "Threshold | str | float" = DEFAULT_THRESHOLD, method: str = "iou",
-                    level: str = DEFAULT_LEVEL) -> list[list[PageResult]]:
-        """Result pages per query. QueryError for a query or option that cannot be searched.
+                    level: str = DEFAULT_LEVEL) -> list[PageResults]:
+        """Result pages per query: only pages that match it, so up to ``top_pages`` (none: ``reason``
+        says why). QueryError for a query or option that cannot be searched.
 
         ``level``: which regions a page returns, ``line``, ``block`` or ``auto`` (snappy.blocks)."""
         top_pages, _, method = check_request(top_pages, threshold, method)
@@ -427,37 +436,41 @@ class Searcher:
             self.refresh()
         state = self.state
         if state.n_pages == 0:
-            return [[] for _ in texts]
+            return [PageResults([], NO_PAGES) for _ in texts]
         return self.search_vectors(self.encode(texts), top_pages, threshold, method, state, level)
 
     def search_vectors(self, query_vectors: Sequence[np.ndarray], top_pages: int = 5,
                        threshold: "Threshold | str | float" = DEFAULT_THRESHOLD, method: str = "iou",
-                       state: SearchState | None = None, level: str = DEFAULT_LEVEL) -> list[list[PageResult]]:
-        """Like :meth:`query_batch` with encoded queries (``[t, dim]`` float32 each)."""
+                       state: SearchState | None = None, level: str = DEFAULT_LEVEL) -> list[PageResults]:
+        """Like :meth:`query_batch` with encoded queries (``[t, dim]`` float32 each).
+
+        A page matches when its MaxSim is finite and above 0: a page scoring 0 has no patch similar to
+        the query (no shared word for the lexical encoder, a page without text), so it is no result."""
         state = state or self.state
         threshold = Threshold.parse(threshold)
         usable = [i for i, q in enumerate(query_vectors) if np.size(q) and np.isfinite(q).all()]
         if len(usable) < len(query_vectors):  # one bad query must not fail the batch it came in
             log.warning("%d of %d queries have no token vectors or non-finite values: no results for them",
                         len(query_vectors) - len(usable), len(query_vectors))
-            out: list[list[PageResult]] = [[] for _ in query_vectors]
+            out = [PageResults([], "the query has no token vectors or non-finite values") for _ in query_vectors]
             if usable:
                 for i, res in zip(usable, self.search_vectors([query_vectors[i] for i in usable], top_pages,
                                                               threshold, method, state, level)):
                     out[i] = res
             return out
         if state.n_pages == 0 or not len(query_vectors):
-            return [[] for _ in query_vectors]
+            return [PageResults([], NO_PAGES) for _ in query_vectors]
         idx, scores, patch_scores, _ = self._rank(query_vectors, top_pages, state)
-        wanted = sorted({int(i) for i in idx.ravel()})
-        with self._reading("cannot read regions"):
+        match = np.isfinite(scores) & (scores > 0)  # [B, k]
+        wanted = np.unique(idx[match]).tolist()
+        with self._reading("cannot read regions", state.snap):
             regions = state.regions.get([state.page_ids[i] for i in wanted],
                                         {state.page_ids[i]: state.grid(i) for i in wanted})
         out = []
-        for b, (row, srow) in enumerate(zip(idx, scores)):
-            out.append([self._page_result(state, int(i), float(s), patch_scores(b, int(i)),
-                                          regions.get(state.page_ids[i]), threshold, method, rank, level)
-                        for rank, (i, s) in enumerate(zip(row, srow), start=1)])
+        for b, (row, srow, ok) in enumerate(zip(idx, scores, match)):
+            out.append(PageResults([self._page_result(state, int(i), float(s), patch_scores(b, int(i)),
+                                                      regions.get(state.page_ids[i]), threshold, method, rank, level)
+                                    for rank, (i, s) in enumerate(zip(row[ok], srow[ok]), start=1)], NO_MATCH))
         return out
 
     def _page_result(self, state: SearchState, i: int, score: float, ps: np.ndarray, regions, threshold: Threshold,
@@ -487,15 +500,31 @@ class Searcher:
         i = state.page_index.get(page_id)
         if i is None:
             raise KeyError(f"{self.store.uri}: page {page_id} is not in the index")
-        if state.matrix is not None:
-            vectors = state.matrix.page(i)
-        else:
-            col = state.pages_ds.take([int(state.position[i])], columns=["vectors"]).column("vectors")
-            vectors = np.asarray(col.combine_chunks().flatten().flatten().to_numpy(zero_copy_only=False)).reshape(
-                int(state.n_tokens[i]), -1)
+        vectors = self._page_vectors(state, i)
         regions = self._read_regions(state, [page_id]).sort_by("region_index")
         return {"vectors": vectors, "grid": state.grid(i), "size": tuple(int(v) for v in state.page_size[i]),
                 "regions": regions, "doc_id": state.page_doc[i], "page_number": int(state.page_number[i])}
+
+    def _page_vectors(self, state: SearchState, i: int) -> np.ndarray:
+        """``[n_tokens, dim]`` stored vectors of page ``i`` of ``state`` (from RAM, else read by row)."""
+        if state.matrix is not None:
+            return state.matrix.page(i)
+        with self._reading("cannot read page vectors", state.snap):
+            col = state.pages_ds.take([int(state.position[i])], columns=["vectors"]).column("vectors")
+        return np.asarray(col.combine_chunks().flatten().flatten().to_numpy(zero_copy_only=False)).reshape(
+            int(state.n_tokens[i]), -1)
+
+    def patch_map(self, query_vectors: np.ndarray, page_id: str, state: SearchState | None = None) -> dict:
+        """Where on one page the query is similar: patch boxes in page pixels and, per patch, the
+        similarity of each query token (``token_scores`` [t][P]) and of the best one (``max`` [P])."""
+        state = state or self.state
+        i = state.page_index.get(page_id)
+        if i is None:
+            raise KeyError(f"{self.store.uri}: page {page_id} is not in the index")
+        sims = np.asarray(query_vectors, np.float32) @ self._page_vectors(state, i).astype(np.float32).T  # [t, P]
+        sims = np.round(np.nan_to_num(sims, nan=0.0), 4)
+        boxes = np.round(state.grid(i).boxes(), 1)
+        return {"boxes": boxes.tolist(), "max": sims.max(axis=0).tolist(), "token_scores": sims.tolist()}
 
     def regions_of(self, page_ids: Sequence[str]) -> dict[str, pa.Table]:
         """Region rows of these pages, per page_id, in reading order."""
@@ -510,6 +539,18 @@ class Searcher:
             for a, b in zip(starts, np.r_[starts[1:], len(pids)]):
                 out[str(pids[a])] = table.slice(a, b - a)
         return out
+
+    def page_jpeg(self, page_id: str, state: SearchState | None = None) -> bytes:
+        """The stored rendered page, as stored (JPEG bytes). KeyError for a page not in ``state``."""
+        state = state or self.state
+        if page_id not in state.page_index:
+            raise KeyError(f"{self.store.uri}: page {page_id} is not in the index")
+        with self._reading("cannot read a page image", state.snap):
+            t = self.store.read(PAGES, ["image"], filter=f"page_id IN ({sql_list([page_id])})", snap=state.snap,
+                                documents=state.docs)
+        if t.num_rows == 0 or t.column("image")[0].as_py() is None:
+            raise KeyError(f"{self.store.table_uri(PAGES)}: no image stored for page {page_id}")
+        return t.column("image")[0].as_py()
 
     def page_image(self, page_id: str):
         """The stored rendered page (PIL image)."""

@@ -96,6 +96,26 @@ def is_free(current: LeaseRecord | None, now: float, host: str,
     return current.host == host and not alive(current.pid)  # its process is gone: no need to wait
 
 
+def state(record: LeaseRecord | None, now: float | None = None, host: str | None = None,
+          alive: Callable[[int], bool] = pid_alive) -> dict | None:
+    """The lease as an operator sees it (None: never leased): the record's fields, ``holder_text``,
+    ``state`` (``held`` | ``stale`` | ``released``) and, when stale, ``stale_reason``. A stale
+    lease (expired, or its process gone on this host) is taken over by the next writer."""
+    if record is None:
+        return None
+    now = time.time() if now is None else now
+    reason = None
+    if record.released:
+        st = "released"
+    elif now >= record.expires_at:
+        st, reason = "stale", f"it expired at {_iso(record.expires_at)}"
+    elif record.host == (host or socket.gethostname()) and not alive(record.pid):
+        st, reason = "stale", f"its process (pid {record.pid}) is gone"
+    else:
+        st = "held"
+    return {**asdict(record), "holder_text": record.describe(), "state": st, "stale_reason": reason}
+
+
 def record_name(epoch: int) -> str:
     return f"{LEASE_DIR}/{epoch:012d}.json"
 

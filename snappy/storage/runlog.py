@@ -2,17 +2,20 @@
 
 A run writes its record when it starts (``status: running``), after each commit (progress) and
 when it ends (``ok`` or ``failed`` with the error). A run killed outright stays ``running``; the
-next run marks it ``died`` when it takes the lease over. ``snappy inspect`` shows the last runs.
+next run marks it ``died`` when it takes the lease over. ``snappy inspect`` shows the last runs, a
+``running`` one whose process is gone or that lost the lease as dead (:func:`dead_reason`).
 Run ids start with a UTC timestamp, so the folder lists in run order.
 """
 from __future__ import annotations
 
 import json
+import socket
 import time
 import uuid
-from typing import Any
+from typing import Any, Callable
 
 from snappy.storage.fs import Files
+from snappy.storage.lease import pid_alive
 
 RUNS_DIR = "_runs"
 KEEP_RUNS = 1000
@@ -42,6 +45,23 @@ def recent(files: Files, n: int = 10) -> list[dict]:
         if data:
             out.append(json.loads(data))
     return out
+
+
+def dead_reason(record: dict, lease: dict | None, host: str | None = None,
+                alive: Callable[[int], bool] | None = None) -> str | None:
+    """Why a ``running`` record's run cannot be running any more (None: it may be, or it is not
+    ``running``). ``lease``: :func:`snappy.storage.lease.state` of the index's lease; a live run
+    holds it under its own run id."""
+    if record.get("status") != "running":
+        return None
+    pid = record.get("pid")
+    if pid and record.get("host") == (host or socket.gethostname()) and not (alive or pid_alive)(int(pid)):
+        return f"its process (pid {pid}) is gone"
+    if lease is None or lease.get("run_id") != record.get("run_id"):
+        return "it does not hold the index's lease"
+    if lease["state"] != "held":
+        return f"its lease is {lease['state']}" + (f" ({lease['stale_reason']})" if lease["stale_reason"] else "")
+    return None
 
 
 def mark_dead(files: Files, run_id: str, reason: str) -> bool:

@@ -1,0 +1,64 @@
+"""What an operator wants to know of an index, as one JSON-able dict: ``snappy inspect`` prints it,
+the service's ``GET /api/index`` (the search page's index panel) sends it. Tables, snapshot, the
+writer lease (held or stale), last runs (dead ones named), failed documents, damage."""
+from __future__ import annotations
+
+import logging
+
+from snappy.storage import fs, runlog
+from snappy.storage.health import check
+from snappy.storage.lease import Lease, state
+
+log = logging.getLogger(__name__)
+
+
+def index_report(store, runs: int = 5, deep: bool = False, quick: bool = False) -> dict:
+    """The report of ``store`` (an :class:`~snappy.storage.IndexStore`). ``quick``: the damage check
+    looks at manifests and file sizes only (what a service can afford per request).
+
+    ``no_tables`` says why a location with run records or a lease has no table yet (else None);
+    ``empty`` is True when there is nothing at all (no table, lease or run)."""
+    problems = check(store, deep=deep, quick=quick)
+    try:
+        stats = store.stats()
+    except Exception as e:  # a table that cannot even be opened: the problems say which
+        log.warning("%s: table statistics unavailable: %s", store.uri, e)
+        stats = {}
+    lease = state(Lease(store.files).current())
+    recent = runlog.recent(store.files, runs)
+    for r in recent:
+        r["dead"] = runlog.dead_reason(r, lease)
+    for name, s in stats.items():
+        try:
+            s["bytes"] = sum(f.size for f in fs.list_files(store.table_uri(name), None, store.storage_options))
+        except Exception as e:
+            log.warning("%s: cannot list the files of %s: %s", store.uri, name, e)
+            s["bytes"] = None
+    snap = store.snapshot() if stats else None
+    try:
+        failed = store.failed_documents().to_pylist() if stats else []
+    except Exception as e:
+        log.warning("%s: cannot read the failed documents: %s", store.uri, e)
+        failed = []
+    return {"index": store.uri, "intact": not problems, "problems": [str(p) for p in problems],
+            "snapshot": {"seq": snap.seq, "versions": snap.versions, "run_id": snap.run_id} if snap else None,
+            "writer": lease["holder_text"] if lease and lease["state"] != "released" else None,
+            "lease": lease, "tables": stats, "runs": recent,
+            "no_tables": None if stats or problems else no_tables(recent, lease),
+            "empty": not stats and not problems and lease is None and not recent,
+            "failed": [{k: v for k, v in f.items() if k != "checked_at"} for f in failed]}
+
+
+def no_tables(recent: list[dict], lease: dict | None) -> str | None:
+    """Why a location with run records or a lease has no table yet, in one line (None: nothing there)."""
+    if not recent:
+        return "no table yet; only a writer lease is recorded" if lease else None
+    r = recent[0]
+    run, status = f"run {r['run_id']}", r.get("status")
+    if status == "running" and r.get("dead"):
+        return f"no table yet: {run} died before its first commit ({r['dead']}); the next run starts again"
+    if status == "running":
+        return f"no table yet: {run} is running and has not committed yet"
+    if status in ("failed", "died"):
+        return f"no table yet: {run} {status} before its first commit ({r.get('error') or 'no reason recorded'})"
+    return f"no table yet: {run} ended '{status}' without writing one"

@@ -265,21 +265,10 @@ def run_variant(name: str, engine: str, options: dict, pages: dict[str, dict], r
 
 
 # ---------------------------------------------------------------------------- accuracy
+from snappy.textlayer import edit_distance  # noqa: E402  (Levenshtein, one implementation)
+
 def _norm(s: str) -> str:
     return re.sub(r"\s+", " ", s).strip()
-
-
-def edit_distance(a: str, b: str) -> int:
-    """Levenshtein distance (insert, delete, substitute: cost 1)."""
-    if len(a) < len(b):
-        a, b = b, a
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]
 
 
 def _boxes(items) -> np.ndarray:

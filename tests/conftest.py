@@ -33,6 +33,18 @@ def deadline(seconds: float, what: str = "the block"):
         signal.signal(signal.SIGALRM, old)
 
 
+@pytest.fixture(scope="module")
+def ray_session():
+    """A local Ray (2 CPUs, 127.0.0.1) for one test module, unless one is running; yields ``ray``."""
+    ray = pytest.importorskip("ray")
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    if started:
+        ray.shutdown()
+
+
 @pytest.fixture(scope="session")
 def anchors_dir() -> Path:
     if not ANCHORS.is_dir():

@@ -76,17 +76,6 @@ def test_read_stage_skips_blank_pages_and_says_how_many(source):
     assert all(d["blank_pages"] == 0 and d["error"] is None for d in docs.values())
 
 
-@pytest.fixture(scope="module")
-def ray_session():
-    ray = pytest.importorskip("ray")
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    if started:
-        ray.shutdown()
-
-
 def test_pipeline_stores_no_blank_page_and_reports_them(ray_session, source, tmp_path):
     from pipelines.index import format_summary, run_index
 

@@ -25,17 +25,6 @@ REPO = Path(__file__).resolve().parent.parent
 DPI = 50.0  # small pages: these tests are about the run, not the pixels
 
 
-@pytest.fixture(scope="module")
-def ray_session():
-    ray = pytest.importorskip("ray")
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    if started:
-        ray.shutdown()
-
-
 def config(src: Path, idx: Path, **kw) -> IndexConfig:
     kw.setdefault("retain_s", 3600.0)
     return IndexConfig(str(src), str(idx), encoder="lexical", ocr="none", dpi=DPI, **kw)

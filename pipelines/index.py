@@ -73,7 +73,8 @@ def settings_warnings(config: IndexConfig, encoder: EncoderInfo) -> list[str]:
 
 
 def index_settings(config: IndexConfig, encoder_id: str) -> IndexSettings:
-    return IndexSettings(encoder_id=encoder_id, ocr_engine=config.ocr, dpi=float(config.dpi))
+    return IndexSettings(encoder_id=encoder_id, ocr_engine=config.ocr, dpi=float(config.dpi),
+                         text_layer=config.text_layer)
 
 
 # ---------------------------------------------------------------------- Ray

@@ -37,9 +37,13 @@ class IndexSettings:
     encoder_id: str
     ocr_engine: str
     dpi: float
+    text_layer: str = "off"  # PDF text layer: off | auto | only (snappy.textlayer)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        d = asdict(self)
+        if d["text_layer"] == "off":  # what every run did before the setting existed: old rows stay equal
+            del d["text_layer"]
+        return json.dumps(d, sort_keys=True)
 
 
 def doc_id_for(uri: str | bytes) -> str:

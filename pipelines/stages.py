@@ -415,7 +415,7 @@ def shift_region(r, dx: float, dy: float, page_size: tuple[int, int]):
     x0, y0, x1, y1 = r.bbox
     poly = tuple((x + dx, y + dy) for x, y in r.polygon) if r.polygon else None
     return Region(bbox=(x0 + dx, y0 + dy, x1 + dx, y1 + dy), page_size=page_size, text=r.text,
-                  confidence=r.confidence, level=r.level, polygon=poly)
+                  confidence=r.confidence, level=r.level, polygon=poly, source=r.source)
 
 
 # ---------------------------------------------------------------------- embed (GPU actors)

@@ -121,6 +121,7 @@ def test_ocr_stage_skips_text_layer_pages_and_reads_only_the_areas(tmp_path):
     mixed = regions_from_json(out[2]["regions_json"])
     assert len(mixed) == 7 and [r.text for r in mixed].count("ocr words") == 1
     (found,) = [r for r in mixed if r.text == "ocr words"]
+    assert found.source == "ocr" and {r.source for r in mixed if r is not found} == {"pdf"}
     assert np.allclose(found.bbox, (72 + 10, 392 + 20, 72 + 110, 392 + 34), atol=1)  # moved back to the page
     assert found.page_size == (w, h) and np.allclose(found.polygon[0], (82, 412), atol=1)
     assert mixed[-1].text == "ocr words"  # reading order: the image sits below the paragraph
@@ -149,7 +150,8 @@ def test_ocr_none_run_indexes_text_layer_regions(ray_session, tmp_path):
     cfg = IndexConfig(str(d), str(tmp_path / "idx"), encoder="lexical", ocr="none", dpi=DPI)
     s = run_index(cfg)
     assert s["documents"]["indexed"] == 1
-    regions = IndexStore(cfg.index).read("regions", ["page_number", "text", "level"]).to_pylist()
+    regions = IndexStore(cfg.index).read("regions", ["page_number", "text", "level", "source"]).to_pylist()
+    assert {r["source"] for r in regions} == {"pdf"}
     lines = [r for r in regions if r["level"] == "line"]
     by_page = {}
     for r in lines:

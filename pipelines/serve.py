@@ -440,11 +440,15 @@ class RouterImpl:
 
     async def image(self, page_id: str, width: int) -> Response:
         """``GET /pages/{page_id}/image``: 400 for an id that is not a page id, 404 for an unknown one."""
+        import pyarrow as pa
+
+        from snappy.search.searcher import shard_of
+
         if not PAGE_ID.fullmatch(page_id):
             return JSONResponse({"error": "not a page id", "field": "page_id"}, status_code=400)
         width = min(max(int(width), THUMB_WIDTHS[0]), THUMB_WIDTHS[1])
         await self.ready()
-        shard = self.shards[int(page_id[:8], 16) % len(self.shards)]  # snappy.search.searcher.shard_of
+        shard = self.shards[int(shard_of(pa.array([page_id]), len(self.shards))[0])]  # its document's shard
         got = await shard.image.remote(page_id, width, self.seq)
         if "jpeg" not in got:
             if got["status"] >= 500:

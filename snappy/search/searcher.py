@@ -497,13 +497,18 @@ class Searcher:
     def page(self, page_id: str) -> dict:
         """One page's stored vectors ``[n, dim]``, grid, size and region rows (for evaluation and tools)."""
         state = self.state
-        i = state.page_index.get(page_id)
-        if i is None:
-            raise KeyError(f"{self.store.uri}: page {page_id} is not in the index")
+        i = self._page_at(state, page_id)
         vectors = self._page_vectors(state, i)
         regions = self._read_regions(state, [page_id]).sort_by("region_index")
         return {"vectors": vectors, "grid": state.grid(i), "size": tuple(int(v) for v in state.page_size[i]),
                 "regions": regions, "doc_id": state.page_doc[i], "page_number": int(state.page_number[i])}
+
+    def _page_at(self, state: SearchState, page_id: str) -> int:
+        """The index of ``page_id`` in ``state``; KeyError if the page is not there."""
+        i = state.page_index.get(page_id)
+        if i is None:
+            raise KeyError(f"{self.store.uri}: page {page_id} is not in the index")
+        return i
 
     def _page_vectors(self, state: SearchState, i: int) -> np.ndarray:
         """``[n_tokens, dim]`` stored vectors of page ``i`` of ``state`` (from RAM, else read by row)."""
@@ -518,9 +523,7 @@ class Searcher:
         """Where on one page the query is similar: patch boxes in page pixels and, per patch, the
         similarity of each query token (``token_scores`` [t][P]) and of the best one (``max`` [P])."""
         state = state or self.state
-        i = state.page_index.get(page_id)
-        if i is None:
-            raise KeyError(f"{self.store.uri}: page {page_id} is not in the index")
+        i = self._page_at(state, page_id)
         sims = np.asarray(query_vectors, np.float32) @ self._page_vectors(state, i).astype(np.float32).T  # [t, P]
         sims = np.round(np.nan_to_num(sims, nan=0.0), 4)
         boxes = np.round(state.grid(i).boxes(), 1)
@@ -543,11 +546,13 @@ class Searcher:
     def page_jpeg(self, page_id: str, state: SearchState | None = None) -> bytes:
         """The stored rendered page, as stored (JPEG bytes). KeyError for a page not in ``state``."""
         state = state or self.state
-        if page_id not in state.page_index:
-            raise KeyError(f"{self.store.uri}: page {page_id} is not in the index")
+        self._page_at(state, page_id)
         with self._reading("cannot read a page image", state.snap):
-            t = self.store.read(PAGES, ["image"], filter=f"page_id IN ({sql_list([page_id])})", snap=state.snap,
-                                documents=state.docs)
+            return self._stored_jpeg(state, page_id)
+
+    def _stored_jpeg(self, state: SearchState, page_id: str) -> bytes:
+        t = self.store.read(PAGES, ["image"], filter=f"page_id IN ({sql_list([page_id])})", snap=state.snap,
+                            documents=state.docs)
         if t.num_rows == 0 or t.column("image")[0].as_py() is None:
             raise KeyError(f"{self.store.table_uri(PAGES)}: no image stored for page {page_id}")
         return t.column("image")[0].as_py()
@@ -556,12 +561,7 @@ class Searcher:
         """The stored rendered page (PIL image)."""
         from PIL import Image
 
-        state = self.state
-        t = self.store.read(PAGES, ["image"], filter=f"page_id IN ({sql_list([page_id])})", snap=state.snap,
-                            documents=state.docs)
-        if t.num_rows == 0 or t.column("image")[0].as_py() is None:
-            raise KeyError(f"{self.store.table_uri(PAGES)}: no image stored for page {page_id}")
-        return Image.open(io.BytesIO(t.column("image")[0].as_py())).convert("RGB")
+        return Image.open(io.BytesIO(self._stored_jpeg(self.state, page_id))).convert("RGB")
 
     def info(self) -> dict:
         s = self.state

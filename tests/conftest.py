@@ -45,6 +45,14 @@ def ray_session():
         ray.shutdown()
 
 
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie has ended: it only waits for its parent to reap it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
+    except OSError:
+        return False
+
+
 @pytest.fixture(scope="session")
 def anchors_dir() -> Path:
     if not ANCHORS.is_dir():

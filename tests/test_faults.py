@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import deadline
+from conftest import alive, deadline
 
 from snappy.storage import IndexStore
 from snappy.synth import write_page_corpus
@@ -143,7 +143,7 @@ def test_killed_driver_on_the_ocr_path_loses_at_most_one_interval(tmp_path):
         family = ray_family(proc.pid)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=60)
-        wait_for(lambda: not any(_alive(p) for p in family), 60, "the killed run's Ray to stop")
+        wait_for(lambda: not any(alive(p) for p in family), 60, "the killed run's Ray to stop")
     finally:
         if proc.poll() is None:
             kill_tree(proc)
@@ -157,13 +157,6 @@ def test_killed_driver_on_the_ocr_path_loses_at_most_one_interval(tmp_path):
     assert s["documents"]["indexed"] == 30 - confirmed and s["plan"].get("unchanged") == confirmed
     assert integrity(IndexStore(str(idx)))["pages"] == 60
     print(f"killed with {confirmed} of 30 documents committed; the rerun indexed {s['documents']['indexed']}")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
-    except OSError:
-        return False
 
 
 # ---------------------------------------------------------------------- two runs at once

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import alive
 
 from pipelines import reaper
 from pipelines.cluster import RayOptions, cluster_address
@@ -80,8 +81,8 @@ def test_reaper_stops_only_the_ray_processes_of_a_dead_parent(tmp_path):
         time.sleep(1.5)  # the reaper has recorded its parent's tree
         parent.kill()
         parent.wait(timeout=10)
-        _wait(lambda: not _alive(ray_pid), 20, "the reaper to stop the Ray-like daemon")
-        assert _alive(other_pid), "the reaper stopped a process that is not Ray's"
+        _wait(lambda: not alive(ray_pid), 20, "the reaper to stop the Ray-like daemon")
+        assert alive(other_pid), "the reaper stopped a process that is not Ray's"
     finally:
         for pid in (ray_pid, other_pid):
             try:
@@ -136,9 +137,9 @@ def test_a_killed_run_leaves_no_ray_behind(tmp_path):
             _ray_family(proc.pid)), 120, "the run's pipeline to start")
         os.kill(proc.pid, signal.SIGKILL)  # the driver only: its Ray processes are not signalled
         proc.wait(timeout=30)
-        _wait(lambda: not [p for p in family if _alive(p)], 30,
+        _wait(lambda: not [p for p in family if alive(p)], 30,
               "the killed run's Ray processes to stop: " + ", ".join(
-                  f"{p} {family[p][:60]!r}" for p in family if _alive(p)))
+                  f"{p} {family[p][:60]!r}" for p in family if alive(p)))
     finally:
         _kill_group(proc)
 
@@ -154,16 +155,8 @@ def _wait(predicate, timeout: float, what: str):
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state not in (b"Z", b"X")
-
-
 def _ray_family(root: int) -> dict[int, bytes]:
-    return {p: Path(f"/proc/{p}/cmdline").read_bytes() for p in reaper.descendants(root) if _alive(p)}
+    return {p: Path(f"/proc/{p}/cmdline").read_bytes() for p in reaper.descendants(root) if alive(p)}
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

@@ -84,6 +84,7 @@ def index(
     encoder: str = _ix("encoder"),
     ocr: str = _ix("ocr"),
     dpi: float = _ix("dpi"),
+    text_layer: str = _ix("text_layer"),
     full: bool = _ix("full"),
     retry_failed: bool = _ix("retry_failed"),
     max_attempts: int = _ix("max_attempts"),

@@ -12,6 +12,8 @@ from typing import Any, Mapping, NamedTuple, get_args, get_type_hints
 from snappy.search.maintain import CandidateSettings
 from snappy.storage.fs import S3Settings
 
+TEXT_LAYER_MODES = ("auto", "off", "only")  # snappy.textlayer.MODES (not imported here: the CLI starts fast)
+
 
 @dataclass(frozen=True)
 class IndexConfig:
@@ -22,6 +24,7 @@ class IndexConfig:
     encoder: str = "lexical"  # lexical | null | tiny[:family] | colqwen2.5 | <hf id or folder>
     ocr: str = "paddle"  # paddle (production default) | rapid | tesseract | none
     dpi: float = 150.0
+    text_layer: str = "auto"  # auto | off | only: PDF text layer regions; OCR only where pixels hide the text
 
     # Limits
     max_pages: int | None = 2000  # per document; more -> a failed row
@@ -88,6 +91,9 @@ class IndexConfig:
                      "commit_every_docs", "max_attempts", "max_deaths"):
             if getattr(self, name) < 1:
                 raise ValueError(f"IndexConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.text_layer not in TEXT_LAYER_MODES:
+            raise ValueError(f"IndexConfig.text_layer must be one of {', '.join(TEXT_LAYER_MODES)}, "
+                             f"got {self.text_layer!r}")
         if self.dpi <= 0:
             raise ValueError(f"IndexConfig.dpi must be > 0, got {self.dpi}")
         if self.limit is not None and self.limit < 0:
@@ -144,6 +150,8 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "encoder": ("What pages become", "lexical | null | tiny[:family] | colqwen2.5 | <hf id or model folder>"),
     "ocr": ("What pages become", "paddle (PaddleOCR, the production default) | rapid | tesseract | none"),
     "dpi": ("What pages become", "PDF render resolution"),
+    "text_layer": ("What pages become", "auto (PDF text layer where it is the page's text, OCR only where pixels "
+                                        "hide text) | off (OCR every page) | only (text layer, never OCR)"),
     "full": ("Incremental runs", "re-index every document (not only new and changed ones)"),
     "retry_failed": ("Incremental runs", "re-try documents that failed for a reason of their own, and those "
                                          "that reached --max-attempts"),

@@ -73,7 +73,8 @@ def settings_warnings(config: IndexConfig, encoder: EncoderInfo) -> list[str]:
 
 
 def index_settings(config: IndexConfig, encoder_id: str) -> IndexSettings:
-    return IndexSettings(encoder_id=encoder_id, ocr_engine=config.ocr, dpi=float(config.dpi))
+    return IndexSettings(encoder_id=encoder_id, ocr_engine=config.ocr, dpi=float(config.dpi),
+                         text_layer=config.text_layer)
 
 
 # ---------------------------------------------------------------------- Ray
@@ -432,11 +433,13 @@ def _run_pipeline(config: IndexConfig, source: Source, store: IndexStore, plan: 
             ds = ds.map_batches(
                 prepare_documents, batch_size=1, batch_format="pyarrow", **task,
                 fn_kwargs={"source": source, "render": RenderOptions(dpi=config.dpi, max_pages=config.max_pages,
-                                                                     max_pixels=config.max_pixels),
+                                                                     max_pixels=config.max_pixels,
+                                                                     text_layer=config.text_layer),
                            "limits": ReadLimits(max_bytes=config.max_bytes, max_in_memory=config.max_in_memory),
                            "epoch": writer.epoch, "ledger": ledger, "with_pixels": use_ocr or encoder.needs_pixels,
                            "image_quality": config.image_quality, "time_limits": limits,
-                           "block_bytes": config.block_bytes})
+                           "block_bytes": config.block_bytes,
+                           "pixels_for_ocr_only": not encoder.needs_pixels})
             if use_ocr:
                 ds = ds.map_batches(
                     OcrStage, compute=ActorPoolStrategy(size=config.ocr_actors), num_cpus=config.ocr_num_cpus,

@@ -66,6 +66,12 @@ STREAM_SCHEMA = pa.schema([
     ("pixels", pa.large_binary()),  # [height, width, 3] uint8 RGB, row-major; null when no stage reads them
     ("image", pa.binary()),  # the stored page image, JPEG
     ("read_s", pa.float64()), ("render_s", pa.float64()), ("encode_s", pa.float64()),
+    # The PDF text layer (RenderOptions.text_layer; all null when off): its line regions (the JSON
+    # OcrStage writes), whether the page still needs OCR, and why (snappy.textlayer.PageDecision).
+    ("regions_json", pa.large_string()),
+    ("ocr_needed", pa.bool_()),  # null: no decision taken (text layer off): OCR the page
+    ("text_action", pa.string()), ("text_reason", pa.string()),  # none | full | areas; why
+    ("ocr_areas", pa.string()),  # JSON list of [x0, y0, x1, y1] page-pixel boxes to OCR (action "areas")
 ])
 
 # What write_pages returns to the driver.
@@ -120,11 +126,21 @@ def _pixels(image) -> pa.Array:
     return pa.Array.from_buffers(pa.large_binary(), 1, [None, pa.py_buffer(np.array([0, buf.size], np.int64)), buf])
 
 
+def _text_layer_row(page) -> dict:
+    """The stream's text-layer columns of a rendered page (empty when its text layer was not read)."""
+    d = page.decision
+    if d is None:
+        return {}
+    return {"regions_json": regions_to_json(page.regions or []), "ocr_needed": d.action != "none",
+            "text_action": d.action, "text_reason": d.reason,
+            "ocr_areas": json.dumps([list(a) for a in d.areas]) if d.action == "areas" else None}
+
+
 def _page_table(base: dict, page, with_pixels: bool, image_quality: int, render_s: float) -> pa.Table:
     t = time.perf_counter()
     row = {**base, "kind": PAGE, "page_number": page.number, "width": page.width, "height": page.height,
            "width_pt": page.width_pt, "height_pt": page.height_pt, "dpi": page.dpi,
-           "image": encode_image(page.image, image_quality), "render_s": render_s}
+           "image": encode_image(page.image, image_quality), "render_s": render_s, **_text_layer_row(page)}
     table = _table([row])
     if with_pixels:
         table = table.set_column(table.schema.get_field_index("pixels"), "pixels", _pixels(page.image))
@@ -135,7 +151,7 @@ def _page_table(base: dict, page, with_pixels: bool, image_quality: int, render_
 def prepare_documents(batch: pa.Table, source: Source, render: RenderOptions, limits: ReadLimits, epoch: int,
                       ledger=None, with_pixels: bool = True, image_quality: int = 85,
                       time_limits: TimeLimits = TimeLimits(), block_bytes: int = 8 << 20,
-                      skip_blank: bool = True) -> Iterator[pa.Table]:
+                      skip_blank: bool = True, pixels_for_ocr_only: bool = False) -> Iterator[pa.Table]:
     """Read, hash and render the documents of ``batch`` (WORK_SCHEMA rows), streaming their pages.
 
     A CHECK item whose bytes hash to ``known_hash`` yields only a "touched" document row. Pages are
@@ -144,6 +160,11 @@ def prepare_documents(batch: pa.Table, source: Source, render: RenderOptions, li
     many pages were yielded (``page_count``: the driver waits for exactly those), or the error that
     stopped it. With ``skip_blank``, blank pages (:func:`snappy.pages.is_blank`) are not yielded:
     the "doc" row counts them in ``blank_pages``, and a document of blank pages only fails.
+
+    With ``render.text_layer`` on, each PDF page's text layer is read while it is rendered: its
+    lines go into ``regions_json`` and its decision into ``ocr_needed`` / ``text_action`` /
+    ``text_reason`` / ``ocr_areas``. ``pixels_for_ocr_only``: raw pixels only for pages that still
+    need OCR (the encoder reads none).
     """
     ledger = ledger if isinstance(ledger, LedgerClient) else LedgerClient(ledger)
     for item in batch.to_pylist():
@@ -178,7 +199,9 @@ def prepare_documents(batch: pa.Table, source: Source, render: RenderOptions, li
                         if skip_blank and is_blank(page.image):
                             blank += 1
                             continue
-                        out = _page_table(base, page, with_pixels, image_quality, time.perf_counter() - t)
+                        ship = with_pixels and not (pixels_for_ocr_only and page.decision is not None
+                                                    and page.decision.action == "none")
+                        out = _page_table(base, page, ship, image_quality, time.perf_counter() - t)
                     block.append(out)
                     block_size += out.nbytes
                     if block_size >= block_bytes:  # a block of pages: fewer, larger objects for Ray
@@ -345,13 +368,17 @@ class OcrStage:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         n = batch.num_rows
-        regions: list[str | None] = [None] * n
+        names = batch.schema.names
+        regions: list[str | None] = (batch.column("regions_json").to_pylist() if "regions_json" in names
+                                     else [None] * n)
+        needed = batch.column("ocr_needed").to_pylist() if "ocr_needed" in names else [None] * n
+        areas = batch.column("ocr_areas").to_pylist() if "ocr_areas" in names else [None] * n
         seconds = [0.0] * n
         errors = batch.column("error").to_pylist()
-        idx = _pages(batch)
+        idx = [i for i in _pages(batch) if needed[i] is not False]  # the text layer is the rest's text
         if idx:
             results = _guarded(batch, idx, "OCR", self.ledger, self.limits.page_s,
-                               lambda js: [regions_to_json(self.engine.recognize(_image(batch, idx[j]))) for j in js],
+                               lambda js: [self._ocr(batch, idx[j], areas[idx[j]], regions[idx[j]]) for j in js],
                                errors, seconds)
             for j, i in enumerate(idx):
                 regions[i] = results[j]
@@ -359,6 +386,36 @@ class OcrStage:
         batch = _set_column(batch, "regions_json", regions, pa.large_string())
         batch = _set_column(batch, "ocr_s", seconds, pa.float64())
         return _set_column(batch, "ocr_worker", [self.worker] * n, pa.string())
+
+    def _ocr(self, batch: pa.Table, i: int, areas_json: str | None, layer_json: str | None) -> str:
+        """Row ``i``'s regions JSON: the whole page OCR'd, or (``areas_json``) only those crops, their
+        lines moved back to page pixels and merged with the text layer's lines in reading order."""
+        image = _image(batch, i)
+        if areas_json is None:
+            return regions_to_json(self.engine.recognize(image))
+        from snappy.textlayer import reading_order
+
+        lines = regions_from_json(layer_json)
+        for box in json.loads(areas_json):
+            x0, y0 = max(int(box[0]), 0), max(int(box[1]), 0)
+            x1, y1 = min(int(np.ceil(box[2])), image.width), min(int(np.ceil(box[3])), image.height)
+            if x1 - x0 < 2 or y1 - y0 < 2:
+                continue
+            lines.extend(shift_region(r, x0, y0, image.size) for r in self.engine.recognize(image.crop((x0, y0, x1, y1))))
+        if lines:
+            order = reading_order(np.asarray([r.bbox for r in lines], np.float64))
+            lines = [lines[k] for k in order]
+        return regions_to_json(lines)
+
+
+def shift_region(r, dx: float, dy: float, page_size: tuple[int, int]):
+    """A region found on a crop whose top-left corner is at (dx, dy), in the page's pixels."""
+    from snappy.regions import Region
+
+    x0, y0, x1, y1 = r.bbox
+    poly = tuple((x + dx, y + dy) for x, y in r.polygon) if r.polygon else None
+    return Region(bbox=(x0 + dx, y0 + dy, x1 + dx, y1 + dy), page_size=page_size, text=r.text,
+                  confidence=r.confidence, level=r.level, polygon=poly, source=r.source)
 
 
 # ---------------------------------------------------------------------- embed (GPU actors)

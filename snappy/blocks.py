@@ -136,7 +136,8 @@ def blocks_from_lines(lines: Sequence[Region], options: BlockOptions | None = No
         bb = boxes[idx]
         blocks.append(Region(bbox=(bb[:, 0].min(), bb[:, 1].min(), bb[:, 2].max(), bb[:, 3].max()),
                              page_size=lines[0].page_size, text=" ".join(lines[i].text for i in idx if lines[i].text),
-                             confidence=min(lines[i].confidence for i in idx), level="block"))
+                             confidence=min(lines[i].confidence for i in idx), level="block",
+                             source="pdf" if all(lines[i].source == "pdf" for i in idx) else "ocr"))
     return blocks, labels
 
 

@@ -48,6 +48,9 @@ class RenderOptions:
     max_side: int | None = 20_000  # px, either side of a rendered page / image
     max_aspect: float | None = 50.0  # long side / short side
     max_render_s: float | None = 1800.0  # rendering time per document, checked between pages
+    # PDF text layer (snappy.textlayer) read while each page is open: "off" (nothing read), "auto"
+    # (regions + what OCR the page still needs), "only" (regions, never OCR). Images have no text layer.
+    text_layer: str = "off"
 
 
 def _rgb(image: Image.Image) -> Image.Image:
@@ -63,6 +66,10 @@ class Page:
     height_pt: float
     dpi: float
     source: str
+    # With RenderOptions.text_layer != "off": the text-layer line regions (page pixels) and the
+    # snappy.textlayer.PageDecision (what OCR the page still needs); None when not read.
+    regions: list | None = None
+    decision: object | None = None
 
     @property
     def width(self) -> int:
@@ -347,6 +354,12 @@ def _open_pdf(src: bytes | _File, source: str):
 def _pdf_pages(src: bytes | _File, opts: RenderOptions, source: str) -> Iterator[Page]:
     import pypdfium2 as pdfium
 
+    text_layer = opts.text_layer
+    if text_layer != "off":
+        from snappy.textlayer import MODES
+
+        if text_layer not in MODES:
+            raise ValueError(f"unknown text layer mode {text_layer!r}; expected one of {', '.join(MODES)}")
     pdf, n = _open_pdf(src, source)
     try:
         _check_count(source, n, opts)
@@ -368,13 +381,40 @@ def _pdf_pages(src: bytes | _File, opts: RenderOptions, source: str) -> Iterator
                     raise
                 except Exception as e:  # pdfium raises several types for broken pages
                     raise DocumentError(source, f"page {i + 1} cannot be rendered ({_clean(e)})") from e
+                regions = decision = None
+                if text_layer != "off":
+                    regions, decision = _read_text_layer(page, image, text_layer, source, i + 1)
             finally:
                 page.close()
             budget.stop()
             yield Page(image=image, number=i + 1, width_pt=float(w_pt), height_pt=float(h_pt),
-                       dpi=opts.dpi, source=source)
+                       dpi=opts.dpi, source=source, regions=regions, decision=decision)
     finally:
         pdf.close()
+
+
+def _read_text_layer(page, image, mode: str, source: str, number: int):
+    """(regions, decision) of an open page; a text layer pdfium cannot read means OCR the page
+    (the page itself rendered: never a document error)."""
+    from snappy.textlayer import PageDecision, text_layer_regions
+
+    try:
+        return text_layer_regions(page, image, mode)
+    except MemoryError:
+        raise
+    except Exception as e:
+        if mode == "only":
+            return [], PageDecision("none", f"text layer unreadable ({_clean(e)}); text layer only")
+        return [], PageDecision("full", f"text layer unreadable ({_clean(e)})")
+
+
+def image_decision(mode: str):
+    """The decision for a page with no text layer (an image file): OCR it whole, unless "only"."""
+    from snappy.textlayer import PageDecision
+
+    if mode == "only":
+        return PageDecision("none", "image: no text layer; text layer only")
+    return PageDecision("full", "image: no text layer")
 
 
 # ---------------------------------------------------------------------- images
@@ -453,8 +493,10 @@ def _image_pages(src: bytes | _File, head: bytes, opts: RenderOptions, source: s
             if not 1.0 <= dpi <= 100_000.0:
                 dpi = opts.image_dpi
             budget.stop()
+            off = opts.text_layer == "off"
             yield Page(image=frame, number=i + 1, width_pt=frame.width * 72.0 / dpi,
-                       height_pt=frame.height * 72.0 / dpi, dpi=dpi, source=source)
+                       height_pt=frame.height * 72.0 / dpi, dpi=dpi, source=source,
+                       regions=None if off else [], decision=None if off else image_decision(opts.text_layer))
     finally:
         img.close()
         img._snappy_fp.close()

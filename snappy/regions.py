@@ -8,6 +8,7 @@ import numpy as np
 
 Level = Literal["word", "line", "block"]
 LEVELS: tuple[str, ...] = ("word", "line", "block")
+SOURCES: tuple[str, ...] = ("ocr", "pdf")  # where a region's text comes from: an OCR engine, the PDF text layer
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,7 @@ class Region:
     confidence: float = 1.0
     level: Level = "line"
     polygon: tuple[tuple[float, float], ...] | None = field(default=None, compare=False)
+    source: str = "ocr"  # "ocr" or "pdf" (the text layer); a block: "pdf" only if all its lines are
 
     def __post_init__(self) -> None:
         x0, y0, x1, y1 = (float(v) for v in self.bbox)
@@ -35,6 +37,8 @@ class Region:
             raise ValueError(f"invalid page size {self.page_size!r}")
         if self.level not in LEVELS:
             raise ValueError(f"unknown region level {self.level!r}; expected one of {LEVELS}")
+        if self.source not in SOURCES:
+            raise ValueError(f"unknown region source {self.source!r}; expected one of {SOURCES}")
         # Clip to the page: engines sometimes return boxes a pixel outside it.
         clipped = (min(max(x0, 0.0), w), min(max(y0, 0.0), h), min(max(x1, 0.0), w), min(max(y1, 0.0), h))
         object.__setattr__(self, "bbox", clipped)
@@ -75,13 +79,15 @@ class Region:
             "confidence": self.confidence,
             "level": self.level,
             "polygon": [list(p) for p in self.polygon] if self.polygon else None,
+            "source": self.source,
         }
 
     @classmethod
     def from_dict(cls, d: dict) -> "Region":
         poly = tuple(tuple(p) for p in d["polygon"]) if d.get("polygon") else None
         return cls(bbox=tuple(d["bbox"]), page_size=tuple(d["page_size"]), text=d.get("text", ""),
-                   confidence=float(d.get("confidence", 1.0)), level=d.get("level", "line"), polygon=poly)
+                   confidence=float(d.get("confidence", 1.0)), level=d.get("level", "line"), polygon=poly,
+                   source=d.get("source") or "ocr")
 
 
 def boxes_array(regions: Iterable[Region]) -> np.ndarray:

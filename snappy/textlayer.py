@@ -700,7 +700,7 @@ def layer_lines(layer: TextLayer) -> list[Region]:
         for k in reading_order(np.asarray([f[3] for f in found])).tolist():
             b, text, poly, _ = found[k]
             regions.append(Region(bbox=tuple(float(v) for v in b), page_size=(w, h), text=text, confidence=1.0,
-                                  level="line", polygon=poly))
+                                  level="line", polygon=poly, source="pdf"))
     return regions
 
 

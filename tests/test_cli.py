@@ -150,13 +150,22 @@ def test_index_options_reach_the_config(monkeypatch, tmp_path):
     r = runner.invoke(app, ["index", str(tmp_path), "--index", str(tmp_path / "idx"), "--max-attempts", "5",
                             "--ocr-num-cpus", "0.5", "--read-timeout-s", "30", "--no-candidates",
                             "--candidate-min-pages", "7", "--no-housekeeping", "--object-store-limit", "1000",
-                            "--full", "--s3-region", "eu"])
+                            "--full", "--s3-region", "eu", "--text-layer", "only"])
     assert r.exit_code == 0, r.output
     c = seen["config"]
     assert (c.max_attempts, c.ocr_num_cpus, c.read_timeout_s, c.candidates.enabled, c.candidates.min_pages,
             c.housekeeping, c.object_store_limit, c.incremental, c.s3.region) == (5, 0.5, 30.0, False, 7, False,
                                                                                    1000, False, "eu")
     assert (c.source, c.index) == (str(tmp_path), str(tmp_path / "idx"))
+    from pipelines.config import IndexConfig
+
+    assert c.text_layer == "only" and IndexConfig("s", "i").text_layer == "auto"
+    from pipelines.config import TEXT_LAYER_MODES
+    from snappy.textlayer import MODES
+
+    assert set(TEXT_LAYER_MODES) == set(MODES)
+    with pytest.raises(ValueError, match="text_layer"):
+        IndexConfig("s", "i", text_layer="always")
 
 
 def test_index_setting_out_of_range_is_one_line_exit_2(tmp_path):

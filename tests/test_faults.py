@@ -244,6 +244,7 @@ def test_killed_ocr_and_embed_actors_do_not_change_the_rows(local_ray, tmp_path)
     write_page_corpus(src, pages=12, pages_per_doc=2)
     # a model encoder (tiny random ColQwen2.5), so that embedding runs in an actor pool
     cfg = lambda idx: IndexConfig(str(src), str(idx), encoder="tiny:colqwen2.5", ocr="rapid", dpi=60.0,  # noqa: E731
+                                  text_layer="off",  # the OCR actors must have pages to work on
                                   ocr_batch_size=2, embed_batch_size=2, write_rows=2, commit_every_docs=2)
     clean = run_index(cfg(tmp_path / "clean"))
     result: dict = {}
@@ -284,7 +285,7 @@ cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
 gpu_node = cluster.add_node(num_cpus=2, num_gpus=1)   # the embed actor (a fake GPU) lives here
 cpu_node = cluster.add_node(num_cpus=2)               # render tasks and OCR; killed mid-run
 ray.init(address=cluster.address, log_to_driver=False)
-cfg = IndexConfig(src, idx, encoder="lexical", ocr="rapid", dpi=60.0, ocr_batch_size=1, embed_batch_size=2,
+cfg = IndexConfig(src, idx, encoder="lexical", ocr="rapid", dpi=60.0, text_layer="off", ocr_batch_size=1, embed_batch_size=2,
                   write_rows=2, commit_every_docs=2, ray_address=cluster.address, ocr_num_cpus=1.0)
 out = {}
 def go():

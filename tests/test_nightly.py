@@ -102,6 +102,18 @@ def test_touch_only_updates_the_fingerprint(ray_session, tmp_path):
     assert run(cfg)["plan"] == {"unchanged": 2}  # and the next night skips it without reading
 
 
+def test_changing_text_layer_reindexes(ray_session, tmp_path):
+    src = tmp_path / "src"
+    write_page_corpus(src, pages=4, pages_per_doc=2)
+    cfg = config(src, tmp_path / "idx", text_layer="off")
+    run(cfg)
+    assert run(cfg)["plan"] == {"unchanged": 2}
+    s = run(replace(cfg, text_layer="auto"))
+    assert s["plan"] == {"settings": 2} and s["documents"]["indexed"] == 2
+    assert s["settings"]["text_layer"] == "auto"
+    assert run(replace(cfg, text_layer="auto"))["plan"] == {"unchanged": 2}
+
+
 def test_a_changed_document_is_replaced_and_a_vanished_one_pruned_with_limit(ray_session, tmp_path):
     src = tmp_path / "src"
     paths = write_page_corpus(src, pages=8, pages_per_doc=2)  # 4 documents

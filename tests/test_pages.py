@@ -236,3 +236,62 @@ def test_blank_page_decision():
     tiny = Image.new("RGB", (5, 5), "white")
     tiny.putpixel((2, 2), (0, 0, 0))
     assert not is_blank(tiny)
+
+
+# ---------------------------------------------------------------------- text layer at render time
+def _text_and_scan_pdf() -> bytes:
+    """Page 1: born-digital text; page 2: an image of text only (a scan); page 3: text + a pasted image."""
+    import numpy as np
+    from reportlab.lib.utils import ImageReader
+    from reportlab.pdfgen import canvas
+
+    rng = np.random.default_rng(1)
+    noise = Image.fromarray(rng.integers(0, 255, (200, 300, 3), dtype=np.uint8), "RGB")
+    buf = io.BytesIO()
+    c = canvas.Canvas(buf, pagesize=LETTER, invariant=1)
+    c.setFont("Helvetica", 11)
+    for k in range(12):
+        c.drawString(72, 700 - 16 * k, f"Line {k} of born digital text about invoices and contracts.")
+    c.showPage()
+    c.drawImage(ImageReader(noise), 0, 0, width=LETTER[0], height=LETTER[1])
+    c.showPage()
+    c.setFont("Helvetica", 11)
+    for k in range(6):
+        c.drawString(72, 700 - 16 * k, f"Paragraph line {k} above a pasted screenshot of a table.")
+    c.drawImage(ImageReader(noise), 72, 200, width=300, height=200)
+    c.showPage()
+    c.save()
+    return buf.getvalue()
+
+
+def test_text_layer_regions_attached_while_rendering():
+    data = _text_and_scan_pdf()
+    off = load_pages(data, RenderOptions(dpi=72))
+    assert all(p.regions is None and p.decision is None for p in off)  # default: nothing read
+    pages = load_pages(data, RenderOptions(dpi=72, text_layer="auto"))
+    assert [p.decision.action for p in pages] == ["none", "full", "areas"]
+    first, scan, mixed = pages
+    assert [r.text for r in first.regions][:2] == ["Line 0 of born digital text about invoices and contracts.",
+                                                   "Line 1 of born digital text about invoices and contracts."]
+    assert len(first.regions) == 12 and all(r.page_size == first.size for r in first.regions)
+    assert scan.regions == []
+    assert len(mixed.regions) == 6 and len(mixed.decision.areas) == 1
+    x0, y0, x1, y1 = mixed.decision.areas[0]  # the pasted image, in page pixels (72 dpi: points, y down)
+    assert abs(x0 - 72) <= 1 and abs(x1 - 372) <= 1 and abs(y0 - (792 - 400)) <= 1 and abs(y1 - (792 - 200)) <= 1
+    only = load_pages(data, RenderOptions(dpi=72, text_layer="only"))
+    assert [p.decision.action for p in only] == ["none", "none", "none"]
+    # the same images either way: reading the text layer leaves the render alone
+    assert all(a.image.tobytes() == b.image.tobytes() for a, b in zip(off, pages))
+
+
+def test_text_layer_on_images_and_bad_mode(tmp_path):
+    p = tmp_path / "a.png"
+    Image.new("RGB", (50, 40), "white").save(p)
+    (page,) = load_pages(p, RenderOptions(text_layer="auto"))
+    assert page.regions == [] and page.decision.action == "full" and "image" in page.decision.reason
+    (page,) = load_pages(p, RenderOptions(text_layer="only"))
+    assert page.decision.action == "none"
+    (page,) = load_pages(p)
+    assert page.regions is None and page.decision is None
+    with pytest.raises(ValueError, match="text layer mode"):
+        load_pages(_text_and_scan_pdf(), RenderOptions(text_layer="bogus"))

@@ -108,6 +108,25 @@ def test_after_failures_only_a_new_size_or_etag_is_a_change():
     assert plan([Entry(f"{ROOT}/ok.pdf", mtime_ns=99)], known(row("ok.pdf")))[0] == ["CHECK"]
 
 
+def test_text_layer_setting_reindexes_only_when_it_differs_from_what_old_runs_did():
+    """Indexes written before --text-layer existed stored settings without the key: that was "off"."""
+    import json
+
+    assert SETTINGS.to_json() == IndexSettings("lexical:d128", "rapid", 150.0, text_layer="off").to_json()
+    assert "text_layer" not in json.loads(SETTINGS.to_json())  # the JSON old runs wrote
+    k = known(row("a.pdf"))  # an old row
+    for mode, want in (("off", ["SKIP"]), ("auto", ["INDEX"]), ("only", ["INDEX"])):
+        new = IndexSettings("lexical:d128", "rapid", 150.0, text_layer=mode)
+        cp = plan_chunk(ListedChunk.from_entries([Entry(f"{ROOT}/a.pdf")]), k, new.to_json())
+        assert [Action(a).name for a in cp.action] == want, mode
+    auto = IndexSettings("lexical:d128", "rapid", 150.0, text_layer="auto")
+    k = known(row("a.pdf", settings=auto))
+    assert plan_chunk(ListedChunk.from_entries([Entry(f"{ROOT}/a.pdf")]), k, auto.to_json()).counts() == \
+        {"unchanged": 1}
+    assert plan_chunk(ListedChunk.from_entries([Entry(f"{ROOT}/a.pdf")]), k, SETTINGS.to_json()).counts() == \
+        {"settings": 1}
+
+
 def test_rejected_entries_are_recorded_once():
     k = known(row("dir.pdf", error="is a directory, not a document", size=None, mtime_ns=None, digest=None))
     entries = [Entry(f"{ROOT}/dir.pdf", size=None, mtime_ns=None, problem="is a directory, not a document"),

@@ -212,3 +212,38 @@ def test_run_ids_list_in_start_order_within_one_second(tmp_path):
     for i, run_id in enumerate(reversed(ids)):  # written out of order
         runlog.write(files, {"run_id": run_id, "n": i})
     assert [r["run_id"] for r in runlog.recent(files, 5)] == ids[::-1]
+
+
+def test_region_source_is_stored_and_old_tables_gain_it_as_ocr(tmp_path, monkeypatch):
+    """The regions table says where each region's text came from: "pdf" (the text layer) or "ocr";
+    a block is "pdf" only when all its lines are. A table written before the column gains it by
+    migration, its rows "ocr" (before the text layer every region came from OCR)."""
+    from snappy.regions import Region
+    from snappy.storage import schema as sch
+    from snappy.storage.schema import region_records
+
+    grid = PatchGrid.uniform("t", (800, 600), 4, 16)
+    pdf = [Region((50, 100 + 26 * k, 700, 120 + 26 * k), (800, 600), f"pdf line {k}", source="pdf") for k in range(3)]
+    ocr = [Region((50, 400, 300, 420), (800, 600), "ocr line"), Region((50, 426, 300, 446), (800, 600), "ocr two")]
+    rows = region_records("d", 1, pdf + ocr, grid)
+    assert [(r["level"], r["source"]) for r in rows] == [("line", "pdf")] * 3 + [("line", "ocr")] * 2 + [
+        ("block", "pdf"), ("block", "ocr")]
+    mixed = region_records("d", 1, pdf[:1] + [Region((50, 126, 700, 146), (800, 600), "ocr", source="ocr")], grid)
+    assert mixed[-1]["level"] == "block" and mixed[-1]["source"] == "ocr"
+    assert Region.from_dict(pdf[0].to_dict()).source == "pdf"
+    assert Region.from_dict({k: v for k, v in pdf[0].to_dict().items() if k != "source"}).source == "ocr"
+    with pytest.raises(ValueError, match="source"):
+        Region((0, 0, 1, 1), (10, 10), source="scan")
+
+    para = [((50, 100, 700, 120), "quarterly revenue grew"), ((50, 126, 700, 146), "by twelve percent in")]
+    new_schema = sch.SCHEMAS[REGIONS]
+    monkeypatch.setitem(sch.SCHEMAS, REGIONS, lambda: pa.schema([f for f in new_schema() if f.name != "source"]))
+    store = write_index(str(tmp_path / "idx"), [SynthDocSpec("mem://old.pdf", [SynthPageSpec((800, 600), para)])])
+    assert "source" not in store.dataset(REGIONS).schema.names  # as snappy wrote it before the text layer
+    monkeypatch.undo()
+    write_index(str(tmp_path / "idx"), [SynthDocSpec("mem://new.pdf", [SynthPageSpec((800, 600), para)])])
+    table = store.read("regions", ["doc_id", "source"])
+    assert table.schema.field("source").type == pa.string()
+    old_id = doc_id_for("mem://old.pdf")
+    assert {r["source"] for r in table.to_pylist() if r["doc_id"] == old_id} == {"ocr"}  # migrated
+    assert {r["source"] for r in table.to_pylist() if r["doc_id"] != old_id} == {"ocr"}  # synthetic regions: OCR

@@ -37,9 +37,13 @@ class IndexSettings:
     encoder_id: str
     ocr_engine: str
     dpi: float
+    text_layer: str = "off"  # PDF text layer: off | auto | only (snappy.textlayer)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        d = asdict(self)
+        if d["text_layer"] == "off":  # what every run did before the setting existed: old rows stay equal
+            del d["text_layer"]
+        return json.dumps(d, sort_keys=True)
 
 
 def doc_id_for(uri: str | bytes) -> str:
@@ -127,6 +131,7 @@ def regions_schema() -> pa.Schema:
         pa.field("gen", pa.int64()),  # generation (as pages)
         # last, so tables written before blocks gain it by migration with the same field order:
         pa.field("parent", pa.int32()),  # a line's block (its region_index); null for blocks and older indexes
+        pa.field("source", pa.string()),  # "pdf" (text layer) | "ocr"; a block: "pdf" if all its lines are
     ])
 
 
@@ -218,7 +223,7 @@ def region_records(doc_id: str, page_number: int, regions: Sequence[Region], emb
         "page_number": page_number, "region_index": i, "bbox": list(r.bbox), "bbox_norm": list(r.bbox_norm),
         "polygon": [c for pt in r.polygon for c in pt] if r.polygon else None, "text": r.text,
         "confidence": r.confidence, "level": r.level, "parent": int(parent[i]) if parent[i] >= 0 else None,
-        "area": r.area, "patch_idx": idx[i], "patch_inter": inter[i], "gen": gen,
+        "area": r.area, "patch_idx": idx[i], "patch_inter": inter[i], "gen": gen, "source": r.source,
     } for i, r in enumerate(regions)]
 
 

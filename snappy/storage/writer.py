@@ -190,6 +190,7 @@ class IndexWriter:
             nested = [f for f in missing if pa.types.is_nested(f.type)]  # all-null columns, no SQL cast
             exprs = {f.name: ("CAST(0 AS BIGINT)" if f.name == "gen" else
                               "CAST(0 AS INT)" if f.name == "attempts" else
+                              "'ocr'" if name == REGIONS and f.name == "source" else  # before the text layer
                               f"CAST(NULL AS {_sql_type(f.type)})") for f in missing if f not in nested}
             if exprs:
                 ds.add_columns(exprs)

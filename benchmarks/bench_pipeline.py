@@ -99,7 +99,7 @@ class CpuByRole:
         cmd = " ".join(p.cmdline())
         if cmd.startswith("ray::"):
             title = cmd.split()[0][5:]
-            for stage in ("prepare_documents", "OcrStage", "EmbedStage", "write_pages"):
+            for stage in ("prepare_documents", "OcrStage", "EmbedStage", "write_pages", "LayerChecker"):
                 if stage in title:
                     return stage
             return "ray-internal:" + title if title != "IDLE" else "idle-workers"

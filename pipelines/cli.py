@@ -109,6 +109,7 @@ def index(
     task_num_cpus: float = _ix("task_num_cpus"),
     task_memory: int = _ix("task_memory"),
     ocr_actors: int = _ix("ocr_actors"),
+    ocr_min_actors: int = _ix("ocr_min_actors"),
     ocr_num_cpus: float = _ix("ocr_num_cpus"),
     ocr_batch_size: int = _ix("ocr_batch_size"),
     embed_actors: int = _ix("embed_actors"),
@@ -319,6 +320,13 @@ def _print_inspect(report: dict) -> None:
     if docs:
         out.print("documents: " + ", ".join(f"{k} {v}" for k, v in sorted(docs.get("status", {}).items()))
                   + f"; encoder {escape(', '.join(docs.get('encoders', [])) or '-')}", soft_wrap=True)
+    text = report.get("text")
+    if text and text["pages_by_source"]:
+        names = {"pdf": "text layer", "ocr": "OCR", "pdf+ocr": "text layer + OCR of image areas",
+                 "unrecorded": "not recorded (indexed before the text layer)"}
+        out.print("page text: " + ", ".join(f"{v} {names.get(k, k)}" for k, v in text["pages_by_source"].items())
+                  + ("; why: " + ", ".join(f"{k} {v}" for k, v in text["pages_by_reason"].items())
+                     if text["pages_by_reason"] else ""), soft_wrap=True)
     if report["runs"]:
         rt = Table(title="last runs", title_justify="left")
         for col in ("run", "status", "started", "duration", "indexed", "touched", "unchanged", "failed", "pruned"):

@@ -65,7 +65,8 @@ class IndexConfig:
     # from being fused into an actor stage (rendering scales with CPUs, not with OCR/GPU actors).
     task_num_cpus: float = 0.5  # per task (tasks scale with free CPUs; 0.5: two per core)
     task_memory: int = 512 << 20  # bytes reserved per task (a 150-dpi page is ~6 MB of pixels)
-    ocr_actors: int = 1
+    ocr_actors: int = 1  # most OCR actors; the pool starts at ocr_min_actors and grows while OCR work waits
+    ocr_min_actors: int = 1
     ocr_num_cpus: float = 1.0
     ocr_batch_size: int = 4  # pages per OCR call
     embed_actors: int = 1
@@ -87,7 +88,7 @@ class IndexConfig:
     s3: S3Settings = field(default_factory=S3Settings)  # endpoint/region/keys for s3:// source and index
 
     def __post_init__(self) -> None:
-        for name in ("ocr_actors", "embed_actors", "ocr_batch_size", "embed_batch_size", "write_rows", "block_bytes",
+        for name in ("ocr_actors", "ocr_min_actors", "embed_actors", "ocr_batch_size", "embed_batch_size", "write_rows", "block_bytes",
                      "commit_every_docs", "max_attempts", "max_deaths"):
             if getattr(self, name) < 1:
                 raise ValueError(f"IndexConfig.{name} must be >= 1, got {getattr(self, name)}")
@@ -182,7 +183,8 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "retain_s": ("Search candidates and housekeeping", "keep old table versions readable this long (seconds)"),
     "task_num_cpus": ("Stage resources", "CPUs per read/render/write task"),
     "task_memory": ("Stage resources", "bytes reserved per task"),
-    "ocr_actors": ("Stage resources", "OCR actor pool size"),
+    "ocr_actors": ("Stage resources", "most OCR actors (the pool grows to this while pages wait for OCR)"),
+    "ocr_min_actors": ("Stage resources", "OCR actors kept from the start (text-layer pages need none)"),
     "ocr_num_cpus": ("Stage resources", "CPUs per OCR actor (reserved for the whole run)"),
     "ocr_batch_size": ("Stage resources", "pages per OCR call"),
     "embed_actors": ("Stage resources", "embed actor pool size"),

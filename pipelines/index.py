@@ -64,9 +64,12 @@ def describe_encoder(spec: str) -> EncoderInfo:
 def settings_warnings(config: IndexConfig, encoder: EncoderInfo) -> list[str]:
     """What is wrong with settings that run but build an index no query can match (pure)."""
     out = []
-    if encoder.needs_regions and config.ocr in ("none", ""):
+    if encoder.needs_regions and config.ocr in ("none", "") and config.text_layer == "off":
         out.append(f"encoder {encoder.encoder_id} embeds the text OCR finds, and --ocr none finds none: every "
                    f"page gets zero vectors and no query will match (use --ocr paddle|rapid|tesseract)")
+    if config.ocr in ("none", "") and config.text_layer != "off":
+        out.append("--ocr none: pages without a usable text layer (scans, images) get no regions "
+                   "(use --ocr paddle|rapid|tesseract to read them)")
     if encoder.encoder_id.startswith("null:"):
         out.append("the null encoder stores zero vectors (it measures the pipeline): no query will match")
     return out
@@ -151,6 +154,35 @@ def _listed(e) -> dict:
 
 
 # ---------------------------------------------------------------------- commits
+class TextSources:
+    """Where the run's pages got their text (counts by ``text_source`` and ``text_code``) and the
+    documents whose text layer failed its OCR check: the run summary's ``text`` section."""
+
+    def __init__(self):
+        self.sources: dict[str, int] = {}
+        self.codes: dict[str, int] = {}
+        self.checks = {"passed": 0, "failed": 0, "unavailable": 0}
+        self.failed_checks: list[dict] = []
+
+    def page(self, source: str | None, code: str | None) -> None:
+        source = source or "none"  # no text at all: --ocr none and no text layer
+        self.sources[source] = self.sources.get(source, 0) + 1
+        if code:
+            self.codes[code] = self.codes.get(code, 0) + 1
+
+    def document(self, uri: str | None, check: str | None, ok: bool | None) -> None:
+        if check is None:
+            return
+        self.checks["passed" if ok else "failed" if ok is False else "unavailable"] += 1
+        if ok is False and len(self.failed_checks) < 50:
+            self.failed_checks.append({"uri": uri, "check": check})
+
+    def summary(self) -> dict:
+        return {"pages_by_source": dict(sorted(self.sources.items())),
+                "pages_by_reason": dict(sorted(self.codes.items(), key=lambda kv: -kv[1])),
+                "checks": dict(self.checks), "failed_checks": list(self.failed_checks)}
+
+
 class Committer:
     """Turns the pipeline's reports into commits: settles documents, batches them, commits on schedule."""
 
@@ -165,6 +197,7 @@ class Committer:
         self.failures: list[dict] = []
         self.stage_seconds = {k[:-2]: 0.0 for k in TIMING}
         self.workers: dict[str, set] = {"ocr": set(), "embed": set()}
+        self.text = TextSources()
         self._reset()
         self.last_commit = time.monotonic()
 
@@ -186,6 +219,7 @@ class Committer:
                 if r["error"] is None:
                     self.pending_pages += 1
                     self.pending_regions += r["regions"] or 0
+                    self.text.page(r["text_source"], r["text_code"])
                 for k in TIMING:
                     self.stage_seconds[k[:-2]] += r[k] or 0.0
                 for w in ("ocr", "embed"):
@@ -194,6 +228,7 @@ class Committer:
                 self.tracker.page(r["doc_id"], r["gen"], r["error"], r["failure"])
             elif kind == "doc":
                 self.stage_seconds["read"] += r["read_s"] or 0.0
+                self.text.document(r["uri"], r["text_check"], r["text_check_ok"])
                 self.tracker.document(r)
         for s in self.tracker.take():
             self._settled(s)
@@ -375,7 +410,7 @@ def _summary(c: Committer, plan: Plan, snap) -> dict:
             "retry_later": c.counts["retry_later"], "pruned": c.counts["pruned"]}
     n = max(c.counts["pages"], 1)
     return {"documents": docs, "pages": c.counts["pages"], "blank_pages": c.counts["blank_pages"],
-            "regions": c.counts["regions"],
+            "regions": c.counts["regions"], "text": c.text.summary(),
             "commits": c.counts["commits"], "failures": c.failures[:50],
             "snapshot": snap.seq if snap else None, "versions": dict(snap.versions) if snap else {},
             "stage_seconds": {k: round(v, 3) for k, v in c.stage_seconds.items()},
@@ -407,7 +442,7 @@ def _run_pipeline(config: IndexConfig, source: Source, store: IndexStore, plan: 
     from ray.data import ActorPoolStrategy, DataContext
 
     from .guard import start_ledger
-    from .stages import EmbedStage, OcrStage, TimeLimits, embed_batch, prepare_documents, write_pages
+    from .stages import EmbedStage, LayerChecker, OcrStage, TimeLimits, embed_batch, prepare_documents, write_pages
 
     session = start_ray(ray_options(config))
     try:
@@ -425,6 +460,10 @@ def _run_pipeline(config: IndexConfig, source: Source, store: IndexStore, plan: 
         ledger = start_ledger(config.max_deaths)
         limits = TimeLimits(read_s=config.read_timeout_s, page_s=config.page_timeout_s)
         use_ocr = config.ocr not in ("none", "")
+        checkers = None
+        if use_ocr and config.text_layer == "auto":  # the once-per-document OCR check of the text layer
+            checker = ray.remote(num_cpus=0)(LayerChecker)
+            checkers = [checker.remote(config.ocr, 1) for _ in range(max(1, config.ocr_actors // 4))]
         try:
             work = pa.concat_tables(plan.work)
             per_block = max(1, -(-work.num_rows // 10_000))  # at most ~10k read tasks, each a few documents
@@ -439,10 +478,13 @@ def _run_pipeline(config: IndexConfig, source: Source, store: IndexStore, plan: 
                            "epoch": writer.epoch, "ledger": ledger, "with_pixels": use_ocr or encoder.needs_pixels,
                            "image_quality": config.image_quality, "time_limits": limits,
                            "block_bytes": config.block_bytes,
-                           "pixels_for_ocr_only": not encoder.needs_pixels})
+                           "pixels_for_ocr_only": not encoder.needs_pixels, "checkers": checkers})
             if use_ocr:
                 ds = ds.map_batches(
-                    OcrStage, compute=ActorPoolStrategy(size=config.ocr_actors), num_cpus=config.ocr_num_cpus,
+                    # pages the text layer reads pass through; the pool grows only while OCR work waits
+                    OcrStage, compute=ActorPoolStrategy(min_size=min(config.ocr_min_actors, config.ocr_actors),
+                                                        max_size=config.ocr_actors),
+                    num_cpus=config.ocr_num_cpus,
                     batch_size=config.ocr_batch_size, batch_format="pyarrow",
                     fn_constructor_kwargs={"ocr": config.ocr, "threads": max(1, round(config.ocr_num_cpus)),
                                            "ledger": ledger, "time_limits": limits})
@@ -474,10 +516,11 @@ def _run_pipeline(config: IndexConfig, source: Source, store: IndexStore, plan: 
             ctx.enable_progress_bars = saved[0]
             ctx.execution_options.resource_limits = saved[1]
             ctx.target_max_block_size = saved[2]
-            try:
-                ray.kill(ledger)
-            except Exception:
-                pass
+            for actor in [ledger, *(checkers or [])]:
+                try:
+                    ray.kill(actor)
+                except Exception:
+                    pass
         return info
     finally:
         if session.address == "local":  # a Ray this run started; a joined cluster stays up
@@ -523,6 +566,17 @@ def format_summary(s: dict) -> str:
              f"{s['commits']} commit(s)",
              "  snapshot: " + (f"{s['snapshot']} (" + ", ".join(f"{k} v{v}" for k, v in s["versions"].items()) + ")"
                                if s["snapshot"] else "none")]
+    t = s.get("text") or {}
+    if t.get("pages_by_source"):
+        names = {"pdf": "text layer", "ocr": "OCR", "pdf+ocr": "text layer + OCR of image areas", "none": "no text"}
+        lines.append("  page text: " + ", ".join(f"{v} {names.get(k, k)}" for k, v in t["pages_by_source"].items())
+                     + " (why: " + ", ".join(f"{k} {v}" for k, v in list(t["pages_by_reason"].items())[:6]) + ")")
+        ch = t.get("checks") or {}
+        if any(ch.values()):
+            lines.append(f"  text layer OCR checks: {ch['passed']} passed, {ch['failed']} failed"
+                         + (f", {ch['unavailable']} unavailable" if ch.get("unavailable") else ""))
+        for f in t.get("failed_checks", [])[:5]:
+            lines.append(f"  text layer read wrong, OCR'd instead: {f['uri']}: {f['check']}")
     for f in s.get("failures", [])[:10]:
         lines.append(f"  failed: {f['uri']}: {f['error']}")
     for w in s.get("warnings", []):

@@ -71,7 +71,10 @@ STREAM_SCHEMA = pa.schema([
     ("regions_json", pa.large_string()),
     ("ocr_needed", pa.bool_()),  # null: no decision taken (text layer off): OCR the page
     ("text_action", pa.string()), ("text_reason", pa.string()),  # none | full | areas; why
+    ("text_code", pa.string()), ("text_source", pa.string()),  # textlayer.CODES; pdf | ocr | pdf+ocr
     ("ocr_areas", pa.string()),  # JSON list of [x0, y0, x1, y1] page-pixel boxes to OCR (action "areas")
+    ("text_check", pa.string()),  # doc rows: the OCR check of the document's text layer (why)
+    ("text_check_ok", pa.bool_()),  # doc rows: its verdict (null: not checked)
 ])
 
 # What write_pages returns to the driver.
@@ -86,10 +89,11 @@ REPORT_SCHEMA = pa.schema([
     ("render_s", pa.float64()), ("encode_s", pa.float64()),  # page rows: rasterising; JPEG (+ pixels)
     ("ocr_s", pa.float64()), ("embed_s", pa.float64()), ("write_s", pa.float64()),
     ("ocr_worker", pa.string()), ("embed_worker", pa.string()),
+    ("text_source", pa.string()), ("text_code", pa.string()),  # page rows: where the text came from, why
+    ("text_check", pa.string()), ("text_check_ok", pa.bool_()),  # doc rows: the text layer's OCR check
 ])
 
 TIMING = ("read_s", "render_s", "encode_s", "ocr_s", "embed_s", "write_s")  # seconds per row, per stage
-WORKERS = ("ocr_worker", "embed_worker")
 
 
 @dataclass(frozen=True)
@@ -105,10 +109,12 @@ def worker_info(device: str | None = None) -> str:
     """JSON naming this process and the GPUs Ray assigned to it."""
     import ray
 
-    try:
-        gpus = [str(g) for g in ray.get_gpu_ids()]
-    except Exception:  # outside a Ray worker
-        gpus = []
+    gpus = []
+    if ray.is_initialized():  # get_gpu_ids() outside Ray would start one
+        try:
+            gpus = [str(g) for g in ray.get_gpu_ids()]
+        except Exception:
+            gpus = []
     return json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "gpu_ids": gpus,
                        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
                        "device": device or "cpu"}, sort_keys=True)
@@ -132,7 +138,7 @@ def _text_layer_row(page) -> dict:
     if d is None:
         return {}
     return {"regions_json": regions_to_json(page.regions or []), "ocr_needed": d.action != "none",
-            "text_action": d.action, "text_reason": d.reason,
+            "text_action": d.action, "text_reason": d.reason, "text_code": d.code, "text_source": d.source,
             "ocr_areas": json.dumps([list(a) for a in d.areas]) if d.action == "areas" else None}
 
 
@@ -151,7 +157,8 @@ def _page_table(base: dict, page, with_pixels: bool, image_quality: int, render_
 def prepare_documents(batch: pa.Table, source: Source, render: RenderOptions, limits: ReadLimits, epoch: int,
                       ledger=None, with_pixels: bool = True, image_quality: int = 85,
                       time_limits: TimeLimits = TimeLimits(), block_bytes: int = 8 << 20,
-                      skip_blank: bool = True, pixels_for_ocr_only: bool = False) -> Iterator[pa.Table]:
+                      skip_blank: bool = True, pixels_for_ocr_only: bool = False,
+                      checkers: list | None = None) -> Iterator[pa.Table]:
     """Read, hash and render the documents of ``batch`` (WORK_SCHEMA rows), streaming their pages.
 
     A CHECK item whose bytes hash to ``known_hash`` yields only a "touched" document row. Pages are
@@ -164,9 +171,16 @@ def prepare_documents(batch: pa.Table, source: Source, render: RenderOptions, li
     With ``render.text_layer`` on, each PDF page's text layer is read while it is rendered: its
     lines go into ``regions_json`` and its decision into ``ocr_needed`` / ``text_action`` /
     ``text_reason`` / ``ocr_areas``. ``pixels_for_ocr_only``: raw pixels only for pages that still
-    need OCR (the encoder reads none).
+    need OCR (the encoder reads none). ``checkers`` (:class:`LayerChecker` actors): the first page
+    with lines worth reading has a few of them OCR'd; a text layer that reads wrong sends that page
+    and the document's later ones to OCR (:func:`snappy.textlayer.after_check`); the "doc" row says
+    why in ``text_check``.
     """
     ledger = ledger if isinstance(ledger, LedgerClient) else LedgerClient(ledger)
+
+    def ship(page) -> bool:  # raw pixels with the page: only if a later stage reads them
+        return with_pixels and not (pixels_for_ocr_only and page.decision is not None and page.decision.action == "none")
+
     for item in batch.to_pylist():
         uri, doc_id = item["uri"], item["doc_id"]
         key = f"doc:{doc_id}"
@@ -175,6 +189,8 @@ def prepare_documents(batch: pa.Table, source: Source, render: RenderOptions, li
         base = {"doc_id": doc_id, "gen": gen, "uri": uri}
         t0 = time.perf_counter()
         n, blank, digest, size, read_s = 0, 0, None, item["size"], None
+        check = _DocumentCheck(checkers[_checker_of(doc_id, len(checkers))] if checkers else None,
+                               time_limits.page_s)
         try:
             if poison:
                 raise _Poisoned(f"reading or rendering: {poison}")
@@ -199,21 +215,22 @@ def prepare_documents(batch: pa.Table, source: Source, render: RenderOptions, li
                         if skip_blank and is_blank(page.image):
                             blank += 1
                             continue
-                        ship = with_pixels and not (pixels_for_ocr_only and page.decision is not None
-                                                    and page.decision.action == "none")
-                        out = _page_table(base, page, ship, image_quality, time.perf_counter() - t)
-                    block.append(out)
-                    block_size += out.nbytes
+                        ready = check.offer(page, time.perf_counter() - t)  # held while its check runs
+                    for page, render_s in ready:
+                        block.append(_page_table(base, page, ship(page), image_quality, render_s))
+                        block_size += block[-1].nbytes
                     if block_size >= block_bytes:  # a block of pages: fewer, larger objects for Ray
                         yield pa.concat_tables(block)
                         n, block, block_size = n + len(block), [], 0
+                for page, render_s in check.finish():
+                    block.append(_page_table(base, page, ship(page), image_quality, render_s))
                 if block:
                     yield pa.concat_tables(block)
                     n += len(block)
             if blank and not n:
                 raise DocumentError(uri, f"all {blank} pages are blank" if blank > 1 else "its only page is blank")
             yield _table([{**base, "kind": DOC, "size": size, "content_hash": digest, "page_count": n,
-                           "blank_pages": blank, "read_s": read_s}])
+                           "blank_pages": blank, "read_s": read_s, **check.row()}])
         except Exception as e:
             f = _failure(e, uri)
             log.warning("%s: %s (%s)", uri, f.reason, f.kind.value)
@@ -233,6 +250,137 @@ def _failure(e: BaseException, uri: str):
     if isinstance(e, _Poisoned):
         return Failure(FailureKind.DOCUMENT, str(e))
     return classify(e, uri)
+
+
+# ---------------------------------------------------------------------- the text layer's OCR check
+class LayerChecker:
+    """OCR of a few text-layer line crops per document (:func:`snappy.textlayer.verify_with_ocr`
+    split in two: the read task crops, this actor reads). Its engine is loaded on the first check."""
+
+    def __init__(self, ocr: str = "paddle", threads: int = 1, engine=None):
+        self.ocr, self.threads, self.engine = ocr, threads, engine  # engine: a built one to use instead
+
+    def read(self, crops: list[bytes]) -> list[str]:
+        """The OCR text of each PNG crop."""
+        import io
+
+        from PIL import Image
+
+        from snappy.textlayer import ocr_crops
+
+        if self.engine is None:
+            self.engine = _make_engine(self.ocr, self.threads)
+        return ocr_crops([Image.open(io.BytesIO(c)) for c in crops], self.engine)
+
+
+def _checker_of(doc_id: str, n: int) -> int:
+    """Which of ``n`` checkers checks this document (spread, stable)."""
+    return int(doc_id[:8], 16) % n if n > 1 else 0
+
+
+class _DocumentCheck:
+    """A document's OCR check of its text layer, taken on its first page with lines worth reading,
+    without waiting idle for it: the pages that follow are rendered meanwhile and held (at most
+    HOLD) until the verdict, which then applies to every page from the checked one on
+    (:func:`snappy.textlayer.after_check`). No checker: pages pass unchanged."""
+
+    HOLD = 4
+
+    def __init__(self, checker, timeout_s: float | None):
+        self.checker, self.timeout_s = checker, timeout_s
+        self.pending = None  # an ObjectRef (actor) or the OCR texts (a checker in this process)
+        self.texts: list[str] = []
+        self.result = None  # snappy.textlayer.LayerCheck once decided
+        self.held: list = []
+        self.source = ""
+        self.remote = False
+
+    def offer(self, page, render_s: float) -> list:
+        """[(page, render_s)] ready to go on, in order (empty while the check runs)."""
+        if self.checker is None or page.decision is None:
+            return [(page, render_s)]
+        if self.result is not None:
+            return [(_after_check(page, self.result), render_s)]
+        if self.pending is None and not self._start(page):
+            return [(page, render_s)]  # nothing worth reading on this page: no check yet
+        self.held.append((page, render_s))
+        if len(self.held) >= self.HOLD or self._ready():
+            return self._release()
+        return []
+
+    def finish(self) -> list:
+        return self._release() if self.held else []
+
+    def row(self) -> dict:
+        """The "doc" row's text_check columns."""
+        if self.result is None:
+            return {}
+        return {"text_check": f"page text checked by OCR: {self.result.reason}", "text_check_ok": self.result.ok}
+
+    def _start(self, page) -> bool:
+        import io
+
+        from snappy.textlayer import check_crops
+
+        if page.decision.action == "full" or not page.regions:
+            return False
+        crops, self.texts = check_crops(page.image, page.regions)
+        if not crops:
+            return False
+        pngs = []
+        for c in crops:
+            buf = io.BytesIO()
+            c.save(buf, "PNG")
+            pngs.append(buf.getvalue())
+        self.source = page.source
+        self.remote = hasattr(self.checker.read, "remote")  # a LayerChecker actor, or one in this process
+        try:
+            self.pending = self.checker.read.remote(pngs) if self.remote else self.checker.read(pngs)
+        except Exception as e:
+            self._unavailable(e)
+        return True
+
+    def _ready(self) -> bool:
+        if self.result is not None or not self.remote:  # decided, or the texts in hand
+            return True
+        import ray
+
+        return bool(ray.wait([self.pending], timeout=0)[0])
+
+    def _release(self) -> list:
+        if self.result is None:
+            from snappy.textlayer import compare_texts
+
+            try:
+                read = self.pending
+                if self.remote:
+                    import ray
+
+                    read = ray.get(read, timeout=self.timeout_s)
+                self.result = compare_texts(self.texts, read)
+            except Exception as e:
+                self._unavailable(e)
+        out = [(_after_check(p, self.result), r) for p, r in self.held]
+        self.held = []
+        return out
+
+    def _unavailable(self, e: BaseException) -> None:
+        from snappy.textlayer import LayerCheck
+
+        why = classify(e).reason
+        log.warning("%s: the OCR check of the text layer failed (%s); not checked", self.source, why)
+        self.result = LayerCheck(None, float("nan"), (), f"OCR check unavailable: {why}")
+
+
+def _after_check(page, check):
+    from dataclasses import replace
+
+    from snappy.textlayer import after_check
+
+    if check is None or check.ok is not False:
+        return page
+    regions, decision = after_check(page.regions, page.decision, check)
+    return replace(page, regions=regions, decision=decision)
 
 
 # ---------------------------------------------------------------------- shared by the actor stages
@@ -345,77 +493,80 @@ def _merge_failures(batch: pa.Table, errors: list) -> pa.Table:
 
 
 # ---------------------------------------------------------------------- OCR (CPU actors)
+def _make_engine(ocr: str, threads: int | None):
+    from dataclasses import fields, replace
+
+    from snappy.ocr import make_ocr, parse_ocr_options
+
+    options = parse_ocr_options(ocr)
+    # ONNX Runtime takes every core by default: cap it at the actor's CPUs so pools don't oversubscribe.
+    names = {f.name for f in fields(options)}
+    for knob in ("num_threads", "cpu_threads"):  # rapid, paddle
+        if threads and knob in names and getattr(options, knob) is None:
+            options = replace(options, **{knob: threads})
+    return make_ocr(options)
+
+
 class OcrStage:
     """OCR actor: the engine is built once; each call recognises a batch of pages."""
 
     def __init__(self, ocr: str = "paddle", threads: int | None = None, ledger=None,
-                 time_limits: TimeLimits = TimeLimits()):
-        from dataclasses import fields, replace
-
-        from snappy.ocr import make_ocr, parse_ocr_options
-
-        options = parse_ocr_options(ocr)
-        # ONNX Runtime takes every core by default: cap it at the actor's CPUs so pools don't oversubscribe.
-        names = {f.name for f in fields(options)}
-        for knob in ("num_threads", "cpu_threads"):  # rapid, paddle
-            if threads and knob in names and getattr(options, knob) is None:
-                options = replace(options, **{knob: threads})
-        self.engine = make_ocr(options)
+                 time_limits: TimeLimits = TimeLimits(), engine=None):
+        self.ocr, self.threads, self._engine = ocr, threads, engine  # engine: a built one to use instead
         self.ledger = LedgerClient(ledger)
         self.limits = time_limits
         self.worker = worker_info("cpu")
         log.info("OCR actor ready: %s %s", ocr, self.worker)
 
+    @property
+    def engine(self):
+        """The OCR engine, loaded on the first page that needs it (text-layer pages only pass through)."""
+        if self._engine is None:
+            self._engine = _make_engine(self.ocr, self.threads)
+        return self._engine
+
     def __call__(self, batch: pa.Table) -> pa.Table:
         n = batch.num_rows
         names = batch.schema.names
+        needed = batch.column("ocr_needed").to_pylist() if "ocr_needed" in names else [None] * n
+        idx = [i for i in _pages(batch) if needed[i] is not False]  # the text layer is the rest's text
+        if not idx:  # nothing to read: pass the batch on as it is (its regions JSON not copied)
+            batch = _set_column(batch, "ocr_s", pa.array([0.0] * n, pa.float64()))
+            return _set_column(batch, "ocr_worker", pa.nulls(n, pa.string()))
         regions: list[str | None] = (batch.column("regions_json").to_pylist() if "regions_json" in names
                                      else [None] * n)
-        needed = batch.column("ocr_needed").to_pylist() if "ocr_needed" in names else [None] * n
         areas = batch.column("ocr_areas").to_pylist() if "ocr_areas" in names else [None] * n
         seconds = [0.0] * n
         errors = batch.column("error").to_pylist()
-        idx = [i for i in _pages(batch) if needed[i] is not False]  # the text layer is the rest's text
-        if idx:
-            results = _guarded(batch, idx, "OCR", self.ledger, self.limits.page_s,
-                               lambda js: [self._ocr(batch, idx[j], areas[idx[j]], regions[idx[j]]) for j in js],
-                               errors, seconds)
-            for j, i in enumerate(idx):
-                regions[i] = results[j]
+        source = batch.column("text_source").to_pylist() if "text_source" in names else [None] * n
+        code = batch.column("text_code").to_pylist() if "text_code" in names else [None] * n
+        for i in idx:
+            if needed[i] is None:  # text layer off: OCR is the page's text
+                source[i], code[i] = "ocr", "off"
+        results = _guarded(batch, idx, "OCR", self.ledger, self.limits.page_s,
+                           lambda js: [self._ocr(batch, idx[j], areas[idx[j]], regions[idx[j]]) for j in js],
+                           errors, seconds)
+        for j, i in enumerate(idx):
+            regions[i] = results[j]
         batch = _merge_failures(batch, errors)
         batch = _set_column(batch, "regions_json", regions, pa.large_string())
+        batch = _set_column(batch, "text_source", source, pa.string())
+        batch = _set_column(batch, "text_code", code, pa.string())
         batch = _set_column(batch, "ocr_s", seconds, pa.float64())
-        return _set_column(batch, "ocr_worker", [self.worker] * n, pa.string())
+        ocred = set(idx)
+        return _set_column(batch, "ocr_worker", [self.worker if i in ocred else None for i in range(n)], pa.string())
 
     def _ocr(self, batch: pa.Table, i: int, areas_json: str | None, layer_json: str | None) -> str:
-        """Row ``i``'s regions JSON: the whole page OCR'd, or (``areas_json``) only those crops, their
-        lines moved back to page pixels and merged with the text layer's lines in reading order."""
+        """Row ``i``'s regions JSON: the whole page OCR'd, or (``areas_json``) only those crops, merged
+        with the text layer's lines (:func:`snappy.textlayer.page_regions`)."""
+        from snappy.textlayer import PageDecision, page_regions
+
         image = _image(batch, i)
         if areas_json is None:
             return regions_to_json(self.engine.recognize(image))
-        from snappy.textlayer import reading_order
-
-        lines = regions_from_json(layer_json)
-        for box in json.loads(areas_json):
-            x0, y0 = max(int(box[0]), 0), max(int(box[1]), 0)
-            x1, y1 = min(int(np.ceil(box[2])), image.width), min(int(np.ceil(box[3])), image.height)
-            if x1 - x0 < 2 or y1 - y0 < 2:
-                continue
-            lines.extend(shift_region(r, x0, y0, image.size) for r in self.engine.recognize(image.crop((x0, y0, x1, y1))))
-        if lines:
-            order = reading_order(np.asarray([r.bbox for r in lines], np.float64))
-            lines = [lines[k] for k in order]
-        return regions_to_json(lines)
-
-
-def shift_region(r, dx: float, dy: float, page_size: tuple[int, int]):
-    """A region found on a crop whose top-left corner is at (dx, dy), in the page's pixels."""
-    from snappy.regions import Region
-
-    x0, y0, x1, y1 = r.bbox
-    poly = tuple((x + dx, y + dy) for x, y in r.polygon) if r.polygon else None
-    return Region(bbox=(x0 + dx, y0 + dy, x1 + dx, y1 + dy), page_size=page_size, text=r.text,
-                  confidence=r.confidence, level=r.level, polygon=poly, source=r.source)
+        areas = tuple(tuple(a) for a in json.loads(areas_json))
+        return regions_to_json(page_regions(image, regions_from_json(layer_json), PageDecision("areas", "", areas),
+                                            self.engine))
 
 
 # ---------------------------------------------------------------------- embed (GPU actors)
@@ -505,9 +656,6 @@ def _embed(batch: pa.Table, encoder, dim: int, ledger: LedgerClient, limits: Tim
 
 
 # ---------------------------------------------------------------------- write (tasks)
-PAGE_COLUMNS = ("page_number", "width", "height", "width_pt", "height_pt", "dpi", "image", "n_tokens", "grid",
-                "encoder_id", "gen")
-
 
 def write_pages(batch: pa.Table, pages_uri: str, regions_uri: str, storage_options, dim: int = 128,
                 codes_uri: str | None = None, codebook=None) -> pa.Table:

@@ -1,10 +1,11 @@
-"""Indexing one document, without Ray: bytes -> pages -> OCR regions -> patch vectors -> table rows.
+"""Indexing one document, without Ray: bytes -> pages -> regions (text layer / OCR) -> patch vectors -> rows.
 
-These plain functions are what the Ray stages in ``pipelines/`` call batch by batch; they are
-also usable on their own (a notebook, a unit test, a one-off re-index)::
+The Ray stages in ``pipelines/stages.py`` compose the same library pieces (pages, textlayer, ocr,
+encoders, storage.schema) batch by batch across processes; this runs them for one document in this
+process (a notebook, a unit test, a one-off re-index)::
 
     enc, ocr = snappy.encoders.make_encoder("lexical"), snappy.ocr.make_ocr("rapid")
-    settings = IndexSettings(enc.encoder_id, "rapid", 150.0)
+    settings = IndexSettings(enc.encoder_id, "rapid", 150.0, text_layer="auto")
     out = index_document("a.pdf", Path("a.pdf").read_bytes(), enc, ocr, settings)
     store.upsert([out.document], out.pages, out.regions)      # one commit, under the index's lease
 
@@ -16,11 +17,12 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Sequence
 
 from PIL import Image
 
+from snappy import textlayer
 from snappy.encoders.base import Encoder, PageEmbedding
 from snappy.ocr.base import OcrEngine
 from snappy.pages import DocumentError, Page, RenderOptions, iter_pages
@@ -72,11 +74,11 @@ def index_document(uri: str, data: bytes, encoder: Encoder, ocr: OcrEngine, sett
                    render: RenderOptions | None = None, batch_size: int = 8,
                    image_quality: int = 85) -> IndexedDocument:
     """Index one document in this process; a DocumentError gives a ``failed`` documents row."""
-    render = render or RenderOptions(dpi=settings.dpi)
+    render = render or RenderOptions(dpi=settings.dpi, text_layer=settings.text_layer)
     size, digest = len(data), content_hash(data)
     secs = {"render": 0.0, "ocr": 0.0, "embed": 0.0, "records": 0.0}
     pages, regions = [], []
-    n = 0
+    n, check = 0, None
     try:
         it = iter_pages(data, render, source=uri)
         while True:
@@ -86,7 +88,14 @@ def index_document(uri: str, data: bytes, encoder: Encoder, ocr: OcrEngine, sett
             if not batch:
                 break
             t = time.perf_counter()
-            regs = [ocr.recognize(p.image) for p in batch]
+            if render.text_layer == "auto" and check is None:  # once per document: does the layer read right?
+                for p in batch:
+                    if p.decision.action != "full" and p.regions:
+                        check = textlayer.verify_with_ocr(p.image, p.regions, ocr)
+                        break
+            batch = [replace(p, **dict(zip(("regions", "decision"), textlayer.after_check(p.regions, p.decision, check))))
+                     if p.decision is not None else p for p in batch]
+            regs = [textlayer.page_regions(p.image, p.regions or [], p.decision, ocr) for p in batch]
             secs["ocr"] += time.perf_counter() - t
             t = time.perf_counter()
             embs = embed_pages(encoder, [p.image for p in batch], regs)

@@ -404,8 +404,8 @@ def _read_text_layer(page, image, mode: str, source: str, number: int):
         raise
     except Exception as e:
         if mode == "only":
-            return [], PageDecision("none", f"text layer unreadable ({_clean(e)}); text layer only")
-        return [], PageDecision("full", f"text layer unreadable ({_clean(e)})")
+            return [], PageDecision("none", f"text layer unreadable ({_clean(e)}); text layer only", code="only")
+        return [], PageDecision("full", f"text layer unreadable ({_clean(e)})", code="unreadable")
 
 
 def image_decision(mode: str):
@@ -413,8 +413,8 @@ def image_decision(mode: str):
     from snappy.textlayer import PageDecision
 
     if mode == "only":
-        return PageDecision("none", "image: no text layer; text layer only")
-    return PageDecision("full", "image: no text layer")
+        return PageDecision("none", "image: no text layer; text layer only", code="only")
+    return PageDecision("full", "image: no text layer", code="image_file")
 
 
 # ---------------------------------------------------------------------- images

@@ -82,6 +82,13 @@ class Region:
             "source": self.source,
         }
 
+    def moved(self, dx: float, dy: float, page_size: tuple[int, int]) -> "Region":
+        """This region, found on a crop whose top-left corner is at (dx, dy), in the page's pixels."""
+        x0, y0, x1, y1 = self.bbox
+        poly = tuple((x + dx, y + dy) for x, y in self.polygon) if self.polygon else None
+        return Region(bbox=(x0 + dx, y0 + dy, x1 + dx, y1 + dy), page_size=page_size, text=self.text,
+                      confidence=self.confidence, level=self.level, polygon=poly, source=self.source)
+
     @classmethod
     def from_dict(cls, d: dict) -> "Region":
         poly = tuple(tuple(p) for p in d["polygon"]) if d.get("polygon") else None

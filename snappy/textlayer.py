@@ -32,6 +32,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import math
+import re
 import unicodedata
 from dataclasses import dataclass, field, replace
 from typing import Callable, Literal, Sequence
@@ -87,8 +88,12 @@ BLANK_INK_SHARE = 0.0005  # less ink than this share of cells: a blank page, not
 UNEXPLAINED_INK = 0.25  # few characters and more than this share of the ink outside them: OCR the page
 
 # Once-per-document OCR check (verify_with_ocr).
-VERIFY_LINES = 4  # line crops OCR'd
+VERIFY_LINES = 3  # line crops OCR'd (median of 3: one odd line cannot decide)
 VERIFY_MIN_CHARS = 12  # lines shorter than this say little
+VERIFY_WINDOW_CHARS = 32  # longer lines: only their first words, cut at a space past this many characters.
+# The recogniser's cost grows with the crop's width (~0.2 CPU-s for a 100-character line with paddle):
+# windows, read by the engine's recogniser alone (OcrEngine.read_lines), bound the check to ~0.2 CPU-s
+# a document (paddle or rapid, 3 lines); a wrong map still reads > 80 % wrong.
 VERIFY_MAX_CER = 0.35  # median character error rate above this: the text layer is wrong (OCR alone ~0.02-0.1)
 
 # Drop reasons of ink characters, in the order they are tested (code = position; 0 = kept).
@@ -677,7 +682,8 @@ def layer_lines(layer: TextLayer) -> list[Region]:
 
     Characters are grouped by geometry in their own direction (displayed angle, /Rotate included),
     not by pdfium's order: rows of baselines within BASELINE_TOL_EM, split at gaps of CELL_GAP_EM
-    (columns, table cells); words joined with one space where the gap is at least WORD_GAP_EM.
+    (columns, table cells); words joined with one space where the gap is at least WORD_GAP_EM;
+    right-to-left text (Hebrew, Arabic) put in logical order (:func:`logical_order`).
     Boxes in page pixels, as tall as an OCR line box of the font (OCR_TOP_EM / OCR_BOTTOM_EM around
     the baseline, OCR_SIDE_EM past the glyphs); lines not upright get their polygon."""
     g = layer.geometry
@@ -756,8 +762,83 @@ def _direction_lines(deg: int, pix: np.ndarray, bx: np.ndarray, by: np.ndarray, 
         pts = np.array([(a * c - b * s, a * s + b * c) for a, b in corners])  # back to page pixels
         bbox = np.array([pts[:, 0].min(), pts[:, 1].min(), pts[:, 0].max(), pts[:, 1].max()])
         poly = None if deg == 0 else tuple((float(x), float(y)) for x, y in pts)
-        out.append((bbox, "".join(pieces[st:en]), poly, (left[j], top[j], right[j], bottom[j])))
+        out.append((bbox, logical_order("".join(pieces[st:en])), poly, (left[j], top[j], right[j], bottom[j])))
     return out
+
+
+# Blocks that hold right-to-left letters (Hebrew, Arabic, Syriac, Thaana, NKo, ..., their presentation forms):
+# a fast test before the per-character bidi classes.
+_RTL_BLOCKS = re.compile("[\u0590-\u08ff\ufb1d-\ufdff\ufe70-\ufefc\U00010800-\U00010fff\U0001e800-\U0001efff]")
+
+
+def logical_order(text: str) -> str:
+    """A line's text in logical order from its visual order (characters left to right, as
+    :func:`layer_lines` sorts them by position) when it holds right-to-left letters (Hebrew, Arabic):
+    pdfium's own text is in logical order, but the lines are built from the boxes.
+
+    A small inverse of the Unicode bidi algorithm for one line: the base direction is that of most of
+    its strong letters; letters get level 0 (left-to-right; 2 in a right-to-left line) or 1
+    (right-to-left), digits 2 (numbers read left to right) unless next to left-to-right letters (rule
+    W7: then as those letters), a separator between digits or a currency/percent sign by them (W4, W5)
+    as the digits, other neutrals (spaces, punctuation) the level of both neighbours when they agree,
+    else the base level (N1, N2); the runs are then reversed as rule L2 does (which undoes itself).
+    Brackets are left as pdfium reports them: it already mirrors those of a right-to-left text object
+    (the "(" drawn at the left end of "(םולש)" reads as ")"). Text without right-to-left letters is
+    returned unchanged. A number between left-to-right and right-to-left
+    letters is ambiguous in visual order; it is read with the left-to-right ones."""
+    if not _RTL_BLOCKS.search(text):
+        return text
+    cls = [unicodedata.bidirectional(ch) for ch in text]
+    n_rtl = sum(c in ("R", "AL") for c in cls)
+    if not n_rtl:
+        return text
+    base = "R" if n_rtl > cls.count("L") else "L"
+    n = len(text)
+    strong = ["L" if c == "L" else "R" if c in ("R", "AL") else "" for c in cls]
+    before, after = [base] * n, [base] * n  # nearest strong letter on each side (the base at the ends)
+    for i in range(1, n):
+        before[i] = strong[i - 1] or before[i - 1]
+    for i in range(n - 2, -1, -1):
+        after[i] = strong[i + 1] or after[i + 1]
+    # kind: L, R, D (digits, read left to right inside right-to-left text) or "" (neutral)
+    kind = [s or ("L" if c == "EN" and "L" in (before[i], after[i]) else "D" if c in ("EN", "AN") else "")
+            for i, (s, c) in enumerate(zip(strong, cls))]
+    for i in range(1, n - 1):  # 1,000 and 3.5: a single separator between digits (W4)
+        if not kind[i] and cls[i] in ("CS", "ES") and kind[i - 1] == kind[i + 1] and cls[i - 1] in ("EN", "AN") \
+                and cls[i + 1] in ("EN", "AN"):
+            kind[i] = kind[i - 1]
+    for order in (range(n), range(n - 1, -1, -1)):  # 50% and $5: signs next to digits (W5)
+        prev = ""
+        for i in order:
+            if not kind[i] and cls[i] == "ET" and prev:
+                kind[i] = prev
+            prev = kind[i] if cls[i] in ("EN", "AN") or (cls[i] == "ET" and kind[i]) else ""
+    i = 0
+    while i < n:  # neutrals: as both neighbours when they agree (digits count as right-to-left), else the base
+        if kind[i]:
+            i += 1
+            continue
+        j = i
+        while j < n and not kind[j]:
+            j += 1
+        left = {"D": "R"}.get(kind[i - 1], kind[i - 1]) if i else base
+        right = {"D": "R"}.get(kind[j], kind[j]) if j < n else base
+        kind[i:j] = [left if left == right else base] * (j - i)
+        i = j
+    level = [(0 if base == "L" else 2) if k == "L" else 1 if k == "R" else 2 for k in kind]
+    chars = list(text)
+    for lv in range(max(level), 0, -1):  # rule L2: reverse every run at this level or above
+        i = 0
+        while i < n:
+            if level[i] < lv:
+                i += 1
+                continue
+            j = i
+            while j < n and level[j] >= lv:
+                j += 1
+            chars[i:j], level[i:j] = chars[i:j][::-1], level[i:j][::-1]
+            i = j
+    return "".join(chars)
 
 
 def reading_order(boxes: np.ndarray) -> np.ndarray:
@@ -824,17 +905,44 @@ def page_stats(image: Image.Image, boxes: Sequence[Sequence[float]] = ()) -> Pag
 # ---------------------------------------------------------------------- decision
 @dataclass(frozen=True)
 class PageDecision:
-    """What OCR a page needs: ``action`` none / full / areas, why, the ``areas`` (page pixel boxes)
-    for ``areas``, and the counts it was decided on."""
+    """What OCR a page needs: ``action`` none / full / areas, why (``reason`` for people, ``code``
+    from :data:`CODES` for counting), the ``areas`` (page pixel boxes) for ``areas``, and the
+    counts it was decided on."""
 
     action: Action
     reason: str
     areas: tuple[tuple[float, float, float, float], ...] = ()
     counts: dict = field(default_factory=dict, compare=False)
+    code: str = ""
+
+    @property
+    def source(self) -> str:
+        """Where the page's text comes from: ``pdf`` (none), ``ocr`` (full), ``pdf+ocr`` (areas)."""
+        return SOURCE_OF[self.action]
 
     def to_dict(self) -> dict:
-        return {"action": self.action, "reason": self.reason, "areas": [list(a) for a in self.areas],
-                "counts": dict(self.counts)}
+        return {"action": self.action, "code": self.code, "reason": self.reason,
+                "areas": [list(a) for a in self.areas], "counts": dict(self.counts)}
+
+
+SOURCE_OF = {"none": "pdf", "full": "ocr", "areas": "pdf+ocr"}
+# Why a page was decided so (PageDecision.code): what `snappy index` and `snappy inspect` count.
+CODES: dict[str, str] = {
+    "text_layer": "the text layer is the page's text",
+    "blank": "no characters and no ink",
+    "image_areas": "images without text are OCR'd, the text layer gives the rest",
+    "no_text_layer": "no usable text layer (a scan, text drawn as outlines)",
+    "invalid_unicode": "too many characters without a valid unicode",
+    "invisible_layer": "most text invisible (a scanner's OCR layer)",
+    "images_cover_page": "images without text cover most of the page",
+    "many_images": "too many images without text (tiles of a scan)",
+    "too_many_chars": "more characters than MAX_CHARS",
+    "check_failed": "the document's text layer failed the OCR check",
+    "unreadable": "pdfium could not read the text layer",
+    "image_file": "an image file: no text layer",
+    "only": "--text-layer only: the text layer, never OCR",
+    "off": "--text-layer off: OCR every page",
+}
 
 
 def _merge_boxes(boxes: list[list[float]]) -> np.ndarray:
@@ -878,23 +986,23 @@ def decide(layer: TextLayer, stats: PageStats, *, layer_ok: bool | None = None) 
         notes.append(f"{n_angled} characters not upright, read in their own direction")
     note = f" ({'; '.join(notes)})" if notes else ""
 
-    def out(action: Action, reason: str, areas=()) -> PageDecision:
-        return PageDecision(action, reason + note, tuple(tuple(float(v) for v in a) for a in areas), counts)
+    def out(action: Action, code: str, reason: str, areas=()) -> PageDecision:
+        return PageDecision(action, reason + note, tuple(tuple(float(v) for v in a) for a in areas), counts, code)
 
     if layer.truncated:
-        return out("full", f"{layer.n_chars} characters, over MAX_CHARS={MAX_CHARS}: not read")
+        return out("full", "too_many_chars", f"{layer.n_chars} characters, over MAX_CHARS={MAX_CHARS}: not read")
     if layer_ok is False:
-        return out("full", "the document's text layer failed the OCR check")
+        return out("full", "check_failed", "the document's text layer failed the OCR check")
     if n_ink and n_invisible > INVISIBLE_SHARE_FULL * n_ink:
-        return out("full", f"{n_invisible} of {n_ink} characters invisible (render mode 3/7): an OCR layer")
+        return out("full", "invisible_layer", f"{n_invisible} of {n_ink} characters invisible (render mode 3/7): an OCR layer")
     if n_vis >= MIN_GOOD_CHARS and n_bad > INVALID_SHARE_FULL * n_vis:
-        return out("full", f"{n_bad} of {n_vis} visible characters have no valid unicode")
+        return out("full", "invalid_unicode", f"{n_bad} of {n_vis} visible characters have no valid unicode")
     if n_good < MIN_GOOD_CHARS:
         if stats.ink_share < BLANK_INK_SHARE:
-            return out("none", f"blank page ({n_good} valid visible characters, no ink)")
+            return out("none", "blank", f"blank page ({n_good} valid visible characters, no ink)")
         if n_good and stats.unexplained_ink <= UNEXPLAINED_INK:
-            return out("none", f"{n_good} valid visible characters explain the page's ink")
-        return out("full", f"no usable text layer ({n_good} valid visible characters, ink on "
+            return out("none", "text_layer", f"{n_good} valid visible characters explain the page's ink")
+        return out("full", "no_text_layer", f"no usable text layer ({n_good} valid visible characters, ink on "
                            f"{stats.ink_share:.1%} of the page)")
     # images of meaningful size that show no text-layer text
     sx, sy = g.scale
@@ -910,15 +1018,15 @@ def decide(layer: TextLayer, stats: PageStats, *, layer_ok: bool | None = None) 
             continue
         areas.append([x0, y0, x1, y1])
     if len(areas) > MAX_AREAS:
-        return out("full", f"{len(areas)} images without text")
+        return out("full", "many_images", f"{len(areas)} images without text")
     areas = _merge_boxes(areas)
     if len(areas):
         share = float(((areas[:, 2] - areas[:, 0]) * (areas[:, 3] - areas[:, 1])).sum()) / (w * h)  # disjoint
         if share > FULL_AREA_SHARE:
-            return out("full", f"images without text cover {share:.0%} of the page")
-        return out("areas", f"{len(areas)} image area(s) without text ({share:.1%} of the page); "
+            return out("full", "images_cover_page", f"images without text cover {share:.0%} of the page")
+        return out("areas", "image_areas", f"{len(areas)} image area(s) without text ({share:.1%} of the page); "
                             f"{n_vis} visible characters", areas)
-    return out("none", f"text layer: {n_vis} visible characters")
+    return out("none", "text_layer", f"text layer: {n_vis} visible characters")
 
 
 # ---------------------------------------------------------------------- OCR check of the layer
@@ -987,25 +1095,51 @@ def pick_check_lines(regions: Sequence[Region], n: int = VERIFY_LINES, min_chars
     return [best[int(k * step)] for k in range(n)]
 
 
-def verify_with_ocr(image: Image.Image, regions: Sequence[Region], ocr: Callable[[Image.Image], list[Region]] | object,
-                    n: int = VERIFY_LINES, max_cer: float = VERIFY_MAX_CER) -> LayerCheck:
-    """OCR ``n`` text-layer line crops of ``image`` with ``ocr`` (an engine with ``recognize`` or a
-    callable image -> regions) and compare (:func:`compare_texts`). Once per document is enough:
-    a wrong ToUnicode map is wrong on every page that uses the font."""
-    recognize = getattr(ocr, "recognize", ocr)
-    picked = pick_check_lines(regions, n)
-    layer_texts, ocr_texts = [], []
-    for i in picked:
+def check_crops(image: Image.Image, regions: Sequence[Region], n: int = VERIFY_LINES) -> tuple[list[Image.Image], list[str]]:
+    """The line crops of ``image`` an OCR check reads (:func:`pick_check_lines`; a line box, shaped
+    like an OCR detector's, cut to its first words) and the text-layer texts they are compared with;
+    empty when no line is worth it."""
+    crops, texts = [], []
+    for i in pick_check_lines(regions, n):
         r = regions[i]
         x0, y0, x1, y1 = r.bbox
-        pad = 0.3 * (y1 - y0)
-        box = (max(int(x0 - pad), 0), max(int(y0 - pad), 0), min(int(math.ceil(x1 + pad)), image.width),
-               min(int(math.ceil(y1 + pad)), image.height))
-        crop = ImageOps.expand(image.crop(box).convert("RGB"), border=16, fill=(255, 255, 255))
-        found = sorted(recognize(crop), key=lambda q: (q.bbox[0]))
-        layer_texts.append(r.text)
-        ocr_texts.append(" ".join(q.text for q in found))
-    return compare_texts(layer_texts, ocr_texts, max_cer)
+        text = r.text
+        cut = text.find(" ", VERIFY_WINDOW_CHARS)
+        if cut > 0 and len(text) - cut > 8:  # the window's end, where its share of the characters lies
+            text = text[:cut]
+            x1 = x0 + (x1 - x0) * (cut + 0.5) / len(r.text)  # half a character into the space
+        box = (max(int(x0), 0), max(int(y0), 0), min(int(math.ceil(x1)), image.width),
+               min(int(math.ceil(y1)), image.height))
+        crops.append(image.crop(box).convert("RGB"))
+        texts.append(text)
+    return crops, texts
+
+
+def ocr_crops(crops: Sequence[Image.Image], ocr: Callable[[Image.Image], list[Region]] | object) -> list[str]:
+    """The text ``ocr`` reads on each line crop: its ``read_lines`` (an OCR engine), or, for a
+    callable image -> regions, those regions' texts on the crop padded with white."""
+    if hasattr(ocr, "read_lines"):
+        return list(ocr.read_lines(list(crops)))
+    recognize = getattr(ocr, "recognize", ocr)
+    padded = [ImageOps.expand(c, border=16, fill=(255, 255, 255)) for c in crops]
+    return [" ".join(q.text for q in sorted(recognize(c), key=lambda q: q.bbox[0])) for c in padded]
+
+
+def verify_with_ocr(image: Image.Image, regions: Sequence[Region], ocr: Callable[[Image.Image], list[Region]] | object,
+                    n: int = VERIFY_LINES, max_cer: float = VERIFY_MAX_CER) -> LayerCheck:
+    """OCR ``n`` text-layer line crops of ``image`` with ``ocr`` and compare (:func:`compare_texts`).
+    Once per document is enough: a wrong ToUnicode map is wrong on every page that uses the font."""
+    crops, texts = check_crops(image, regions, n)
+    return compare_texts(texts, ocr_crops(crops, ocr), max_cer)
+
+
+def after_check(regions: list[Region], decision: PageDecision, check: LayerCheck | None) -> tuple[list[Region], PageDecision]:
+    """A page's regions and decision once its document's OCR check is known: a failed check means
+    OCR the page (its text-layer lines are dropped); otherwise unchanged."""
+    if check is None or check.ok is not False or decision.action == "full":
+        return regions, decision
+    return [], replace(decision, action="full", areas=(), code="check_failed",
+                       reason=f"the document's text layer failed the OCR check ({check.reason})")
 
 
 # ---------------------------------------------------------------------- one page
@@ -1020,7 +1154,7 @@ def text_layer_regions(pdf_page, image: Image.Image, mode: Mode = "auto", *, tex
     if mode not in MODES:
         raise ValueError(f"unknown text layer mode {mode!r}; expected one of {', '.join(MODES)}")
     if mode == "off":
-        return [], PageDecision("full", "text layer off")
+        return [], PageDecision("full", "text layer off", code="off")
     tp = pdf_page.get_textpage() if textpage is None else textpage
     try:
         layer = read_text_layer(pdf_page, size_px=image.size, textpage=tp)
@@ -1032,7 +1166,7 @@ def text_layer_regions(pdf_page, image: Image.Image, mode: Mode = "auto", *, tex
     lines = layer_lines(layer)
     decision = decide(layer, page_stats(image, [r.bbox for r in lines]), layer_ok=layer_ok)
     if mode == "only":
-        return lines, replace(decision, action="none", areas=(),
+        return lines, replace(decision, action="none", areas=(), code="only",
                               reason=f"text layer only (auto: {decision.action}: {decision.reason})")
     if decision.action == "full":
         return [], decision
@@ -1041,13 +1175,35 @@ def text_layer_regions(pdf_page, image: Image.Image, mode: Mode = "auto", *, tex
     return lines, decision
 
 
+def page_regions(image: Image.Image, lines: Sequence[Region], decision: PageDecision | None, ocr) -> list[Region]:
+    """A page's line regions once its decision is carried out with ``ocr`` (an engine with
+    ``recognize``): ``none``: the text layer's ``lines``; ``full`` (or no decision: text layer
+    off): OCR of the whole page; ``areas``: the lines plus OCR of each area's crop, moved back to
+    page pixels, all in reading order."""
+    if decision is None or decision.action == "full":
+        return list(ocr.recognize(image))
+    if decision.action == "none":
+        return list(lines)
+    out = list(lines)
+    for box in decision.areas:
+        x0, y0 = max(int(box[0]), 0), max(int(box[1]), 0)
+        x1, y1 = min(int(math.ceil(box[2])), image.width), min(int(math.ceil(box[3])), image.height)
+        if x1 - x0 < 2 or y1 - y0 < 2:
+            continue
+        out.extend(r.moved(x0, y0, image.size) for r in ocr.recognize(image.crop((x0, y0, x1, y1))))
+    if out:
+        order = reading_order(np.asarray([r.bbox for r in out], np.float64))
+        out = [out[k] for k in order]
+    return out
+
+
 def _inside_any(bbox, areas) -> bool:
     cx, cy = (bbox[0] + bbox[2]) / 2, (bbox[1] + bbox[3]) / 2
     return any(a[0] <= cx <= a[2] and a[1] <= cy <= a[3] for a in areas)
 
 
 __all__ = [
-    "DROP_REASONS", "LayerCheck", "MODES", "PageDecision", "PageGeometry", "PageStats", "TextLayer", "cer",
-    "compare_texts", "decide", "edit_distance", "find_hidden", "layer_lines", "page_stats", "pick_check_lines",
-    "read_text_layer", "reading_order", "text_layer_regions", "verify_with_ocr",
+    "CODES", "DROP_REASONS", "LayerCheck", "MODES", "PageDecision", "PageGeometry", "PageStats", "SOURCE_OF",
+    "TextLayer", "after_check", "cer", "check_crops", "compare_texts", "ocr_crops", "page_regions", "decide", "edit_distance", "find_hidden", "layer_lines", "page_stats", "pick_check_lines",
+    "logical_order", "read_text_layer", "reading_order", "text_layer_regions", "verify_with_ocr",
 ]

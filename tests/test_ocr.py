@@ -456,3 +456,19 @@ def test_letter_page_at_200_dpi(name, ocr_cache, tmp_path):
         assert all(_norm(w) in read for w in line.text.split()), line.text
         box = line.bbox_px(200)
         assert max(_iou(r.bbox, box) for r in regions) >= 0.5, line.text
+
+
+@pytest.mark.parametrize("name", ENGINES)
+def test_read_lines_reads_tight_line_crops(name, page, ocr_cache):
+    """read_lines: the text of line crops as an OCR detector would box them (what the text layer's
+    OCR check sends); paddle and rapid skip detection, tesseract uses the padded default."""
+    img, lines, _ = page
+    crops, texts = [], []
+    for text, (x0, y0, x1, y1) in lines.items():
+        h = y1 - y0
+        crops.append(img.crop((int(x0 - 0.15 * h), int(y0 - 0.25 * h), int(x1 + 0.15 * h), int(y1 + 0.25 * h))))
+        texts.append(text)
+    read = _engine(name, "line", ocr_cache).read_lines(crops)
+    assert len(read) == len(texts)
+    for text, got in zip(texts, read):
+        assert _norm(got) == _norm(text), (text, got)

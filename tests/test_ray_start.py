@@ -51,10 +51,12 @@ def test_write_batches_never_wait_for_more_than_one_round_of_a_pool():
 def test_settings_that_can_never_match_are_named():
     lexical = EncoderInfo("lexical:v2", 128, needs_pixels=False, loads_model=False, needs_regions=True)
     model = EncoderInfo("colqwen2.5", 128, needs_pixels=True, loads_model=True, needs_regions=False)
-    (w,) = settings_warnings(IndexConfig("s", "i", ocr="none"), lexical)
+    (w,) = settings_warnings(IndexConfig("s", "i", ocr="none", text_layer="off"), lexical)
     assert "no query will match" in w and "--ocr none" in w
+    (w,) = settings_warnings(IndexConfig("s", "i", ocr="none"), lexical)  # the text layer still reads PDFs
+    assert "without a usable text layer (scans, images) get no regions" in w
     assert settings_warnings(IndexConfig("s", "i", ocr="rapid"), lexical) == []
-    assert settings_warnings(IndexConfig("s", "i", ocr="none"), model) == []
+    assert settings_warnings(IndexConfig("s", "i", ocr="none", text_layer="off"), model) == []
     null = EncoderInfo("null:d128", 128, needs_pixels=False, loads_model=False)
     assert settings_warnings(IndexConfig("s", "i", ocr="none"), null)
 
@@ -117,7 +119,8 @@ def test_snappy_index_listens_on_loopback_only(tmp_path):
         _kill_group(proc)
     assert proc.returncode == 0, out[-3000:]
     assert "3 pages" in out, out[-3000:]
-    assert "no query will match" in out  # --ocr none with the lexical encoder: said at index time
+    assert "3 text layer" in out, out[-3000:]  # generated PDFs: their text layer, no OCR needed
+    assert "--ocr none: pages without a usable" in out  # what --ocr none costs: said at index time
     assert len({p for p, _, _ in seen}) >= 3, f"too few Ray processes seen listening: {seen}"
     exposed = sorted((pid, ip, port) for pid, ip, port in seen if ip not in LOOPBACK)
     assert not exposed, f"listening beyond loopback: {exposed}"

@@ -169,7 +169,7 @@ def test_geometry_matches_pdfium_page_to_device(rotation):
 def test_born_digital_page_text_exact_and_boxes_on_ink():
     page_spec = text_page(LETTER, ["The Zephyr turbine produced forty megawatts."], random.Random(3), n_lines=14)
     page, image, regions, decision = regions_of(SynthDoc("d", [page_spec]).write_pdf_bytes())
-    assert decision.action == "none", decision.reason
+    assert decision.action == "none" and decision.code == "text_layer", decision.reason
     drawn = [ln.text for ln in page_spec.lines]
     assert [r.text for r in regions] == drawn  # exact, in reading order
     assert all(tl.cer(d, r.text) == 0 for d, r in zip(drawn, regions))
@@ -261,7 +261,7 @@ def test_image_only_page_needs_full_ocr():
     data = make_pdf(lambda c: c.drawImage(ImageReader(scan), 0, 0, width=612, height=792))
     _, _, regions, decision = regions_of(data)
     assert decision.action == "full" and regions == []
-    assert "no usable text layer" in decision.reason
+    assert "no usable text layer" in decision.reason and decision.code == "no_text_layer"
 
 
 def test_scanner_sandwich_is_full_ocr_without_regions():
@@ -278,7 +278,7 @@ def test_scanner_sandwich_is_full_ocr_without_regions():
 
     page, image, regions, decision = regions_of(data := make_pdf(draw))
     assert decision.action == "full" and regions == []
-    assert "invisible" in decision.reason and "OCR layer" in decision.reason
+    assert "invisible" in decision.reason and "OCR layer" in decision.reason and decision.code == "invisible_layer"
     assert decision.counts["visible"] == 0
     # in "only" mode the invisible text still gives no region
     assert regions_of(data, mode="only")[2] == []
@@ -292,7 +292,7 @@ def test_mixed_page_ocrs_only_the_pasted_image():
         c.drawImage(ImageReader(shot), 150, 300, width=300, height=120)
 
     page, image, regions, decision = regions_of(make_pdf(draw))
-    assert decision.action == "areas", decision.reason
+    assert decision.action == "areas" and decision.code == "image_areas", decision.reason
     assert len(decision.areas) == 1
     expect = (150 * SCALE, (792 - 420) * SCALE, 450 * SCALE, (792 - 300) * SCALE)
     assert decision.areas[0] == pytest.approx(expect, abs=0.01)
@@ -326,6 +326,7 @@ def test_scan_in_strips_is_one_area_and_full_ocr():
         body(c, BODY[:2], top=40)  # a visible footer stamped on it
     _, _, regions, decision = regions_of(make_pdf(draw))
     assert decision.action == "full" and "images without text cover 90%" in decision.reason  # the footer strip has text
+    assert decision.code == "images_cover_page"
 
 
 def test_many_vector_objects_in_bounded_time():
@@ -360,7 +361,7 @@ def test_private_use_map_needs_full_ocr():
     pua = remap_tounicode(data, lambda u: 0xE000 + u if 0x20 < u < 0x80 else u)
     _, _, regions, decision = regions_of(pua)
     assert decision.action == "full" and regions == []
-    assert "no valid unicode" in decision.reason
+    assert "no valid unicode" in decision.reason and decision.code == "invalid_unicode"
     # the same page with its true map is fine
     assert regions_of(data)[3].action == "none"
 
@@ -478,7 +479,7 @@ def test_fake_bold_double_print_reads_once():
 
 def test_blank_page_needs_nothing_and_outlines_need_ocr():
     _, _, regions, decision = regions_of(make_pdf(lambda c: None))
-    assert decision.action == "none" and regions == [] and "blank" in decision.reason
+    assert decision.action == "none" and regions == [] and "blank" in decision.reason and decision.code == "blank"
 
     def outlines(c):  # glyph-like shapes drawn as paths, no text layer
         for row in range(30):
@@ -486,6 +487,7 @@ def test_blank_page_needs_nothing_and_outlines_need_ocr():
                 c.rect(60 + col * 12, 80 + row * 20, 7, 9, fill=1, stroke=0)
     _, _, regions, decision = regions_of(make_pdf(outlines))
     assert decision.action == "full" and "no usable text layer" in decision.reason
+    assert decision.code == "no_text_layer"
 
 
 # ---------------------------------------------------------------------- layout
@@ -585,21 +587,252 @@ def test_page_with_100k_characters_in_bounded_time():
     regions, decision = tl.text_layer_regions(page, image)
     spent = time.process_time() - t0
     assert decision.counts["chars"] >= 100_000
-    assert len(regions) == 1100 and decision.action == "none"
+    assert len(regions) == 1100 and decision.action == "none" and decision.code == "text_layer"
     assert spent < 20.0, spent  # ~1 CPU-s here; bounded, never a hang
     layer = tl.read_text_layer(page, size_px=image.size, max_chars=50_000)
     assert layer.truncated and len(layer.code) == 0
     d = tl.decide(layer, tl.page_stats(image))
-    assert d.action == "full" and "over MAX_CHARS" in d.reason
+    assert d.action == "full" and "over MAX_CHARS" in d.reason and d.code == "too_many_chars"
+
+
+# Bad inputs read as snappy reads them: through snappy.pages.iter_pages, the page open and rendered.
+def auto_pages(data: bytes, mode: str = "auto"):
+    from snappy.pages import RenderOptions, iter_pages
+
+    return list(iter_pages(data, RenderOptions(dpi=DPI, text_layer=mode)))
+
+
+def assert_clear_decision(page):
+    """A page rendered (with ink) and decided: an action, a known code, a reason; no regions for OCR."""
+    d = page.decision
+    assert d is not None and d.action in ("none", "full", "areas"), d
+    assert d.code in tl.CODES and d.reason.strip(), d
+    assert page.regions is not None and (d.action != "full" or page.regions == [])
+    assert np.asarray(page.image).min() < 128  # rendered: the page's ink is there
+
+
+def pdf_from_objects(objs: list[bytes]) -> bytes:
+    """A PDF of objects 1..N (1: the catalog) with a correct cross-reference table."""
+    out = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
+    offsets = []
+    for k, obj in enumerate(objs, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n%s\nendobj\n" % (k, obj)
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objs) + 1) + b"".join(b"%010d 00000 n \n" % o for o in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objs) + 1, xref)
+    return bytes(out)
+
+
+def pdf_stream(data: bytes) -> bytes:
+    return b"<< /Length %d >>\nstream\n%s\nendstream" % (len(data), data)
+
+
+_AGL = {" ": "space", ".": "period", ",": "comma", "-": "hyphen"}  # Adobe glyph names; letters are their own
+
+
+def type3_pdf(lines: list[str], tounicode: bool, glyph_names: str = "custom") -> bytes:
+    """A page of ``lines`` (12 pt, 14 pt leading) in a Type 3 font whose glyph procedures fill a
+    rectangle a character (height by character). ``tounicode``: with a ToUnicode map to the true
+    characters; ``glyph_names``: "custom" (/g97: no unicode without the map) or "standard" (/a,
+    /period: pdfium maps them by the Adobe glyph list)."""
+    codes = sorted({ord(ch) for line in lines for ch in line})
+    assert all(32 <= c < 127 for c in codes)
+    names = [(_AGL.get(chr(c), chr(c)) if glyph_names == "standard" else f"g{c}").encode() for c in codes]
+    procs, widths = [], []
+    for c in codes:
+        if c == 32:
+            procs.append(b"300 0 d0")  # an empty glyph
+            widths.append(300)
+        else:
+            top = 450 + 40 * (c % 7)
+            procs.append(b"550 0 50 0 450 %d d1 50 0 400 %d re f" % (top, top))  # uncoloured: the text's fill
+            widths.append(550)
+    first_proc = 6
+    to_unicode = b""
+    tail = []
+    if tounicode:
+        cmap = (b"/CIDInit /ProcSet findresource begin 12 dict begin begincmap /CMapName /T3U def\n"
+                b"1 begincodespacerange <00> <FF> endcodespacerange\n%d beginbfchar\n" % len(codes)
+                + b"".join(b"<%02X> <%04X>\n" % (c, c) for c in codes)
+                + b"endbfchar endcmap CMapName currentdict /CMap defineresource pop end end")
+        to_unicode = b"/ToUnicode %d 0 R " % (first_proc + len(codes))
+        tail.append(pdf_stream(cmap))
+    font = (b"<< /Type /Font /Subtype /Type3 /FontBBox [0 0 600 800] /FontMatrix [0.001 0 0 0.001 0 0] /CharProcs << "
+            + b" ".join(b"/%s %d 0 R" % (n, first_proc + k) for k, n in enumerate(names))
+            + b" >> /Encoding << /Type /Encoding /Differences ["
+            + b" ".join(b"%d /%s" % (c, n) for c, n in zip(codes, names))
+            + b"] >> /FirstChar %d /LastChar %d /Widths [" % (codes[0], codes[-1])
+            + b" ".join(b"%d" % (widths[codes.index(c)] if c in codes else 0) for c in range(codes[0], codes[-1] + 1))
+            + b"] /Resources << >> " + to_unicode + b">>")
+    content = b"BT /F1 12 Tf 14 TL 72 720 Td " + b" ".join(b"(%s) Tj T*" % ln.encode() for ln in lines) + b" ET"
+    page = (b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /Font << /F1 4 0 R >> >> "
+            b"/Contents 5 0 R >>")
+    return pdf_from_objects([b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>", page,
+                             font, pdf_stream(content)] + [pdf_stream(p) for p in procs] + tail)
+
+
+def test_type3_font_with_tounicode_reads_text():
+    """Type 3 glyphs are content streams (here: filled rectangles); with a ToUnicode map pdfium reads
+    their text and boxes like any font's: the text layer is the page's text."""
+    data = type3_pdf(BODY, tounicode=True)
+    (page,) = auto_pages(data)
+    assert_clear_decision(page)
+    assert page.decision.action == "none" and page.decision.code == "text_layer", page.decision.reason
+    assert [r.text for r in page.regions] == BODY
+    pdf_page, _, regions, _ = regions_of(data)
+    assert_boxes_on_ink(pdf_page, regions)  # the glyph procedures' ink is inside the line boxes
+
+
+@pytest.mark.parametrize("glyph_names", ["custom", "standard"])
+def test_type3_font_without_tounicode_needs_full_ocr(glyph_names):
+    """No ToUnicode map: pdfium takes no unicode from a Type 3 font's glyph names, not even standard
+    ones (/T, /period); it falls back to the character codes and flags a map error on each
+    (FPDFText_HasUnicodeMapError): text that cannot be trusted, so the page is OCR'd."""
+    data = type3_pdf(BODY, tounicode=False, glyph_names=glyph_names)
+    pdf_page = open_page(data)
+    tp = pdf_page.get_textpage()
+    assert tp.get_text_range().startswith(BODY[0])  # the codes happen to be ASCII ...
+    assert all(pdfium_c.FPDFText_HasUnicodeMapError(tp.raw, i) for i in range(5))  # ... but unmapped
+    (page,) = auto_pages(data)
+    assert_clear_decision(page)
+    assert page.decision.action == "full" and page.regions == []
+    assert page.decision.code == "invalid_unicode" and "no valid unicode" in page.decision.reason
+
+
+# Right-to-left lines (logical order) and how a PDF stores them: the glyphs in visual order, left to right.
+RTL_LINES = {
+    "hebrew": ("שלום עולם טוב", "בוט םלוע םולש"),
+    "hebrew_number": ("סך הכל 1,250.50 שקלים (כולל מסים)", "(םיסמ ללוכ) םילקש 1,250.50 לכה ךס"),
+    "arabic": ("مرحبا بالعالم", "ملاعلاب ابحرم"),
+    "mixed_ltr": ("Total: שלום עולם in the budget", "Total: םלוע םולש in the budget"),
+}
+
+
+def _rtl_pdf() -> bytes:
+    font = register_ttf()  # DejaVu Sans has Hebrew and Arabic (unshaped: isolated forms, as drawn here)
+
+    def draw(c):
+        c.setFont(font, 14)
+        for k, (logical, visual) in enumerate(RTL_LINES.values()):
+            if logical[0].isascii():
+                c.drawString(72, 700 - 40 * k, visual)
+            else:
+                c.drawRightString(540, 700 - 40 * k, visual)  # right-aligned, as right-to-left text is set
+    return make_pdf(draw)
+
+
+def test_right_to_left_lines_read_in_logical_order():
+    """pdfium's own text (FPDFText_GetText) is in logical order for right-to-left lines; the line
+    regions are built from the boxes (visual order) and put back in logical order (logical_order)."""
+    data = _rtl_pdf()
+    assert b"FontFile2" in data
+    (page,) = auto_pages(data)
+    assert_clear_decision(page)
+    assert page.decision.action == "none" and page.decision.code == "text_layer", page.decision.reason
+    assert [r.text for r in page.regions] == [logical for logical, _ in RTL_LINES.values()]
+    pdf_page, _, regions, _ = regions_of(data)
+    pdfium_lines = pdf_page.get_textpage().get_text_range().split("\r\n")
+    for name in ("hebrew", "hebrew_number", "arabic"):  # pdfium agrees on the right-to-left lines
+        assert RTL_LINES[name][0] in pdfium_lines
+    # (on the left-to-right line with Hebrew words in it, this pdfium puts the two words in the wrong order)
+    assert_boxes_on_ink(pdf_page, regions)
+
+
+@pytest.mark.parametrize("visual, logical", [
+    ("plain left to right", "plain left to right"),
+    ("בוט םלוע םולש", "שלום עולם טוב"),  # Hebrew
+    ("ملاعلاب ابحرم", "مرحبا بالعالم"),  # Arabic
+    ("םלוע 123 םולש", "שלום 123 עולם"),  # numbers read left to right inside right-to-left text
+    ("ןוילימ 1,250.50 ךס", "סך 1,250.50 מיליון"),  # ... with their separators
+    ("החנה 50%", "50% הנחה"),  # ... and signs
+    (")םיסמ ללוכ(", "(כולל מסים)"),  # brackets as pdfium reports them: mirrored in right-to-left text
+    ("Total: םלוע םולש in the budget", "Total: שלום עולם in the budget"),  # left-to-right line
+    ("PDF 2.0 ןקתה", "התקן PDF 2.0"),  # a left-to-right run in a right-to-left line
+])
+def test_logical_order_of_visual_lines(visual, logical):
+    assert tl.logical_order(visual) == logical
+
+
+def _corrupt_xref(data: bytes, kind: str) -> bytes:
+    xref, trailer = data.rindex(b"xref"), data.rindex(b"trailer")
+    if kind == "zero_offsets":
+        return re.sub(rb"\d{10} 00000 n", b"0000000000 00000 n", data)
+    if kind == "shifted_offsets":
+        return re.sub(rb"(\d{10}) 00000 n", lambda m: b"%010d 00000 n" % (int(m.group(1)) + 37), data)
+    if kind == "garbled_table":
+        return data[:xref] + b"xref\n0 8\n" + b"not a cross-reference entry\n" * 8 + data[trailer:]
+    if kind == "bad_startxref":
+        return re.sub(rb"startxref\s+\d+", b"startxref\n999999", data)
+    if kind == "no_startxref":
+        return data[:data.rindex(b"startxref")]
+    if kind == "no_xref_no_trailer":
+        return data[:xref]
+    if kind == "junk_before_header":
+        return b"junk " * 20 + data
+    if kind == "no_trailer":
+        return data[:trailer]
+    if kind == "trailer_cut_in_dict":
+        return data[:data.index(b"/Root", trailer)]
+    raise ValueError(kind)
+
+
+@pytest.mark.parametrize("kind", ["zero_offsets", "shifted_offsets", "garbled_table", "bad_startxref",
+                                  "no_startxref", "no_xref_no_trailer", "junk_before_header"])
+def test_broken_xref_is_repaired_and_the_page_read(kind):
+    """pdfium rebuilds a broken cross-reference table by scanning the objects: the page renders and
+    its text layer reads as in the intact file."""
+    data = _corrupt_xref(make_pdf(lambda c: body(c, BODY)), kind)
+    (page,) = auto_pages(data)
+    assert_clear_decision(page)
+    assert page.decision.action == "none" and page.decision.code == "text_layer", page.decision.reason
+    assert [r.text for r in page.regions] == BODY
+
+
+@pytest.mark.parametrize("kind", ["no_trailer", "trailer_cut_in_dict"])
+def test_xref_without_its_trailer_is_a_document_error(kind):
+    """A cross-reference table whose trailer is cut off: pdfium (this build) does not rebuild, the
+    document does not open; a DocumentError that says so, not a crash (no page to OCR)."""
+    from snappy.pages import DocumentError
+
+    data = _corrupt_xref(make_pdf(lambda c: body(c, BODY)), kind)
+    with pytest.raises(DocumentError, match="corrupt or truncated"):
+        auto_pages(data)
+
+
+def test_unreadable_text_layer_falls_back_to_ocr(monkeypatch):
+    """Whatever pdfium or the reading raises on a page, the page is rendered and OCR'd ("unreadable")."""
+    data = make_pdf(lambda c: body(c, BODY))
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("FPDFText_LoadPage failed")
+
+    monkeypatch.setattr(tl, "text_layer_regions", broken)
+    (page,) = auto_pages(data)
+    assert_clear_decision(page)
+    assert page.decision.action == "full" and page.decision.code == "unreadable"
+    assert "text layer unreadable" in page.decision.reason and "FPDFText_LoadPage failed" in page.decision.reason
+    (page,) = auto_pages(data, "only")
+    assert page.decision.action == "none" and page.decision.code == "only" and page.regions == []
+
+
+def test_image_file_has_no_text_layer():
+    buf = io.BytesIO()
+    sample_image().save(buf, "PNG")
+    (page,) = auto_pages(buf.getvalue())
+    assert_clear_decision(page)
+    assert page.decision.action == "full" and page.decision.code == "image_file"
+    (page,) = auto_pages(buf.getvalue(), "only")
+    assert page.decision.action == "none" and page.decision.code == "only"
 
 
 def test_modes_off_only_and_unknown():
     data = _hidden_page("mode3")
     page = open_page(data)
     image = render(page)
-    assert tl.text_layer_regions(page, image, "off") == ([], tl.PageDecision("full", "text layer off"))
+    assert tl.text_layer_regions(page, image, "off") == ([], tl.PageDecision("full", "text layer off", code="off"))
     regions, d = tl.text_layer_regions(page, image, "only")
-    assert d.action == "none" and "text layer only" in d.reason and len(regions) == len(BODY)
+    assert d.action == "none" and "text layer only" in d.reason and len(regions) == len(BODY) and d.code == "only"
     with pytest.raises(ValueError, match="unknown text layer mode"):
         tl.text_layer_regions(page, image, "sometimes")
 
@@ -631,6 +864,44 @@ def test_decide_is_pure_on_arrays():
     assert tl.decide(layer([ord("a")] * n), stats, layer_ok=False).action == "full"
     inv = np.full(n, tl.DROP_REASONS.index("invisible"), np.int8)
     assert "OCR layer" in tl.decide(layer([ord("a")] * n, inv, 3), stats).reason
+
+
+def _array_layer(n=40, code=ord("a"), drop=0, mode=0, images=(), truncated=False, n_chars=None):
+    """A TextLayer of ``n`` characters on a 1000 x 1000 pt page (1 px a point), all at its bottom
+    left, and image objects ``images`` (user-space boxes)."""
+    g = tl.PageGeometry((0, 0, 1000, 1000), 0, (1000, 1000))
+    z = np.zeros
+    img = np.asarray(images, float).reshape(-1, 4)
+    return tl.TextLayer(
+        geometry=g, code=np.full(n, code, np.int64), box=np.tile([10, 10, 15, 20], (n, 1)).astype(float),
+        base=z((n, 2)), font_size=np.full(n, 10.0), angle=z(n), render_mode=np.full(n, mode, np.int8),
+        fill=np.tile([0, 0, 0, 255], (n, 1)).astype(np.uint8), stroke=z((n, 4), np.uint8), generated=z(n, bool),
+        map_error=z(n, bool), hyphen=z(n, bool), obj=z(n, np.int32), drop=np.full(n, drop, np.int8),
+        obj_kind=np.full(len(img), 3, np.int8), obj_box=img, obj_order=np.arange(len(img), dtype=np.int32),
+        n_chars=n if n_chars is None else n_chars, truncated=truncated)
+
+
+_INK, _NO_INK = tl.PageStats(0.05, 0.0), tl.PageStats(0.0, 0.0)
+_GRID = [(100 + 80 * i, 100 + 80 * j, 175 + 80 * i, 175 + 80 * j) for i in range(11) for j in range(11)]
+
+
+@pytest.mark.parametrize("code, layer, stats, kwargs, action", [
+    ("text_layer", lambda: _array_layer(), _INK, {}, "none"),
+    ("blank", lambda: _array_layer(0), _NO_INK, {}, "none"),
+    ("no_text_layer", lambda: _array_layer(0), tl.PageStats(0.05, 1.0), {}, "full"),
+    ("invalid_unicode", lambda: _array_layer(code=0xFFFD), _INK, {}, "full"),
+    ("invisible_layer", lambda: _array_layer(drop=tl.DROP_REASONS.index("invisible"), mode=3), _INK, {}, "full"),
+    ("image_areas", lambda: _array_layer(images=[(300, 300, 600, 500)]), _INK, {}, "areas"),
+    ("images_cover_page", lambda: _array_layer(images=[(100, 100, 1000, 1000)]), _INK, {}, "full"),
+    ("many_images", lambda: _array_layer(images=_GRID), _INK, {}, "full"),  # 121 > MAX_AREAS
+    ("too_many_chars", lambda: _array_layer(0, truncated=True, n_chars=tl.MAX_CHARS + 1), _INK, {}, "full"),
+    ("check_failed", lambda: _array_layer(), _INK, {"layer_ok": False}, "full"),
+])
+def test_decide_gives_each_code(code, layer, stats, kwargs, action):
+    d = tl.decide(layer(), stats, **kwargs)
+    assert (d.code, d.action) == (code, action), d.reason
+    assert code in tl.CODES and d.reason.strip()
+    assert d.source == tl.SOURCE_OF[action] and (len(d.areas) > 0) == (action == "areas")
 
 
 def test_areas_merge_overlapping_images_and_decisions_serialise():
@@ -666,11 +937,17 @@ def test_compare_texts_flags_a_shifted_map():
     assert tl.compare_texts([], []).ok is None
 
 
+def window(line: str) -> str:
+    """What check_crops keeps of a line: its first words (the crop is cut where they end)."""
+    cut = line.find(" ", tl.VERIFY_WINDOW_CHARS)
+    return line[:cut] if cut > 0 and len(line) - cut > 8 else line
+
+
 class TruthOcr:
     """A stand-in OCR engine that reads what was drawn: the lines it is given, matched by position."""
 
     def __init__(self, truth):
-        self.truth, self.calls = list(truth), 0
+        self.truth, self.calls = [window(t) for t in truth], 0
 
     def recognize(self, image):
         self.calls += 1
@@ -687,11 +964,17 @@ def test_verify_with_ocr_catches_a_shifted_tounicode_map():
     picked = tl.pick_check_lines(regions, 3)
     check = tl.verify_with_ocr(image, regions, TruthOcr([BODY[i] for i in picked]), n=3)
     assert check.ok is False and len(check.lines) == 3
-    _, image, regions, _ = regions_of(data)
-    assert tl.verify_with_ocr(image, regions, TruthOcr([BODY[i] for i in picked]), n=3).ok is True
+    _, true_image, true_regions, _ = regions_of(data)
+    assert tl.verify_with_ocr(true_image, true_regions, TruthOcr([BODY[i] for i in picked]), n=3).ok is True
     # the document-level verdict then sends the page to OCR
     page = open_page(shifted)
-    assert tl.text_layer_regions(page, render(page), layer_ok=False)[1].action == "full"
+    failed = tl.text_layer_regions(page, render(page), layer_ok=False)[1]
+    assert failed.action == "full" and failed.code == "check_failed"
+    # ... as does after_check on the page's regions and decision
+    assert tl.after_check(regions, decision, tl.compare_texts([], [])) == (regions, decision)  # no verdict: kept
+    regions, decision = tl.after_check(regions, decision, check)
+    assert regions == [] and decision.action == "full" and decision.code == "check_failed"
+    assert "failed the OCR check" in decision.reason
 
 
 def test_verify_with_rapid_ocr():

@@ -134,14 +134,16 @@ class LexicalEncoder(Encoder):
     def _hash_rows(self, pieces: Sequence[str]) -> np.ndarray:
         """``[n, dim]`` unit vectors, one per piece."""
         o = self.options
-        out = np.zeros((len(pieces), o.dim), dtype=np.float32)
-        for i, piece in enumerate(pieces):
-            digest = hashlib.blake2b(f"{o.seed}:{piece}".encode(), digest_size=3 * o.hashes).digest()
-            idx = np.frombuffer(digest[: 2 * o.hashes], dtype="<u2") % o.dim
-            sign = np.where(np.frombuffer(digest[2 * o.hashes:], dtype=np.uint8) & 1, 1.0, -1.0)
-            np.add.at(out[i], idx, sign)
-        norms = np.linalg.norm(out, axis=1, keepdims=True)
-        return out / np.maximum(norms, 1e-12)
+        uniq, inverse = np.unique(np.asarray(pieces, dtype=object).astype(str), return_inverse=True)
+        h = o.hashes
+        digests = np.frombuffer(b"".join(hashlib.blake2b(f"{o.seed}:{piece}".encode(), digest_size=3 * h).digest()
+                                         for piece in uniq), np.uint8).reshape(len(uniq), 3 * h)
+        idx = digests[:, : 2 * h].copy().view("<u2") % o.dim  # [U, h]: one hash per unique piece
+        sign = np.where(digests[:, 2 * h:] & 1, 1.0, -1.0)  # [U, h]
+        rows = np.zeros((len(uniq), o.dim), dtype=np.float32)
+        np.add.at(rows, (np.repeat(np.arange(len(uniq)), h), idx.ravel()), sign.ravel())
+        rows /= np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+        return rows[inverse.reshape(-1)]
 
     # -- Encoder API
     def grid_for(self, page_size: tuple[int, int]) -> PatchGrid:

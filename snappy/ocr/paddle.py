@@ -59,6 +59,7 @@ class PaddleOcrEngine(OcrEngine):
         kwargs = {k: v for k, v in kwargs.items() if v is not None}
         from paddleocr import PaddleOCR
 
+        self._rec = None  # a recogniser alone, for read_lines (built on first use)
         try:
             self._ocr = PaddleOCR(**kwargs)
         except Exception as e:  # PaddleX raises bare Exceptions for unknown/unreachable models
@@ -89,6 +90,25 @@ class PaddleOcrEngine(OcrEngine):
                     regions.append(Region.from_polygon(np.asarray(poly, dtype=np.float64), size, text=word.strip(),
                                                        confidence=_unit(score), level="word"))
         return regions
+
+
+    def read_lines(self, crops: list[Image.Image]) -> list[str]:
+        """Recognition only (PaddleOCR's ``TextRecognition`` with this engine's recognition model,
+        built on first use), one tight line crop at a time: no detection."""
+        if self._rec is None:
+            from paddleocr import TextRecognition
+
+            kwargs = {"model_name": self.rec_model.name, "engine": self.options.engine,
+                      "model_dir": self.rec_model.folder and str(self.rec_model.folder), "device": self.options.device}
+            threads = resolve_threads(self.options.cpu_threads)
+            if threads is not None and self.options.engine == "onnxruntime":
+                kwargs["engine_config"] = {"onnxruntime": {"intra_op_num_threads": threads}}
+            self._rec = TextRecognition(**{k: v for k, v in kwargs.items() if v is not None})
+        out = []
+        for crop in crops:
+            bgr = np.ascontiguousarray(np.asarray(crop.convert("RGB"))[:, :, ::-1])
+            out.append(self._rec.predict([bgr])[0]["rec_text"])
+        return out
 
 
 def _unit(score: float) -> float:

@@ -71,5 +71,15 @@ class RapidOcrEngine(OcrEngine):
         ]
 
 
+    def read_lines(self, crops: list[Image.Image]) -> list[str]:
+        """Recognition only, one tight line crop at a time (no detection)."""
+        out = []
+        for crop in crops:
+            bgr = np.ascontiguousarray(np.asarray(crop.convert("RGB"))[:, :, ::-1])
+            res = self._ocr(bgr, use_det=False, use_cls=False, use_rec=True)
+            out.append(" ".join(t for t in (getattr(res, "txts", None) or ()) if t))
+        return out
+
+
 def _unit(score: float) -> float:
     return float(min(max(float(score), 0.0), 1.0))

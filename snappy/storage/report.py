@@ -1,6 +1,7 @@
 """What an operator wants to know of an index, as one JSON-able dict: ``snappy inspect`` prints it,
 the service's ``GET /api/index`` (the search page's index panel) sends it. Tables, snapshot, the
-writer lease (held or stale), last runs (dead ones named), failed documents, damage."""
+writer lease (held or stale), last runs (dead ones named), failed documents, where the pages' text
+came from (text layer or OCR, and why), damage."""
 from __future__ import annotations
 
 import logging
@@ -17,7 +18,8 @@ def index_report(store, runs: int = 5, deep: bool = False, quick: bool = False) 
     looks at manifests and file sizes only (what a service can afford per request).
 
     ``no_tables`` says why a location with run records or a lease has no table yet (else None);
-    ``empty`` is True when there is nothing at all (no table, lease or run)."""
+    ``empty`` is True when there is nothing at all (no table, lease or run). ``text`` (not with
+    ``quick``: it reads two columns of every page) counts live pages by text source and reason."""
     problems = check(store, deep=deep, quick=quick)
     try:
         stats = store.stats()
@@ -46,7 +48,30 @@ def index_report(store, runs: int = 5, deep: bool = False, quick: bool = False) 
             "lease": lease, "tables": stats, "runs": recent,
             "no_tables": None if stats or problems else no_tables(recent, lease),
             "empty": not stats and not problems and lease is None and not recent,
-            "failed": [{k: v for k, v in f.items() if k != "checked_at"} for f in failed]}
+            "failed": [{k: v for k, v in f.items() if k != "checked_at"} for f in failed],
+            "text": None if quick or "pages" not in stats else text_sources(store)}
+
+
+def text_sources(store) -> dict | None:
+    """Live pages by ``text_source`` (pdf | ocr | pdf+ocr; "unrecorded": indexed before snappy kept
+    it) and by ``text_code`` (why); None when the pages cannot be read (the problems say why)."""
+    import pyarrow.compute as pc
+
+    try:
+        have = set(store.dataset("pages").schema.names)
+        if "text_source" not in have:  # an index no run has written to since the text layer came
+            return {"pages_by_source": {"unrecorded": store.read("pages", ["page_id"]).num_rows}, "pages_by_reason": {}}
+        t = store.read("pages", ["text_source", "text_code"])
+    except Exception as e:
+        log.warning("%s: cannot read the pages' text sources: %s", store.uri, e)
+        return None
+
+    def counts(col) -> dict:
+        vc = pc.value_counts(pc.fill_null(t.column(col), "unrecorded").combine_chunks())
+        pairs = zip(vc.field("values").to_pylist(), vc.field("counts").to_pylist())
+        return dict(sorted(pairs, key=lambda kv: (-kv[1], kv[0])))
+
+    return {"pages_by_source": counts("text_source"), "pages_by_reason": counts("text_code")}
 
 
 def no_tables(recent: list[dict], lease: dict | None) -> str | None:

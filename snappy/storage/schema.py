@@ -109,6 +109,11 @@ def pages_schema(dim: int = DEFAULT_DIM) -> pa.Schema:
         pa.field("grid", pa.string()),  # PatchGrid JSON
         pa.field("encoder_id", pa.string()),
         pa.field("gen", pa.int64()),  # generation: live only if it equals the documents row's gen
+        # Where the page's text came from (snappy.textlayer.PageDecision): "pdf" (the text layer),
+        # "ocr", "pdf+ocr" (OCR of image areas); why (a textlayer.CODES key), in words. Null: not recorded.
+        pa.field("text_source", pa.string()),
+        pa.field("text_code", pa.string()),
+        pa.field("text_reason", pa.string()),
     ])
 
 
@@ -206,8 +211,16 @@ def page_record(doc_id: str, page: Page, embedding: PageEmbedding, encoder_id: s
         "width": page.width, "height": page.height, "width_pt": page.width_pt, "height_pt": page.height_pt,
         "dpi": page.dpi, "image": image_bytes if image_bytes is not None else encode_image(page.image),
         "vectors": vectors, "n_tokens": vectors.shape[0], "grid": embedding.grid.to_json(),
-        "encoder_id": encoder_id, "gen": gen,
+        "encoder_id": encoder_id, "gen": gen, **text_columns(page.decision),
     }
+
+
+def text_columns(decision) -> dict:
+    """The pages row's ``text_source`` / ``text_code`` / ``text_reason`` of a page's
+    :class:`snappy.textlayer.PageDecision` (None: the text layer was off, OCR read the page)."""
+    if decision is None:
+        return {"text_source": "ocr", "text_code": "off", "text_reason": "text layer off"}
+    return {"text_source": decision.source, "text_code": decision.code, "text_reason": decision.reason}
 
 
 def region_records(doc_id: str, page_number: int, regions: Sequence[Region], embedding_grid,

@@ -206,6 +206,7 @@ def write_vector_pages(uri: str, n_pages: int, page_vectors, encoder_id: str, di
                 "image": [None] * len(ids), "vectors": vectors_array(list(vecs), dim),
                 "n_tokens": [len(v) for v in vecs], "grid": grids, "encoder_id": [encoder_id] * len(ids),
                 "gen": [0] * len(ids),  # replaced by each document's generation when written
+                "text_source": [None] * len(ids), "text_code": [None] * len(ids), "text_reason": [None] * len(ids),
             }
             yield pa.RecordBatch.from_arrays([pa.array(cols[f.name], f.type) if f.name != "vectors" else cols[f.name]
                                               for f in schema], schema=schema)
@@ -235,6 +236,7 @@ def write_random_pages(uri: str, n_pages: int, n_tokens: int = 1024, dim: int = 
                 "image": [None] * len(ids), "vectors": vectors_array(list(vecs), dim),
                 "n_tokens": [n_tokens] * len(ids), "grid": [grid] * len(ids), "encoder_id": [f"random:d{dim}"] * len(ids),
                 "gen": [0] * len(ids),  # replaced by each document's generation when written
+                "text_source": [None] * len(ids), "text_code": [None] * len(ids), "text_reason": [None] * len(ids),
             }
             yield pa.RecordBatch.from_arrays([pa.array(cols[f.name], f.type) if f.name != "vectors" else cols[f.name]
                                               for f in schema], schema=schema)

@@ -1,6 +1,7 @@
 """The text layer in the indexing pipeline (issue 17): pages whose text layer is their text skip OCR
 (no engine call), mixed pages OCR only their image areas, scans are OCR'd whole; with --ocr none the
-text layer still gives regions. The stage tests run without Ray; one run goes through Ray."""
+text layer still gives regions; a text layer that reads wrong is caught by one OCR check per document.
+The stage tests run without Ray; three go through Ray (one slow)."""
 from __future__ import annotations
 
 import io
@@ -11,11 +12,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 from PIL import Image
-from reportlab.lib.utils import ImageReader
-from reportlab.pdfgen import canvas
 
 from snappy.regions import Region
-from snappy.synth import LETTER
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
@@ -24,23 +22,9 @@ DPI = 72.0  # page pixels are PDF points, y down
 
 def _pdf() -> bytes:
     """Page 1: born-digital text; page 2: an image only (a scan); page 3: text + a pasted image."""
-    rng = np.random.default_rng(1)
-    noise = Image.fromarray(rng.integers(0, 255, (200, 300, 3), dtype=np.uint8), "RGB")
-    buf = io.BytesIO()
-    c = canvas.Canvas(buf, pagesize=LETTER, invariant=1)
-    c.setFont("Helvetica", 11)
-    for k in range(12):
-        c.drawString(72, 700 - 16 * k, f"Line {k} of born digital text about invoices and contracts.")
-    c.showPage()
-    c.drawImage(ImageReader(noise), 0, 0, width=LETTER[0], height=LETTER[1])
-    c.showPage()
-    c.setFont("Helvetica", 11)
-    for k in range(6):
-        c.drawString(72, 700 - 16 * k, f"Paragraph line {k} above a pasted screenshot of a table.")
-    c.drawImage(ImageReader(noise), 72, 200, width=300, height=200)
-    c.showPage()
-    c.save()
-    return buf.getvalue()
+    from test_pages import _text_and_scan_pdf
+
+    return _text_and_scan_pdf()
 
 
 class CountingOcr:

@@ -313,7 +313,9 @@ def test_s3_source_and_s3_index_through_a_local_endpoint(ray_session, sample_cor
     summary = run_index(cfg)
     assert summary["documents"]["indexed"] == 3 and summary["pages"] == 6
     store = IndexStore(cfg.index, s3)
-    assert store.count_rows() == {"documents": 3, "pages": 6}  # no OCR: no regions table
+    rows = store.count_rows()  # no OCR: the regions are the PDFs' text layer
+    assert rows["documents"] == 3 and rows["pages"] == 6 and rows["regions"] == summary["regions"] > 0
+    assert set(store.read("regions", ["source"]).column("source").to_pylist()) == {"pdf"}
     assert sorted(store.documents(columns=["uri"]).column("uri").to_pylist()) == [
         f"s3://docs/corpus/{p.name}" for p in sorted(paths)]
     keys = [o["Key"] for o in s3_client.list_objects_v2(Bucket="index").get("Contents", [])]

@@ -35,12 +35,15 @@ import pyarrow as pa
 from .guard import LedgerClient, Watchdog
 from snappy.failures import FailureKind, classify
 from snappy.indexing import regions_from_json, regions_to_json
-from snappy.pages import DocumentError, RenderOptions, is_blank, iter_pages
+from snappy.errors import DocumentError
+from snappy.pages import RenderOptions, is_blank, iter_pages
 from snappy.plan import Action
 from snappy.poison import careful
 from snappy.sources import ReadLimits, Source
 from snappy.storage.commit import make_gen
-from snappy.storage.schema import encode_image, page_id_for, pages_schema, region_records, regions_schema, vectors_array
+from snappy.ids import page_id_for
+from snappy.records import region_records
+from snappy.storage.schema import encode_image, pages_schema, regions_schema, vectors_array
 from snappy.storage.writer import MAX_ROWS_PER_FILE, write_fragments
 
 log = logging.getLogger(__name__)

@@ -84,7 +84,8 @@ def test_shards_merged_equal_one_searcher(index, n_shards):
 
 
 def test_shards_in_candidate_mode_equal_one_searcher(tmp_path):
-    from snappy.search.maintain import CandidateSettings, update_candidates
+    from snappy.candidate_settings import CandidateSettings
+    from snappy.search.maintain import update_candidates
     from snappy.storage import IndexStore
 
     uri = str(tmp_path / "idx")

@@ -8,7 +8,7 @@ among, LanceDB, and the region step; on data with structure, never uniform noise
     python benchmarks/bench_search.py lexical --pages 5000         # lexical-encoder vectors of generated pages
     python benchmarks/bench_search.py regions                      # the region step through the real path
 
-Data: ``snappy.storage.synthetic.StructuredCorpus`` (documented there: a Zipf vocabulary of concept
+Data: ``snappy.synth_index.StructuredCorpus`` (documented there: a Zipf vocabulary of concept
 centroids, ~45 % near-identical background tokens, noisy content tokens, queries paraphrasing a
 target page's rarer concepts; 1,024 tokens x 128 per page) and, for ``lexical``, the lexical
 encoder's vectors of generated text pages (``snappy.synth``) with queries made of each page's words.
@@ -36,7 +36,7 @@ DEFAULT_WORK = Path(os.environ.get("SNAPPY_CACHE", Path.home() / ".cache" / "sna
 
 
 def corpus(n: int):
-    from snappy.storage.synthetic import StructuredCorpus
+    from snappy.synth_index import StructuredCorpus
 
     return StructuredCorpus(n)
 
@@ -47,7 +47,7 @@ def build(n: int, work: Path) -> Path:
     from snappy.candidate_settings import CandidateSettings
     from snappy.search.maintain import update_candidates
     from snappy.storage import IndexStore
-    from snappy.storage.synthetic import write_vector_pages
+    from snappy.synth_index import write_vector_pages
 
     path = work / f"structured-{n}"
     done = path / "BUILT"
@@ -357,7 +357,7 @@ def lexical(n: int, n_q: int, work: Path) -> dict:
     from snappy.search import Searcher, SearchOptions
     from snappy.candidate_settings import CandidateSettings
     from snappy.search.maintain import update_candidates
-    from snappy.storage.synthetic import write_vector_pages
+    from snappy.synth_index import write_vector_pages
     from snappy.synth import LETTER, text_page
 
     enc = LexicalEncoder()

@@ -143,7 +143,7 @@ def test_an_index_written_before_blocks_is_migrated_and_answers_every_level(tmp_
     from snappy.search import Searcher
     from snappy.storage import REGIONS
     from snappy.storage import schema as sch
-    from snappy.storage.synthetic import SynthDocSpec, SynthPageSpec, write_index
+    from snappy.synth_index import SynthDocSpec, SynthPageSpec, write_index
 
     para = [((50, 100, 700, 120), "quarterly revenue grew"), ((50, 126, 700, 146), "by twelve percent in"),
             ((50, 152, 400, 172), "the northern region")]

@@ -11,7 +11,7 @@ from snappy.candidate_settings import CandidateSettings
 from snappy.search.maintain import plan_codebook, update_candidates
 from snappy.ids import page_id_for
 from snappy.storage.schema import CODEBOOK, CODES, IndexSettings, document_record, to_table
-from snappy.storage.synthetic import StructuredCorpus, write_vector_pages
+from snappy.synth_index import StructuredCorpus, write_vector_pages
 
 N_TOKENS = 96
 CORPUS = StructuredCorpus(400, n_tokens=N_TOKENS, vocabulary=512, concepts=(4, 10), seed=7)
@@ -175,7 +175,7 @@ def test_a_lexical_index_keeps_its_words_in_the_candidate_stage(tmp_path):
     from snappy.regions import Region
     from snappy.candidate_settings import CandidateSettings
     from snappy.search.maintain import update_candidates
-    from snappy.storage.synthetic import write_vector_pages
+    from snappy.synth_index import write_vector_pages
     from snappy.synth import LETTER, text_page
 
     n, enc, rng = 400, LexicalEncoder(), random.Random(0)

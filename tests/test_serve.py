@@ -24,7 +24,7 @@ from pipelines.serve import RouterImpl, ServeConfig, ShardImpl, config_from_args
 from snappy.search import QueryError, Searcher, SearchOptions, merge_pages
 from snappy.search.candidates import CandidateOptions
 from snappy.storage import snapshot as snapshots
-from snappy.storage.synthetic import SynthDocSpec, SynthPageSpec, write_index
+from snappy.synth_index import SynthDocSpec, SynthPageSpec, write_index
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -9,7 +9,7 @@ import pytest
 from snappy.grid import PatchGrid
 from snappy.ids import doc_id_for
 from snappy.storage import DOCUMENTS, PAGES, REGIONS, IndexStore, fs
-from snappy.storage.synthetic import SynthDocSpec, SynthPageSpec, write_index
+from snappy.synth_index import SynthDocSpec, SynthPageSpec, write_index
 
 GRID = PatchGrid.uniform("test", (400, 400), 4, 4)  # 16 patches of 100x100 px
 

@@ -108,8 +108,6 @@ def _check_size(source: str, number: int, w: int, h: int, opts: RenderOptions) -
         )
 
 
-_check_pixels = _check_size  # the former name
-
 
 def _check_count(source: str, n: int, opts: RenderOptions) -> None:
     if opts.max_pages is not None and n > opts.max_pages:

@@ -8,7 +8,7 @@ among, LanceDB, and the region step; on data with structure, never uniform noise
     python benchmarks/bench_search.py lexical --pages 5000         # lexical-encoder vectors of generated pages
     python benchmarks/bench_search.py regions                      # the region step through the real path
 
-Data: ``snappy.storage.synthetic.StructuredCorpus`` (documented there: a Zipf vocabulary of concept
+Data: ``snappy.synth_index.StructuredCorpus`` (documented there: a Zipf vocabulary of concept
 centroids, ~45 % near-identical background tokens, noisy content tokens, queries paraphrasing a
 target page's rarer concepts; 1,024 tokens x 128 per page) and, for ``lexical``, the lexical
 encoder's vectors of generated text pages (``snappy.synth``) with queries made of each page's words.
@@ -36,7 +36,7 @@ DEFAULT_WORK = Path(os.environ.get("SNAPPY_CACHE", Path.home() / ".cache" / "sna
 
 
 def corpus(n: int):
-    from snappy.storage.synthetic import StructuredCorpus
+    from snappy.synth_index import StructuredCorpus
 
     return StructuredCorpus(n)
 
@@ -44,9 +44,10 @@ def corpus(n: int):
 # ---------------------------------------------------------------------- build
 def build(n: int, work: Path) -> Path:
     """The structured index of ``n`` pages with its candidate stage (cached)."""
-    from snappy.search.maintain import CandidateSettings, update_candidates
+    from snappy.candidate_settings import CandidateSettings
+    from snappy.search.maintain import update_candidates
     from snappy.storage import IndexStore
-    from snappy.storage.synthetic import write_vector_pages
+    from snappy.synth_index import write_vector_pages
 
     path = work / f"structured-{n}"
     done = path / "BUILT"
@@ -354,8 +355,9 @@ def lexical(n: int, n_q: int, work: Path) -> dict:
     from snappy.encoders.lexical import LexicalEncoder
     from snappy.regions import Region
     from snappy.search import Searcher, SearchOptions
-    from snappy.search.maintain import CandidateSettings, update_candidates
-    from snappy.storage.synthetic import write_vector_pages
+    from snappy.candidate_settings import CandidateSettings
+    from snappy.search.maintain import update_candidates
+    from snappy.synth_index import write_vector_pages
     from snappy.synth import LETTER, text_page
 
     enc = LexicalEncoder()
@@ -392,7 +394,7 @@ def lexical(n: int, n_q: int, work: Path) -> dict:
     rec = np.mean([len({exact.state.page_ids[i] for i in a} & {cand.state.page_ids[i] for i in b}) / 10
                    for a, b in zip(e_idx, c_idx)])
     tie_rec = np.mean([np.count_nonzero(c >= e[-1] - 1e-4) / 10 for c, e in zip(c_sc, e_sc)])
-    from snappy.storage.schema import doc_id_for, page_id_for
+    from snappy.ids import doc_id_for, page_id_for
 
     want = [page_id_for(doc_id_for(f"lexical://{i:07d}"), 1) for i in targets]
     hit = {m: float(np.mean([w in {s.state.page_ids[j] for j in row} for w, row in zip(want, ix)]))
@@ -426,7 +428,7 @@ def regions(repeat: int) -> dict:
     from snappy.propagation import Threshold, patch_scores, region_scores, select_regions
     from snappy.regions import Region
     from snappy.search.regions import REGION_COLUMNS, RegionStore, build_page_regions
-    from snappy.storage.schema import region_records
+    from snappy.records import region_records
 
     rng = np.random.default_rng(0)
     grid = PatchGrid.uniform("colqwen2.5", (1700, 2200), rows=31, cols=24, model_size=(672, 868))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Mapping, NamedTuple, get_args, get_type_hints
 
-from snappy.search.maintain import CandidateSettings
+from snappy.candidate_settings import CandidateSettings
 from snappy.storage.fs import S3Settings
 
 TEXT_LAYER_MODES = ("auto", "off", "only")  # snappy.textlayer.MODES (not imported here: the CLI starts fast)

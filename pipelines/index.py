@@ -21,21 +21,19 @@ import json
 import logging
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 import pyarrow as pa
 
 from .cluster import RayOptions, start_ray
 from .config import IndexConfig
-from .stages import TIMING
+from snappy.committer import Cadence, Committer
 from snappy.pages import RenderOptions
-from snappy.plan import Action, KnownDocuments, ListedChunk, PlanOptions, plan_chunk
-from snappy.settle import DocumentTracker, document_row, rejected_row
+from snappy.plan import KnownDocuments, Plan, PlanOptions, plan_run
 from snappy.sources import ReadLimits, Source
 from snappy.storage import IndexStore, runlog
-from snappy.storage.commit import CommitBatch
-from snappy.storage.schema import CODEBOOK, CODES, DOCUMENTS, PAGES, REGIONS, SCHEMAS, IndexSettings
+from snappy.storage.schema import CODEBOOK, CODES, DOCUMENTS, PAGES, REGIONS, IndexSettings
 
 log = logging.getLogger("pipelines.index")
 
@@ -86,6 +84,11 @@ def ray_options(config: IndexConfig) -> RayOptions:
                       object_store_memory=config.object_store_memory)
 
 
+def plan_options(config: IndexConfig) -> PlanOptions:
+    return PlanOptions(incremental=config.incremental, retry_failed=config.retry_failed,
+                       max_attempts=config.max_attempts, limit=config.limit)
+
+
 def _check_resources(config: IndexConfig, resources: dict) -> None:
     cpus, gpus = float(resources.get("CPU", 0)), float(resources.get("GPU", 0))
     need = config.reserved_cpus()
@@ -96,226 +99,6 @@ def _check_resources(config: IndexConfig, resources: dict) -> None:
     if config.embed_num_gpus and config.embed_actors * config.embed_num_gpus > gpus:
         raise ValueError(f"{config.embed_actors} embed actors x {config.embed_num_gpus:g} GPUs do not fit the "
                          f"cluster's {gpus:g} GPUs")
-
-
-# ---------------------------------------------------------------------- planning
-_KNOWN = ["doc_id", "uri", "size", "etag", "mtime_ns", "content_hash", "status", "error", "attempts", "gen",
-          "settings"]
-
-
-@dataclass
-class Plan:
-    work: list[pa.Table] = field(default_factory=list)  # WORK_SCHEMA chunks
-    rejects: list[tuple[dict, str]] = field(default_factory=list)  # (listed entry, reason)
-    counts: dict[str, int] = field(default_factory=dict)
-    listed: int = 0
-    listed_of: dict[str, dict] = field(default_factory=dict)  # doc_id -> listing fields (work + rejects only)
-
-    @property
-    def n_work(self) -> int:
-        return sum(t.num_rows for t in self.work)
-
-
-def plan_run(source: Source, known: KnownDocuments, settings: IndexSettings, config: IndexConfig,
-             chunk_size: int = 10_000) -> Plan:
-    """List the source chunk by chunk and decide what to do with each entry; reads no document."""
-    from .stages import WORK_SCHEMA
-
-    opts = PlanOptions(incremental=config.incremental, retry_failed=config.retry_failed,
-                       max_attempts=config.max_attempts, limit=config.limit)
-    plan, settings_json = Plan(), settings.to_json()
-    hashes = known.table.column("content_hash")
-    for entries in source.iter_chunks(chunk_size):
-        budget = None if config.limit is None else config.limit - plan.n_work
-        cp = plan_chunk(ListedChunk.from_entries(entries), known, settings_json, opts, budget)
-        plan.listed += len(entries)
-        for k, v in cp.counts().items():
-            plan.counts[k] = plan.counts.get(k, 0) + v
-        rows = []
-        for j, e in enumerate(entries):
-            act = int(cp.action[j])
-            if act in (Action.INDEX, Action.CHECK):
-                rows.append({"ordinal": plan.n_work + len(rows), "doc_id": e.doc_id, "uri": e.uri,
-                             "raw_path": e.raw_path, "size": e.size, "etag": e.etag, "mtime_ns": e.mtime_ns,
-                             "known_hash": hashes[int(cp.known[j])].as_py() if act == Action.CHECK else None,
-                             "action": act})
-            elif act == Action.REJECT:
-                plan.rejects.append((_listed(e), e.problem))
-            else:
-                continue
-            plan.listed_of[e.doc_id] = _listed(e)
-        if rows:
-            plan.work.append(pa.Table.from_pylist(rows, schema=WORK_SCHEMA))
-    return plan
-
-
-def _listed(e) -> dict:
-    return {"doc_id": e.doc_id, "uri": e.uri, "size": e.size, "etag": e.etag, "mtime_ns": e.mtime_ns}
-
-
-# ---------------------------------------------------------------------- commits
-class TextSources:
-    """Where the run's pages got their text (counts by ``text_source`` and ``text_code``) and the
-    documents whose text layer failed its OCR check: the run summary's ``text`` section."""
-
-    def __init__(self):
-        self.sources: dict[str, int] = {}
-        self.codes: dict[str, int] = {}
-        self.checks = {"passed": 0, "failed": 0, "unavailable": 0}
-        self.failed_checks: list[dict] = []
-
-    def page(self, source: str | None, code: str | None) -> None:
-        source = source or "none"  # no text at all: --ocr none and no text layer
-        self.sources[source] = self.sources.get(source, 0) + 1
-        if code:
-            self.codes[code] = self.codes.get(code, 0) + 1
-
-    def document(self, uri: str | None, check: str | None, ok: bool | None) -> None:
-        if check is None:
-            return
-        self.checks["passed" if ok else "failed" if ok is False else "unavailable"] += 1
-        if ok is False and len(self.failed_checks) < 50:
-            self.failed_checks.append({"uri": uri, "check": check})
-
-    def summary(self) -> dict:
-        return {"pages_by_source": dict(sorted(self.sources.items())),
-                "pages_by_reason": dict(sorted(self.codes.items(), key=lambda kv: -kv[1])),
-                "checks": dict(self.checks), "failed_checks": list(self.failed_checks)}
-
-
-class Committer:
-    """Turns the pipeline's reports into commits: settles documents, batches them, commits on schedule."""
-
-    def __init__(self, writer, known: KnownDocuments, settings: IndexSettings, plan: Plan, config: IndexConfig,
-                 dim: int, on_commit=None):
-        self.writer, self.known, self.settings, self.plan, self.config, self.dim = \
-            writer, known, settings, plan, config, dim
-        self.tracker = DocumentTracker()
-        self.on_commit = on_commit
-        self.counts = {"indexed": 0, "touched": 0, "failed": 0, "retry_later": 0, "pruned": 0, "pages": 0,
-                       "blank_pages": 0, "regions": 0, "commits": 0}
-        self.failures: list[dict] = []
-        self.stage_seconds = {k[:-2]: 0.0 for k in TIMING}
-        self.workers: dict[str, set] = {"ocr": set(), "embed": set()}
-        self.text = TextSources()
-        self._reset()
-        self.last_commit = time.monotonic()
-
-    def _reset(self) -> None:
-        self.fragments: dict[str, list[dict]] = {PAGES: [], REGIONS: [], CODES: []}
-        self.doc_rows: list[dict] = []
-        self.settled: list = []
-        self.settle: dict[str, int | None] = {}
-        self.delete_documents: list[str] = []
-        self.pending_pages = self.pending_regions = 0
-
-    # ------------------------------------------------------------------ input
-    def add_reports(self, batch: pa.Table) -> None:
-        for r in batch.to_pylist():
-            kind = r["kind"]
-            if kind == "fragments":
-                self.fragments[r["table"]].extend(json.loads(r["fragments"]))
-            elif kind == "page":
-                if r["error"] is None:
-                    self.pending_pages += 1
-                    self.pending_regions += r["regions"] or 0
-                    self.text.page(r["text_source"], r["text_code"])
-                for k in TIMING:
-                    self.stage_seconds[k[:-2]] += r[k] or 0.0
-                for w in ("ocr", "embed"):
-                    if r[f"{w}_worker"]:
-                        self.workers[w].add(r[f"{w}_worker"])
-                self.tracker.page(r["doc_id"], r["gen"], r["error"], r["failure"])
-            elif kind == "doc":
-                self.stage_seconds["read"] += r["read_s"] or 0.0
-                self.text.document(r["uri"], r["text_check"], r["text_check_ok"])
-                self.tracker.document(r)
-        for s in self.tracker.take():
-            self._settled(s)
-
-    def add_rejects(self, rejects: list[tuple[dict, str]]) -> None:
-        for listed, reason in rejects:
-            self.doc_rows.append(rejected_row(listed, reason, self.settings))
-            self.settle[listed["doc_id"]] = None
-            self.counts["failed"] += 1
-            self.failures.append({"uri": listed["uri"], "error": reason})
-
-    def add_prune(self, doc_ids: list[str]) -> None:
-        for d in doc_ids:
-            self.settle[d] = None
-        self.delete_documents.extend(doc_ids)
-        self.counts["pruned"] += len(doc_ids)
-
-    def _settled(self, s) -> None:
-        self.settled.append(s)
-        if s.error:
-            uri = self.plan.listed_of.get(s.doc_id, {}).get("uri") or s.report.get("uri")
-            self.failures.append({"uri": uri, "error": s.error, "kind": s.outcome})
-
-    def _known_rows(self, doc_ids: list[str]) -> dict[str, dict]:
-        """The index's current rows of these documents (read at commit time: never the whole table)."""
-        from snappy.storage.commit import sql_list
-
-        store = self.writer.store
-        if not doc_ids or not store.exists(DOCUMENTS):
-            return {}
-        t = store.dataset(DOCUMENTS).to_table(filter=f"doc_id IN ({sql_list(doc_ids)})")
-        return {r["doc_id"]: r for r in t.to_pylist()}
-
-    def _document_rows(self) -> None:
-        """Documents rows (and kept generations) of the documents settled since the last commit."""
-        from snappy.plan import doc_keys
-
-        if not self.settled:
-            return
-        ids = [s.doc_id for s in self.settled]
-        in_index = self.known.lookup(doc_keys(ids)) >= 0
-        known = self._known_rows([d for d, k in zip(ids, in_index) if k])
-        for s in self.settled:
-            listed = self.plan.listed_of.get(s.doc_id, {"doc_id": s.doc_id, "uri": s.report.get("uri")})
-            row, keep = document_row(s, known.get(s.doc_id), self.settings, listed)
-            self.doc_rows.append(row)
-            if s.outcome != "touched":  # a touch wrote no rows: nothing to replace
-                self.settle[s.doc_id] = keep
-            if s.outcome in ("indexed", "touched"):
-                self.counts[s.outcome] += 1
-                self.counts["blank_pages"] += int(s.report.get("blank_pages") or 0)
-            elif row["status"] == "failed":
-                self.counts["failed"] += 1
-            else:
-                self.counts["retry_later"] += 1
-        self.settled = []
-
-    # ------------------------------------------------------------------ commit
-    def due(self) -> bool:
-        n = len(self.settled) + len(self.settle)
-        return n >= self.config.commit_every_docs or (time.monotonic() - self.last_commit >= self.config.commit_every_s
-                                                      and n > 0)
-
-    def commit(self) -> None:
-        self._document_rows()
-        docs = pa.Table.from_pylist(self.doc_rows, schema=SCHEMAS[DOCUMENTS]()) if self.doc_rows else None
-        batch = CommitBatch(fragments=self.fragments, documents=docs, settle=self.settle,
-                            drop_gens=self.tracker.take_drop_gens(), delete_documents=sorted(set(self.delete_documents)),
-                            dim=self.dim)
-        if batch.is_empty():
-            return
-        t = time.perf_counter()
-        snap = self.writer.commit(batch)
-        self.counts["commits"] += 1
-        self.counts["pages"] += self.pending_pages
-        self.counts["regions"] += self.pending_regions
-        log.info("commit %d: %d documents settled, snapshot %s (%.1f s)", self.counts["commits"], len(self.settle),
-                 snap.seq if snap else "-", time.perf_counter() - t)
-        self._reset()
-        self.last_commit = time.monotonic()
-        if self.on_commit is not None:
-            self.on_commit(self)
-
-    def finish(self) -> None:
-        for doc_id in self.tracker.unsettled():
-            self._settled(self.tracker.abandon(doc_id, "the pipeline lost some of its pages (retried next run)"))
-        self.commit()
 
 
 # ---------------------------------------------------------------------- the run
@@ -342,7 +125,7 @@ def run_index(config: IndexConfig) -> dict:
             summary["recovered"] = writer.recover()
             t = time.perf_counter()
             known = _known_documents(store, source.root)
-            plan = plan_run(source, known, settings, config)
+            plan = plan_run(source, known, settings, plan_options(config))
             phases["plan"] = time.perf_counter() - t
             summary["plan"] = dict(plan.counts)
             log.info("run %s: %d entries listed under %s; plan %s", run_id, plan.listed, source.root, plan.counts)
@@ -351,7 +134,8 @@ def run_index(config: IndexConfig) -> dict:
                 record.update(progress={**c.counts, "to_read": plan.n_work}, updated_at=time.time())
                 runlog.write(store.files, record)
 
-            committer = Committer(writer, known, settings, plan, config, encoder.dim, on_commit=progress)
+            committer = Committer(writer, known, settings, plan, Cadence(config.commit_every_docs, config.commit_every_s),
+                                  encoder.dim, on_commit=progress)
             committer.add_rejects(plan.rejects)
             if plan.n_work:
                 t = time.perf_counter()

@@ -68,7 +68,7 @@ UI_HEADERS = {"Content-Security-Policy": "default-src 'none'; script-src 'self';
                                          "connect-src 'self'; base-uri 'none'; form-action 'self'; "
                                          "frame-ancestors 'none'",
               "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
-PAGE_ID = re.compile(r"[0-9a-f]{16}-p[0-9]{5}")  # snappy.storage.schema.page_id_for
+PAGE_ID = re.compile(r"[0-9a-f]{16}-p[0-9]{5}")  # snappy.ids.page_id_for
 THUMB_WIDTHS = (64, 4096)  # allowed ?w= of a page image
 
 

@@ -35,25 +35,21 @@ import pyarrow as pa
 from .guard import LedgerClient, Watchdog
 from snappy.failures import FailureKind, classify
 from snappy.indexing import regions_from_json, regions_to_json
-from snappy.pages import DocumentError, RenderOptions, is_blank, iter_pages
+from snappy.errors import DocumentError
+from snappy.pages import RenderOptions, is_blank, iter_pages
 from snappy.plan import Action
 from snappy.poison import careful
 from snappy.sources import ReadLimits, Source
 from snappy.storage.commit import make_gen
-from snappy.storage.schema import encode_image, page_id_for, pages_schema, region_records, regions_schema, vectors_array
+from snappy.ids import page_id_for
+from snappy.records import region_records
+from snappy.storage.schema import encode_image, pages_schema, regions_schema, vectors_array
 from snappy.storage.writer import MAX_ROWS_PER_FILE, write_fragments
 
 log = logging.getLogger(__name__)
 
 PAGE, DOC = "page", "doc"
 DOCUMENT = FailureKind.DOCUMENT.value
-
-# Work items: what the driver plans for each document to read.
-WORK_SCHEMA = pa.schema([
-    ("ordinal", pa.int64()), ("doc_id", pa.string()), ("uri", pa.string()), ("raw_path", pa.binary()),
-    ("size", pa.int64()), ("etag", pa.string()), ("mtime_ns", pa.int64()), ("known_hash", pa.string()),
-    ("action", pa.int8()),
-])
 
 # The stream after prepare_documents (OCR and embedding append their columns).
 STREAM_SCHEMA = pa.schema([
@@ -92,9 +88,6 @@ REPORT_SCHEMA = pa.schema([
     ("text_source", pa.string()), ("text_code", pa.string()),  # page rows: where the text came from, why
     ("text_check", pa.string()), ("text_check_ok", pa.bool_()),  # doc rows: the text layer's OCR check
 ])
-
-TIMING = ("read_s", "render_s", "encode_s", "ocr_s", "embed_s", "write_s")  # seconds per row, per stage
-
 
 @dataclass(frozen=True)
 class TimeLimits:
@@ -159,7 +152,7 @@ def prepare_documents(batch: pa.Table, source: Source, render: RenderOptions, li
                       time_limits: TimeLimits = TimeLimits(), block_bytes: int = 8 << 20,
                       skip_blank: bool = True, pixels_for_ocr_only: bool = False,
                       checkers: list | None = None) -> Iterator[pa.Table]:
-    """Read, hash and render the documents of ``batch`` (WORK_SCHEMA rows), streaming their pages.
+    """Read, hash and render the documents of ``batch`` (snappy.plan.WORK_SCHEMA rows), streaming their pages.
 
     A CHECK item whose bytes hash to ``known_hash`` yields only a "touched" document row. Pages are
     yielded in blocks of about ``block_bytes`` as they are rendered (a document never sits whole in

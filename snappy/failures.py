@@ -16,14 +16,10 @@ class name / module.
 """
 from __future__ import annotations
 
-import re
-import tempfile
 from dataclasses import dataclass
 from enum import Enum
 
-from snappy.pages import DocumentError
-
-MAX_REASON = 500
+from snappy.errors import DocumentError, clean_message
 
 
 class FailureKind(str, Enum):
@@ -49,37 +45,6 @@ TRANSIENT_NAMES = frozenset({
 })
 TRANSIENT_MODULES = ("botocore", "boto3", "urllib3", "s3transfer", "requests", "aiohttp", "grpc")
 
-_ADDRESS = re.compile(r"\s+at\s+0x[0-9a-fA-F]+(?=>)|\bat 0x[0-9a-fA-F]+\b")
-_BARE_ADDRESS = re.compile(r"\b0x[0-9a-fA-F]{6,}\b")
-_WS = re.compile(r"[\r\n\t\f\v\x85\u2028\u2029]+")
-
-
-def _temp_dirs() -> list[str]:
-    dirs = {tempfile.gettempdir(), "/tmp", "/var/tmp", "/dev/shm"}
-    return sorted((d.rstrip("/") for d in dirs if d and d != "/"), key=len, reverse=True)
-
-
-def _temp_pattern() -> re.Pattern:
-    alts = "|".join(re.escape(d) for d in _temp_dirs())
-    return re.compile(rf"(?:{alts})/[^\s'\",:;)\]>]*")
-
-
-def clean_message(text: str, uri: str = "") -> str:
-    """One line, at most 500 characters, without object addresses, temp paths or a leading
-    ``"{uri}: "``."""
-    text = _WS.sub(" ", str(text)).strip()  # one line
-    if uri:
-        prefix = f"{uri}: "
-        while text.startswith(prefix):
-            text = text[len(prefix):]
-        if text == uri:
-            text = ""
-    text = _ADDRESS.sub("", text)
-    text = _BARE_ADDRESS.sub("<address>", text)
-    text = _temp_pattern().sub("<temp file>", text)
-    if len(text) > MAX_REASON:
-        text = text[:MAX_REASON - 1] + "…"
-    return text
 
 
 def _names(exc: BaseException) -> set[str]:

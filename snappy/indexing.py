@@ -10,7 +10,7 @@ process (a notebook, a unit test, a one-off re-index)::
     store.upsert([out.document], out.pages, out.regions)      # one commit, under the index's lease
 
 A document that cannot be read becomes a ``failed`` documents row with the reason
-(:class:`snappy.pages.DocumentError`); nothing else of it is written.
+(:class:`snappy.errors.DocumentError`); nothing else of it is written.
 """
 from __future__ import annotations
 
@@ -25,10 +25,12 @@ from PIL import Image
 from snappy import textlayer
 from snappy.encoders.base import Encoder, PageEmbedding
 from snappy.ocr.base import OcrEngine
-from snappy.pages import DocumentError, Page, RenderOptions, iter_pages
+from snappy.errors import DocumentError
+from snappy.pages import Page, RenderOptions, iter_pages
 from snappy.regions import Region
-from snappy.storage.schema import (IndexSettings, content_hash, doc_id_for, document_record,
-                                   encode_image, page_record, region_records)
+from snappy.ids import content_hash, doc_id_for
+from snappy.records import page_record, region_records
+from snappy.storage.schema import IndexSettings, document_record, encode_image
 
 log = logging.getLogger(__name__)
 

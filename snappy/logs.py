@@ -20,8 +20,6 @@ from typing import Iterable
 MASK = "***"
 WIRE_LOGGERS = ("botocore", "boto3", "s3transfer", "urllib3", "aiobotocore", "s3fs", "fsspec")
 SECRET_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
-SECRET_OPTIONS = ("aws_access_key_id", "aws_secret_access_key", "aws_session_token", "access_key_id",
-                  "secret_access_key", "session_token", "token")
 
 _PATTERNS = [
     (re.compile(r"(?i)(['\"]?authorization['\"]?\s*[:=]\s*b?)(['\"]).*?\2"), rf"\1\2{MASK}\2"),
@@ -65,12 +63,6 @@ class RedactSecrets(logging.Filter):
         if record.exc_text:
             record.exc_text = redact(record.exc_text, secrets)
         return True
-
-
-def secrets_of(options: object) -> list[str]:
-    """Secret values in storage options (a mapping or an object with such attributes)."""
-    items = options.items() if isinstance(options, dict) else vars(options).items() if options is not None else []
-    return [str(v) for k, v in items if k.lower() in SECRET_OPTIONS and v]
 
 
 def install(handlers: Iterable[logging.Handler] | None = None, verbose: bool = False,

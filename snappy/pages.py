@@ -19,24 +19,15 @@ from typing import Iterator
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from snappy.errors import DocumentError, SourceReadError, clean_message
+from snappy.localfile import _display, open_local_fd
+
 PDF_SUFFIXES = {".pdf"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp"}
 DOCUMENT_SUFFIXES = PDF_SUFFIXES | IMAGE_SUFFIXES
 # Pillow formats tried on non-PDF content (not every plugin: TGA and friends accept almost anything).
 IMAGE_FORMATS = ("PNG", "JPEG", "TIFF", "WEBP", "BMP", "GIF")  # JPEG covers MPO
 HEAD = 1024  # pdfium looks for "%PDF" in the first 1024 bytes
-
-
-class DocumentError(ValueError):
-    """A document that cannot be read; the message names the file and the reason."""
-
-    def __init__(self, source: str, reason: str):
-        super().__init__(f"{source}: {reason}")
-        self.source = source
-        self.reason = reason
-
-    def __reduce__(self):  # picklable across processes (Ray)
-        return (type(self), (self.source, self.reason))
 
 
 @dataclass(frozen=True)
@@ -116,8 +107,6 @@ def _check_size(source: str, number: int, w: int, h: int, opts: RenderOptions) -
             source, f"page {number} would be {w}x{h} = {w * h} pixels, over max_pixels={opts.max_pixels}"
         )
 
-
-_check_pixels = _check_size  # the former name
 
 
 def _check_count(source: str, n: int, opts: RenderOptions) -> None:
@@ -225,8 +214,6 @@ def _unknown_format(head: bytes) -> str:
 
 
 def _clean(e: BaseException) -> str:
-    from snappy.failures import clean_message
-
     text = clean_message(str(e))
     return text or f"{type(e).__name__} (no message)"
 
@@ -256,7 +243,7 @@ def iter_pages(data: bytes | str | os.PathLike, opts: RenderOptions = RenderOpti
     A path is opened without blocking (a FIFO or device is a DocumentError, never a hang) and
     never read whole: pdfium and Pillow read what they need from the file. Limits in ``opts``
     are checked before each page is rendered or decoded. DocumentError: the document's fault;
-    :class:`snappy.sources.SourceReadError` (an OSError): the file is gone or unreadable."""
+    :class:`snappy.errors.SourceReadError` (an OSError): the file is gone or unreadable."""
     with _opened(data, source) as (src, head, source):
         if _is_pdf(head):
             yield from _pdf_pages(src, opts, source)
@@ -292,8 +279,6 @@ class _opened:
             if not data:
                 raise DocumentError(source, "empty file")
             return data, data[:HEAD], source
-        from snappy.sources import _display, open_local_fd
-
         path = os.fspath(data)
         if source is None:
             source = _display(os.fsencode(path))[0]
@@ -304,8 +289,6 @@ class _opened:
                 raise DocumentError(source, "empty file")
         except OSError as e:
             self.__exit__()
-            from snappy.sources import SourceReadError
-
             raise SourceReadError(source, f"read error ({e.strerror or type(e).__name__})") from None
         except BaseException:
             self.__exit__()

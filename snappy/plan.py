@@ -35,13 +35,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from snappy.storage.schema import FAILED, INDEXED, PENDING
+from snappy.storage.schema import FAILED, INDEXED, PENDING, IndexSettings
+
+if TYPE_CHECKING:
+    from snappy.sources import Source
 
 
 class Action(IntEnum):
@@ -251,3 +254,58 @@ def _null_safe_equal(a: pa.Array, b: pa.Array) -> np.ndarray:
     eq = pc.fill_null(pc.equal(a, b), False).to_numpy(zero_copy_only=False)
     both_null = pc.and_(pc.is_null(a), pc.is_null(b)).to_numpy(zero_copy_only=False)
     return np.asarray(eq | both_null, bool)
+
+
+# ---------------------------------------------------------------------- a run's plan
+# Work items: what the driver plans for each document to read.
+WORK_SCHEMA = pa.schema([
+    ("ordinal", pa.int64()), ("doc_id", pa.string()), ("uri", pa.string()), ("raw_path", pa.binary()),
+    ("size", pa.int64()), ("etag", pa.string()), ("mtime_ns", pa.int64()), ("known_hash", pa.string()),
+    ("action", pa.int8()),
+])
+
+
+@dataclass
+class Plan:
+    work: list[pa.Table] = field(default_factory=list)  # WORK_SCHEMA chunks
+    rejects: list[tuple[dict, str]] = field(default_factory=list)  # (listed entry, reason)
+    counts: dict[str, int] = field(default_factory=dict)
+    listed: int = 0
+    listed_of: dict[str, dict] = field(default_factory=dict)  # doc_id -> listing fields (work + rejects only)
+
+    @property
+    def n_work(self) -> int:
+        return sum(t.num_rows for t in self.work)
+
+
+def plan_run(source: Source, known: KnownDocuments, settings: IndexSettings, opts: PlanOptions = PlanOptions(),
+             chunk_size: int = 10_000) -> Plan:
+    """List the source chunk by chunk and decide what to do with each entry; reads no document."""
+    plan, settings_json = Plan(), settings.to_json()
+    hashes = known.table.column("content_hash")
+    for entries in source.iter_chunks(chunk_size):
+        budget = None if opts.limit is None else opts.limit - plan.n_work
+        cp = plan_chunk(ListedChunk.from_entries(entries), known, settings_json, opts, budget)
+        plan.listed += len(entries)
+        for k, v in cp.counts().items():
+            plan.counts[k] = plan.counts.get(k, 0) + v
+        rows = []
+        for j, e in enumerate(entries):
+            act = int(cp.action[j])
+            if act in (Action.INDEX, Action.CHECK):
+                rows.append({"ordinal": plan.n_work + len(rows), "doc_id": e.doc_id, "uri": e.uri,
+                             "raw_path": e.raw_path, "size": e.size, "etag": e.etag, "mtime_ns": e.mtime_ns,
+                             "known_hash": hashes[int(cp.known[j])].as_py() if act == Action.CHECK else None,
+                             "action": act})
+            elif act == Action.REJECT:
+                plan.rejects.append((_listed(e), e.problem))
+            else:
+                continue
+            plan.listed_of[e.doc_id] = _listed(e)
+        if rows:
+            plan.work.append(pa.Table.from_pylist(rows, schema=WORK_SCHEMA))
+    return plan
+
+
+def _listed(e) -> dict:
+    return {"doc_id": e.doc_id, "uri": e.uri, "size": e.size, "etag": e.etag, "mtime_ns": e.mtime_ns}

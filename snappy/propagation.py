@@ -96,22 +96,38 @@ class RegionOverlap:
         return self._weights["empty"]
 
 
-def _normalised_weights(ov: RegionOverlap, method: str) -> sp.csr_matrix:
-    inter = ov.inter.tocoo()
-    rows, cols, a = inter.row, inter.col, inter.data.astype(np.float64)
+def entry_weights(rows: np.ndarray, inter: np.ndarray, region_area: np.ndarray, patch_area: np.ndarray,
+                  n_regions: int, method: str) -> np.ndarray:
+    """The paper's region weights, one per region<->patch entry, normalised so each region's sum to 1.
+
+    Per entry: its region ``rows``, intersection area ``inter`` and the areas of its region and its
+    patch. ``iou``: intersection over union; ``ior``: intersection over the region's area (the share
+    of the region the patch covers); ``mean`` / ``max``: equal. Denominators are guarded (a
+    degenerate box never divides by zero); a weight that is not positive is 0, and a region whose
+    weights are all 0 keeps them 0. The one implementation: :class:`RegionOverlap` (sparse matrices)
+    and ``snappy.search.regions`` (flat arrays of many pages) both call it.
+    """
+    a = np.asarray(inter, np.float64)
+    region_area = np.asarray(region_area, np.float64)
     if method == "iou":
-        w = a / (ov.region_area[rows] + ov.patch_area[cols] - a)
-    elif method == "ior":  # intersection over region: the share of the region each patch covers
-        w = a / np.maximum(ov.region_area[rows], 1e-12)
+        w = a / np.maximum(region_area + np.asarray(patch_area, np.float64) - a, 1e-12)
+    elif method == "ior":
+        w = a / np.maximum(region_area, 1e-12)
     elif method in ("mean", "max"):
         w = np.ones_like(a)
     else:
         raise ValueError(f"unknown region scoring method {method!r}; expected one of {METHODS}")
+    w = np.where(w > 0, w, 0.0)
+    totals = np.bincount(rows, weights=w, minlength=n_regions)
+    return (w / np.maximum(totals[rows], 1e-12)).astype(np.float32)
+
+
+def _normalised_weights(ov: RegionOverlap, method: str) -> sp.csr_matrix:
+    inter = ov.inter.tocoo()
+    rows, cols = inter.row, inter.col
+    w = entry_weights(rows, inter.data, ov.region_area[rows], ov.patch_area[cols], ov.n_regions, method)
     keep = w > 0
-    rows, cols, w = rows[keep], cols[keep], w[keep]
-    totals = np.bincount(rows, weights=w, minlength=ov.n_regions)
-    w = w / totals[rows]
-    return sp.csr_matrix((w.astype(np.float32), (rows, cols)), shape=ov.inter.shape)
+    return sp.csr_matrix((w[keep], (rows[keep], cols[keep])), shape=ov.inter.shape)
 
 
 def patch_scores(query: np.ndarray, patches: np.ndarray, reduce: Reduce = "max") -> np.ndarray:

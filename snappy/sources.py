@@ -7,7 +7,7 @@ with a ``problem`` instead of being skipped silently. Bytes are read later, wher
 is processed, with :meth:`Source.open_document`: bounded (``ReadLimits``), never blocking on a
 FIFO, streaming large files instead of holding them in memory.
 
-Errors: the document's own fault is a :class:`snappy.pages.DocumentError` (kept as a failed
+Errors: the document's own fault is a :class:`snappy.errors.DocumentError` (kept as a failed
 document); a read that failed for reasons outside the document (network, S3 5xx, EIO, a file
 deleted since listing, permissions) is a :class:`SourceReadError` (retried next run).
 Both carry a short, stable ``reason``.
@@ -31,27 +31,14 @@ import time
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Mapping
 
-from snappy.pages import DOCUMENT_SUFFIXES, DocumentError, RenderOptions
+from snappy.errors import DocumentError, SourceReadError, s3_reason
+from snappy.localfile import _display, _not_regular, _strerror, open_local_fd
+from snappy.pages import DOCUMENT_SUFFIXES, RenderOptions
 from snappy.storage import fs
 
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20  # read/hash granularity (1 MiB)
-
-
-class SourceReadError(OSError):
-    """A document could not be read for a reason that is not the document's fault (network,
-    S3 throttling/5xx, EIO, a file deleted since listing, permissions): retry later.
-
-    ``reason`` is short and stable; the message names the uri."""
-
-    def __init__(self, uri: str, reason: str):
-        super().__init__(f"{uri}: {reason}")
-        self.uri = uri
-        self.reason = reason
-
-    def __reduce__(self):  # picklable across processes (Ray)
-        return (type(self), (self.uri, self.reason))
 
 
 def human_size(n: int | float) -> str:
@@ -64,36 +51,6 @@ def human_size(n: int | float) -> str:
         if n < 1024 or unit == "PB":
             return f"{n:.1f} {unit}"
     raise AssertionError  # unreachable
-
-
-def _display(raw: bytes) -> tuple[str, bytes | None]:
-    """(display uri, raw bytes if the name is not valid UTF-8 else None)."""
-    try:
-        return raw.decode("utf-8"), None
-    except UnicodeDecodeError:
-        return raw.decode("utf-8", "backslashreplace"), raw
-
-
-_KINDS = ((stat.S_ISDIR, "directory"), (stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"),
-          (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"), (stat.S_ISLNK, "symbolic link"))
-
-
-def _file_kind(mode: int) -> str:
-    if stat.S_ISREG(mode):
-        return "regular"
-    for test, name in _KINDS:
-        if test(mode):
-            return name
-    return "unknown file type"
-
-
-def _not_regular(mode: int) -> str:
-    kind = _file_kind(mode)
-    return "is a directory, not a document" if kind == "directory" else f"not a regular file ({kind})"
-
-
-def _strerror(e: OSError) -> str:
-    return e.strerror or errno.errorcode.get(e.errno or 0, type(e).__name__)
 
 
 @dataclass(frozen=True)
@@ -109,7 +66,7 @@ class SourceEntry:
 
     @property
     def doc_id(self) -> str:
-        from snappy.storage.schema import doc_id_for
+        from snappy.ids import doc_id_for
 
         return doc_id_for(self.raw_path if self.raw_path is not None else self.uri)
 
@@ -157,49 +114,6 @@ class DocumentBytes:
         from snappy.pages import iter_pages
 
         return iter_pages(self.content, opts, source=self.uri)
-
-
-def open_local_fd(path: str | bytes | os.PathLike, uri: str) -> tuple[int, os.stat_result]:
-    """Open a local document without ever blocking (FIFOs, devices) and check it is a regular
-    file. Returns (fd, fstat); the caller closes fd. DocumentError for what is the file's fault,
-    SourceReadError for the rest (gone, permission, I/O)."""
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0)
-    try:
-        fd = os.open(path, flags)
-    except OSError as e:
-        raise _open_error(path, uri, e) from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise DocumentError(uri, _not_regular(st.st_mode))
-        if hasattr(os, "set_blocking"):
-            os.set_blocking(fd, True)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd, st
-
-
-def _open_error(path, uri: str, e: OSError) -> Exception:
-    if e.errno == errno.ELOOP:
-        return DocumentError(uri, "symbolic link loop")
-    if e.errno in (errno.ENOENT, errno.ENOTDIR):
-        try:
-            if stat.S_ISLNK(os.lstat(path).st_mode):
-                return DocumentError(uri, "broken symbolic link (target missing)")
-        except OSError:
-            pass
-        return SourceReadError(uri, "file not found (deleted or moved since listing?)")
-    if e.errno == errno.ENXIO:  # a socket, or a device without a driver
-        try:
-            return DocumentError(uri, _not_regular(os.stat(path).st_mode))
-        except OSError:
-            pass
-    if e.errno == errno.ENAMETOOLONG:
-        return DocumentError(uri, "file name too long")
-    if e.errno in (errno.EACCES, errno.EPERM):
-        return SourceReadError(uri, "permission denied")
-    return SourceReadError(uri, f"cannot open file ({_strerror(e)})")
 
 
 class Source:
@@ -501,33 +415,3 @@ class Source:
         root = self.root.rstrip("/")
         return uri == root or uri.startswith(root + "/")
 
-
-def s3_reason(e: BaseException, timeout_s: float) -> str:
-    """A short, stable reason for an S3 failure (no endpoint, no request id)."""
-    name = type(e).__name__
-    response = getattr(e, "response", None)
-    if isinstance(response, dict) and "Error" in response:
-        code = str(response.get("Error", {}).get("Code") or "")
-        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        if code in ("NoSuchKey", "404", "NotFound"):
-            return "no such object (deleted since listing?)"
-        if code in ("NoSuchBucket",):
-            return "no such bucket"
-        if code in ("AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
-            return f"permission denied ({code})"
-        if code in ("SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "503"):
-            return f"throttled by S3 ({code})"
-        return f"S3 error {code or 'unknown'}" + (f" (HTTP {status})" if status else "")
-    if name in ("EndpointConnectionError", "ConnectionClosedError", "ProxyConnectionError"):
-        return "cannot connect to the S3 endpoint"
-    if name == "ConnectTimeoutError":
-        return f"S3 connect timed out after {timeout_s:g} s" if timeout_s else "S3 connect timed out"
-    if name in ("ReadTimeoutError", "ReadTimeout"):
-        return f"S3 read timed out after {timeout_s:g} s" if timeout_s else "S3 read timed out"
-    if name in ("IncompleteReadError", "ResponseStreamingError", "ProtocolError"):
-        return "S3 connection broke while reading"
-    if name == "NoCredentialsError":
-        return "no S3 credentials"
-    from snappy.failures import clean_message
-
-    return clean_message(f"{name}: {e}" if str(e) else name)

@@ -247,12 +247,6 @@ def write_corpus(out_dir: str | Path, seed: int = 0) -> tuple[list[Path], list[F
     return paths, facts
 
 
-def fact_box_px(docs: Sequence[SynthDoc], fact: Fact, dpi: float) -> tuple[float, float, float, float]:
-    """Ground-truth box of a fact's line at ``dpi``."""
-    doc = next(d for d in docs if d.name == fact.doc)
-    return doc.pages[fact.page_number - 1].box_px(fact.line_text, dpi)
-
-
 # ---------------------------------------------------------------------- block-level pages
 # Pages whose ground truth is a block: paragraphs, two-column text, table rows, form fields
 # (label + value), multi-line addresses, figure captions; plus single-line facts on sparse text

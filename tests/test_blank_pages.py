@@ -37,7 +37,7 @@ def source(tmp_path_factory):
 
 
 def _work(src):
-    from pipelines.stages import WORK_SCHEMA
+    from snappy.plan import WORK_SCHEMA
     from snappy.plan import Action
 
     rows = [{"ordinal": i, "doc_id": e.doc_id, "uri": e.uri, "raw_path": e.raw_path, "size": e.size, "etag": e.etag,

@@ -139,17 +139,18 @@ def test_selection_specs_name_a_level_and_a_rule():
 def test_an_index_written_before_blocks_is_migrated_and_answers_every_level(tmp_path, monkeypatch):
     import pyarrow as pa
 
+    from snappy import records as rec
     from snappy.search import Searcher
     from snappy.storage import REGIONS
     from snappy.storage import schema as sch
-    from snappy.storage.synthetic import SynthDocSpec, SynthPageSpec, write_index
+    from snappy.synth_index import SynthDocSpec, SynthPageSpec, write_index
 
     para = [((50, 100, 700, 120), "quarterly revenue grew"), ((50, 126, 700, 146), "by twelve percent in"),
             ((50, 152, 400, 172), "the northern region")]
     new_schema = sch.SCHEMAS[REGIONS]
     old_schema = lambda: pa.schema([f for f in new_schema() if f.name != "parent"])  # noqa: E731
     monkeypatch.setitem(sch.SCHEMAS, REGIONS, old_schema)
-    monkeypatch.setattr(sch, "with_blocks", lambda lines: (list(lines), np.full(len(lines), -1)))
+    monkeypatch.setattr(rec, "with_blocks", lambda lines: (list(lines), np.full(len(lines), -1)))
     store = write_index(str(tmp_path / "idx"), [SynthDocSpec("mem://old.pdf", [SynthPageSpec((800, 600), para)])])
     assert "parent" not in store.dataset(REGIONS).schema.names  # as snappy wrote it before blocks
     monkeypatch.undo()

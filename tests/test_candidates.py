@@ -7,9 +7,11 @@ import pytest
 
 from snappy.search import Searcher, SearchOptions
 from snappy.search.candidates import CandidateOptions, Codebook, CentroidIndex, default_k, pool_page
-from snappy.search.maintain import CandidateSettings, plan_codebook, update_candidates
-from snappy.storage.schema import CODEBOOK, CODES, IndexSettings, document_record, page_id_for, to_table
-from snappy.storage.synthetic import StructuredCorpus, write_vector_pages
+from snappy.candidate_settings import CandidateSettings
+from snappy.search.maintain import plan_codebook, update_candidates
+from snappy.ids import page_id_for
+from snappy.storage.schema import CODEBOOK, CODES, IndexSettings, document_record, to_table
+from snappy.synth_index import StructuredCorpus, write_vector_pages
 
 N_TOKENS = 96
 CORPUS = StructuredCorpus(400, n_tokens=N_TOKENS, vocabulary=512, concepts=(4, 10), seed=7)
@@ -63,7 +65,7 @@ def test_default_candidates_find_the_exact_top_10(index):
 
 
 def page_id_for_target(i: int) -> str:
-    from snappy.storage.schema import doc_id_for
+    from snappy.ids import doc_id_for
 
     return page_id_for(doc_id_for(f"structured://{i:07d}"), 1)
 
@@ -171,8 +173,9 @@ def test_a_lexical_index_keeps_its_words_in_the_candidate_stage(tmp_path):
 
     from snappy.encoders.lexical import LexicalEncoder
     from snappy.regions import Region
-    from snappy.search.maintain import CandidateSettings, update_candidates
-    from snappy.storage.synthetic import write_vector_pages
+    from snappy.candidate_settings import CandidateSettings
+    from snappy.search.maintain import update_candidates
+    from snappy.synth_index import write_vector_pages
     from snappy.synth import LETTER, text_page
 
     n, enc, rng = 400, LexicalEncoder(), random.Random(0)

@@ -8,7 +8,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from pipelines.cli import app
-from snappy.storage.synthetic import SynthDocSpec, SynthPageSpec, write_index
+from snappy.synth_index import SynthDocSpec, SynthPageSpec, write_index
 
 DOCS = [
     SynthDocSpec("mem://report.pdf", [

@@ -8,8 +8,8 @@ import re
 import pytest
 
 from snappy.failures import Failure, FailureKind, classify, is_transient, reason_text
-from snappy.pages import DocumentError
-from snappy.sources import SourceReadError
+from snappy.errors import DocumentError
+from snappy.errors import SourceReadError
 
 URI = "s3://lake/docs/report.pdf"
 DOC, TRANSIENT = FailureKind.DOCUMENT, FailureKind.TRANSIENT

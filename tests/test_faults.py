@@ -333,7 +333,7 @@ def test_bad_corpus_through_the_pipeline(local_ray, tmp_path):
     from pipelines.config import IndexConfig
     from pipelines.index import run_index
     from snappy.search import Searcher
-    from snappy.storage.schema import doc_id_for
+    from snappy.ids import doc_id_for
     from snappy.synth import INDEXED, SKIPPED, write_bad_corpus, write_good_corpus
 
     root = tmp_path / "lake"
@@ -382,7 +382,7 @@ def test_odd_s3_keys_through_the_pipeline(local_ray, s3_endpoint, s3_client):
     from pipelines.config import IndexConfig
     from pipelines.index import run_index
     from snappy.storage.fs import S3Settings
-    from snappy.storage.schema import doc_id_for
+    from snappy.ids import doc_id_for
     from snappy.synth import INDEXED, SKIPPED, bad_s3_objects
 
     s3_client.create_bucket(Bucket="lake")

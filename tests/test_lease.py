@@ -115,7 +115,8 @@ def _writer(index: str, who: str, trials: int, barrier, storage_options, out) ->
 def _rows(who: str, trial: int):
     import numpy as np
 
-    from snappy.storage.schema import IndexSettings, document_record, page_id_for, region_id_for
+    from snappy.ids import page_id_for, region_id_for
+    from snappy.storage.schema import IndexSettings, document_record
 
     s = IndexSettings("e", "o", 72.0)
     docs, pages, regions = [], [], []

@@ -8,7 +8,8 @@ from snappy.encoders.lexical import (LexicalEncoder, LexicalOptions, normalize_p
                                      text_pieces, word_boxes)
 from snappy.propagation import RegionOverlap, patch_scores, region_scores, select_regions
 from snappy.regions import Region, box_areas, boxes_array
-from snappy.search.query import QueryError, check_query
+from snappy.errors import QueryError
+from snappy.search.query import check_query
 
 SIZE = (850, 1100)
 

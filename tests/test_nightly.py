@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from pipelines.config import IndexConfig
-from snappy.storage import IndexStore, doc_id_for
+from snappy.ids import doc_id_for
+from snappy.storage import IndexStore
 from snappy.synth import write_page_corpus
 
 REPO = Path(__file__).resolve().parent.parent

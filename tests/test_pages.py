@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from snappy.pages import DocumentError, RenderOptions, count_pages, iter_pages, load_pages
+from snappy.errors import DocumentError
+from snappy.pages import RenderOptions, count_pages, iter_pages, load_pages
 from snappy.synth import LETTER, LETTER_LANDSCAPE, SynthDoc, SynthPage, TextLine
 
 
@@ -162,7 +163,7 @@ def test_huge_png_is_rejected_without_allocating_its_pixels(tmp_path):
     png.write_bytes(header_png(13_000, 13_000))
     code = (
         "import resource, sys\n"
-        "from snappy.pages import iter_pages, DocumentError\n"
+        "from snappy.pages import iter_pages\nfrom snappy.errors import DocumentError\n"
         "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
         "try:\n    list(iter_pages(sys.argv[1]))\nexcept DocumentError as e:\n    print(e.reason)\n"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)\n"

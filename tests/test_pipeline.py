@@ -16,7 +16,8 @@ import pytest
 
 from pipelines.config import IndexConfig
 from snappy.grid import PatchGrid
-from snappy.storage import IndexStore, IndexSettings, doc_id_for
+from snappy.ids import doc_id_for
+from snappy.storage import IndexStore, IndexSettings
 from snappy.synth import LETTER, SynthDoc, text_page
 from snappy.eval.metrics import iou_matrix
 

@@ -10,7 +10,8 @@ import pytest
 from snappy.plan import Action, KnownDocuments, ListedChunk, PlanOptions, doc_keys, plan_chunk
 from snappy.poison import PoisonLedger, careful
 from snappy.settle import DOCUMENT_ERROR, INDEXED_OUTCOME, TOUCHED, TRANSIENT, DocumentTracker, document_row
-from snappy.storage.schema import IndexSettings, doc_id_for, document_record, documents_schema
+from snappy.ids import doc_id_for
+from snappy.storage.schema import IndexSettings, document_record, documents_schema
 
 SETTINGS = IndexSettings("lexical:d128", "rapid", 150.0)
 ROOT = "/lake"

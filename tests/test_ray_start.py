@@ -284,7 +284,7 @@ def test_snappy_serve_listens_on_loopback_and_its_proxy_refuses_big_bodies(tmp_p
     import http.client
     import json as _json
 
-    from snappy.storage.synthetic import SynthDocSpec, SynthPageSpec, write_index
+    from snappy.synth_index import SynthDocSpec, SynthPageSpec, write_index
 
     if not SNAPPY.exists():
         pytest.skip(f"the snappy console script is not installed next to {sys.executable}")

@@ -6,8 +6,9 @@ import pytest
 
 from snappy.grid import GridBlock, PatchGrid
 from snappy.search import PageMatrix, Searcher, SearchOptions, maxsim, maxsim_reference, top_k
-from snappy.storage import PAGES, doc_id_for
-from snappy.storage.synthetic import SynthDocSpec, SynthPageSpec, write_index
+from snappy.ids import doc_id_for
+from snappy.storage import PAGES
+from snappy.synth_index import SynthDocSpec, SynthPageSpec, write_index
 
 GRID = PatchGrid.uniform("test", (400, 400), 4, 4)  # 16 patches of 100x100 px, row-major
 DIM = 128

@@ -24,7 +24,7 @@ from pipelines.serve import RouterImpl, ServeConfig, ShardImpl, config_from_args
 from snappy.search import QueryError, Searcher, SearchOptions, merge_pages
 from snappy.search.candidates import CandidateOptions
 from snappy.storage import snapshot as snapshots
-from snappy.storage.synthetic import SynthDocSpec, SynthPageSpec, write_index
+from snappy.synth_index import SynthDocSpec, SynthPageSpec, write_index
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -84,7 +84,8 @@ def test_shards_merged_equal_one_searcher(index, n_shards):
 
 
 def test_shards_in_candidate_mode_equal_one_searcher(tmp_path):
-    from snappy.search.maintain import CandidateSettings, update_candidates
+    from snappy.candidate_settings import CandidateSettings
+    from snappy.search.maintain import update_candidates
     from snappy.storage import IndexStore
 
     uri = str(tmp_path / "idx")

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 from conftest import deadline
 
-from snappy.pages import DocumentError, RenderOptions, iter_pages
-from snappy.sources import (DocumentBytes, ReadLimits, Source, SourceDocument, SourceEntry, SourceReadError,
-                            human_size)
-from snappy.storage.schema import doc_id_for
+from snappy.errors import DocumentError
+from snappy.pages import RenderOptions, iter_pages
+from snappy.errors import SourceReadError
+from snappy.sources import DocumentBytes, ReadLimits, Source, SourceDocument, SourceEntry, human_size
+from snappy.ids import doc_id_for
 from snappy.synth import minimal_pdf
 
 CREDS = {"aws_access_key_id": "test", "aws_secret_access_key": "test", "aws_region": "us-east-1"}

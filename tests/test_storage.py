@@ -7,8 +7,9 @@ import pyarrow as pa
 import pytest
 
 from snappy.grid import PatchGrid
-from snappy.storage import DOCUMENTS, PAGES, REGIONS, IndexStore, doc_id_for, fs
-from snappy.storage.synthetic import SynthDocSpec, SynthPageSpec, write_index
+from snappy.ids import doc_id_for
+from snappy.storage import DOCUMENTS, PAGES, REGIONS, IndexStore, fs
+from snappy.synth_index import SynthDocSpec, SynthPageSpec, write_index
 
 GRID = PatchGrid.uniform("test", (400, 400), 4, 4)  # 16 patches of 100x100 px
 
@@ -220,7 +221,7 @@ def test_region_source_is_stored_and_old_tables_gain_it_as_ocr(tmp_path, monkeyp
     migration, its rows "ocr" (before the text layer every region came from OCR)."""
     from snappy.regions import Region
     from snappy.storage import schema as sch
-    from snappy.storage.schema import region_records
+    from snappy.records import region_records
 
     grid = PatchGrid.uniform("t", (800, 600), 4, 16)
     pdf = [Region((50, 100 + 26 * k, 700, 120 + 26 * k), (800, 600), f"pdf line {k}", source="pdf") for k in range(3)]

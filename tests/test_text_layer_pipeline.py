@@ -40,7 +40,7 @@ class CountingOcr:
 
 
 def _work(src):
-    from pipelines.stages import WORK_SCHEMA
+    from snappy.plan import WORK_SCHEMA
     from snappy.plan import Action
 
     rows = [{"ordinal": i, "doc_id": e.doc_id, "uri": e.uri, "raw_path": e.raw_path, "size": e.size, "etag": e.etag,

@@ -793,7 +793,7 @@ def test_broken_xref_is_repaired_and_the_page_read(kind):
 def test_xref_without_its_trailer_is_a_document_error(kind):
     """A cross-reference table whose trailer is cut off: pdfium (this build) does not rebuild, the
     document does not open; a DocumentError that says so, not a crash (no page to OCR)."""
-    from snappy.pages import DocumentError
+    from snappy.errors import DocumentError
 
     data = _corrupt_xref(make_pdf(lambda c: body(c, BODY)), kind)
     with pytest.raises(DocumentError, match="corrupt or truncated"):

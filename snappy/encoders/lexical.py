@@ -11,7 +11,7 @@ runs of letters/digits, then :func:`normalize_piece`: case folded, accents strip
 ``s`` folded). Stop words differ only in weight: pages keep them at ``STOPWORD_WEIGHT`` (content
 words still dominate a patch's vector, but a form label such as "TO:" is findable), queries drop
 them unless nothing else is left (:func:`query_pieces`). A query with no word at all is refused
-(:class:`snappy.search.query.QueryError`), never answered with a flat map.
+(:class:`snappy.errors.QueryError`), never answered with a flat map.
 
 The grid is ColQwen's: :func:`snappy.geometry.qwen_grid` with factor ``patch_px``.
 """
@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image
 
 from snappy.encoders.base import Encoder, PageEmbedding
+from snappy.errors import NO_WORDS, QueryError
 from snappy.geometry import qwen_grid
 from snappy.grid import PatchGrid
 from snappy.propagation import intersection_matrix
@@ -155,8 +156,6 @@ class LexicalEncoder(Encoder):
         for text in texts:
             pieces = self.pieces(text)
             if not pieces:
-                from snappy.search.query import NO_WORDS, QueryError  # here: snappy.search imports encoders
-
                 raise QueryError(NO_WORDS)
             out.append(self._hash_rows(pieces))
         return out

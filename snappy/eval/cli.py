@@ -150,7 +150,7 @@ def _package_versions(names: List[str]) -> dict:
 
 
 _OCR_PACKAGES = {"paddle": ["paddleocr", "paddlex", "onnxruntime"], "rapid": ["rapidocr", "onnxruntime"],
-                 "tesseract": ["pytesseract"], "none": []}
+                 "tesseract": [], "none": []}  # tesseract: the binary's own version (tesseract --version)
 
 
 def _dataset_fingerprint(samples) -> str:
@@ -182,6 +182,10 @@ def run_settings(dataset: str, fmt: str, annotations: Optional[str], fingerprint
     else:
         ocr_opts = parse_ocr_options(ocr).to_dict()
         versions.update(_package_versions(_OCR_PACKAGES.get(ocr_opts["kind"], [])))
+        if ocr_opts["kind"] == "tesseract":
+            from snappy.ocr.tesseract import tesseract_version
+
+            versions["tesseract"] = tesseract_version(ocr_opts.get("tesseract_cmd"))
     if not (encoder.startswith(("lexical", "null", "none"))):
         versions.update(_package_versions(["colpali-engine", "transformers", "torch"]))
     return {

@@ -145,7 +145,7 @@ class IndexScorer:
 
     def analyse(self, page: EvidencePage, query: str, sample: EvalSample) -> PageAnalysis:
         from snappy.search import overlap_from_table
-        from snappy.storage.schema import page_id_for
+        from snappy.ids import page_id_for
 
         s = self.searcher
         doc = self._doc_for(str(page.image))

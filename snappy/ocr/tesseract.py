@@ -29,6 +29,17 @@ def tesseract_available(cmd: str | None = None) -> bool:
     return shutil.which(cmd or "tesseract") is not None
 
 
+def tesseract_version(cmd: str | None = None) -> str | None:
+    """The engine's version, the first line of ``tesseract --version`` (``"tesseract 5.3.0"``);
+    None if the binary cannot be run."""
+    try:
+        out = subprocess.run([cmd or "tesseract", "--version"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    lines = (out.stdout or out.stderr or "").strip().splitlines()  # older versions print it on stderr
+    return lines[0].strip() if out.returncode == 0 and lines else None
+
+
 class TesseractOcrEngine(OcrEngine):
     name = "tesseract"
 

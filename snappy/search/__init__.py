@@ -10,7 +10,7 @@
 """
 from snappy.search.maxsim import PageMatrix, maxsim, maxsim_reference, top_k
 from snappy.search.regions import overlap_from_table
-from snappy.search.query import QueryError
+from snappy.errors import QueryError
 from snappy.search.results import PageResult, PageResults, RegionResult, merge_pages
 from snappy.search.searcher import Searcher, SearchOptions
 

@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from snappy.candidate_settings import CandidateSettings
 from snappy.search.candidates import (Codebook, codes_table, default_k, default_pool_factor, list_values, nonempty,
                                      pool_page, sketch_table)
 from snappy.storage.commit import CommitBatch, live_mask
@@ -35,22 +35,6 @@ from snappy.storage.schema import CODEBOOK, CODES, DOCUMENTS, PAGES, codes_schem
 from snappy.storage.writer import IndexWriter, write_fragments
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class CandidateSettings:
-    enabled: bool = True
-    min_pages: int = 5000  # below: no codebook (the exact scan serves small indexes)
-    k: int | None = None  # centroids; None: default_k(tokens in the index)
-    train_pages: int = 2000  # pages sampled for training
-    train_tokens: int = 1 << 18  # token vectors k-means sees
-    retrain_growth: float = 4.0  # retrain when the index has grown this many times since training
-    retrain_similarity: float = 0.95  # ... or new pages fit the centroids below this share of the training fit
-    pool_factor: int | None = None  # tokens per pooled vector; None: default_pool_factor(the pages' encoder)
-    pool_bits: int | None = None  # 4 or 8 bits per pooled dimension; None: default_pool_bits(the pages' encoder)
-    range_pages: int = 256  # training pages pooled to fit the 4-bit ranges
-    batch_pages: int = 256  # pages read and coded at a time
-    seed: int = 0
 
 
 def plan_codebook(n_pages: int, codebook: Codebook | None, recent_similarity: float | None,

@@ -3,22 +3,11 @@ from __future__ import annotations
 
 from snappy.blocks import REGION_LEVELS
 from snappy.encoders.lexical import text_pieces
+from snappy.errors import NO_WORDS, QueryError
 from snappy.propagation import DEFAULT_THRESHOLD, METHODS, Threshold
 
 MAX_QUERY_CHARS = 2000  # longer text is a document, not a query (and costs the encoder seconds)
 MAX_TOP_PAGES = 100
-
-# The reason a query without a word is refused, here and by the lexical encoder itself.
-NO_WORDS = "query has no words to search after normalisation (no letters or digits)"
-
-
-class QueryError(ValueError):
-    """A request the search refuses; ``field`` names what is wrong (the service answers 400)."""
-
-    def __init__(self, reason: str, field: str = "query"):
-        super().__init__(reason)
-        self.reason, self.field = reason, field
-
 
 def check_query(text: object, max_chars: int = MAX_QUERY_CHARS) -> str:
     """The query stripped of surrounding whitespace, or QueryError saying why it cannot be searched."""

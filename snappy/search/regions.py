@@ -3,7 +3,7 @@
 The index stores, for every region, the patches it overlaps and the intersection areas
 (``patch_idx``, ``patch_inter``; computed once at index time). What scoring needs beyond that does
 not depend on the query either: the normalised weights of each method (``iou``: intersection over
-union with each patch, divided by the region's total). :class:`RegionStore` fetches the regions of
+union with each patch, divided by the region's total; :func:`snappy.propagation.entry_weights`). :class:`RegionStore` fetches the regions of
 result pages in one read per query batch, computes those weights for all of them at once (flat
 arrays, no per-page sparse matrices), and keeps them in an LRU cache, so a page seen again costs
 one gather and one segment sum: ``score[r] = sum_j w[j] * s[idx[j]]`` over region ``r``'s entries.
@@ -21,7 +21,7 @@ import scipy.sparse as sp
 
 from snappy.blocks import PageLevels, select_level
 from snappy.grid import PatchGrid
-from snappy.propagation import METHODS, RegionOverlap
+from snappy.propagation import METHODS, RegionOverlap, entry_weights
 from snappy.regions import box_areas
 
 REGION_COLUMNS = ["region_id", "page_id", "region_index", "bbox", "bbox_norm", "text", "confidence", "level",
@@ -114,16 +114,8 @@ def build_page_regions(table: pa.Table, grids: dict[str, PatchGrid]) -> dict[str
             raise ValueError(f"stored region overlap of page {pids[a]} refers to patch {patch[e0:e1].max()} but "
                              f"its grid has {len(areas)}")
         patch_area[e0:e1] = areas[patch[e0:e1]]
-    raw = {"iou": inter / np.maximum(region_area[row_of_entry] + patch_area - inter, 1e-12),
-           "ior": inter / np.maximum(region_area[row_of_entry], 1e-12),
-           "mean": np.ones_like(inter)}
-    weights = {}
-    starts = np.minimum(indptr[:-1], max(len(inter) - 1, 0))
-    for method, w in raw.items():
-        w = np.where(w > 0, w, 0.0)
-        totals = np.add.reduceat(w, starts) if len(w) else np.zeros(0)
-        totals = np.where(np.diff(indptr) > 0, totals, 1.0)
-        weights[method] = (w / np.maximum(totals[row_of_entry], 1e-12)).astype(np.float32)
+    weights = {method: entry_weights(row_of_entry, inter, region_area[row_of_entry], patch_area, len(pids), method)
+               for method in ("iou", "ior", "mean")}
     rows = table.select(list(RESULT_COLUMNS))
     levels = np.asarray(table.column("level").to_pylist(), dtype=object)
     parent = (pc.fill_null(table.column("parent").cast(pa.int64()), -1).to_numpy(zero_copy_only=False)

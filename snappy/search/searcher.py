@@ -35,7 +35,8 @@ from snappy.grid import PatchGrid
 from snappy.propagation import DEFAULT_THRESHOLD, Threshold
 from snappy.search.candidates import CandidateOptions, CentroidIndex, Codebook
 from snappy.search.maxsim import PageMatrix, maxsim, top_k
-from snappy.search.query import QueryError, check_level, check_query, check_request
+from snappy.errors import QueryError
+from snappy.search.query import check_level, check_query, check_request
 from snappy.search.regions import REGION_COLUMNS, RegionStore
 from snappy.search.results import NO_MATCH, NO_PAGES, PageResult, PageResults, RegionResult
 from snappy.storage.commit import live_mask, sql_list

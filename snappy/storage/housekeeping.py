@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from snappy.storage.schema import CODEBOOK, CODES, DOCUMENTS, PAGES, REGIONS
-from snappy.storage.tables import TABLES
+from snappy.storage.schema import TABLES
 from snappy.storage.writer import MAX_ROWS_PER_FILE, IndexWriter
 
 log = logging.getLogger(__name__)

@@ -1,12 +1,15 @@
-"""Arrow schemas of the three index tables and the record builders that fill them.
+"""Arrow schemas of the five index tables, their names and the documents row builder.
 
-documents: one row per source document (status ``indexed`` or ``failed``), keyed by doc_id.
+documents: one row per source document (status ``indexed``, ``failed`` or ``pending``), keyed by doc_id.
 pages:     one row per page: size, rendered image, patch vectors (image tokens only), grid.
 regions:   one row per OCR region: boxes, text, and its sparse overlap with the page's patches.
+codebook:  the candidate stage's centroids (snappy/search/candidates.py).
+codes:     one row per page: its pooled, quantised vectors for the candidate stage.
+
+The pages and regions rows of an indexed page are built in :mod:`snappy.records`; ids in :mod:`snappy.ids`.
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 from dataclasses import asdict, dataclass
@@ -16,11 +19,7 @@ from typing import Sequence
 import numpy as np
 import pyarrow as pa
 
-from snappy.blocks import with_blocks
-from snappy.encoders.base import PageEmbedding
-from snappy.pages import Page
-from snappy.propagation import RegionOverlap
-from snappy.regions import Region, boxes_array
+from snappy.ids import doc_id_for
 
 DOCUMENTS, PAGES, REGIONS = "documents", "pages", "regions"
 CODEBOOK, CODES = "codebook", "codes"  # the candidate stage (snappy/search/candidates.py)
@@ -28,6 +27,8 @@ INDEXED, FAILED, PENDING = "indexed", "failed", "pending"
 STATUSES = (INDEXED, FAILED, PENDING)  # pending: a transient failure of a document with no live rows yet
 KEYS = {DOCUMENTS: "doc_id", PAGES: "page_id", REGIONS: "region_id", CODEBOOK: "centroid", CODES: "page_id"}
 DEFAULT_DIM = 128
+TABLES = (DOCUMENTS, PAGES, REGIONS, CODEBOOK, CODES)
+ROW_TABLES = (PAGES, REGIONS, CODES)  # tables whose rows carry a generation
 
 
 @dataclass(frozen=True)
@@ -44,28 +45,6 @@ class IndexSettings:
         if d["text_layer"] == "off":  # what every run did before the setting existed: old rows stay equal
             del d["text_layer"]
         return json.dumps(d, sort_keys=True)
-
-
-def doc_id_for(uri: str | bytes) -> str:
-    """Stable id of a document, from its source URI (or the raw bytes of a local path).
-
-    A local name that is not valid UTF-8 arrives as a ``str`` with surrogate escapes (what
-    ``os.walk`` gives) or as bytes: both hash the file system's own bytes, so the id is stable.
-    """
-    raw = uri if isinstance(uri, bytes) else uri.encode("utf-8", "surrogateescape")
-    return hashlib.sha1(raw).hexdigest()[:16]
-
-
-def page_id_for(doc_id: str, page_number: int) -> str:
-    return f"{doc_id}-p{page_number:05d}"
-
-
-def region_id_for(page_id: str, index: int) -> str:
-    return f"{page_id}-r{index:05d}"
-
-
-def content_hash(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def documents_schema() -> pa.Schema:
@@ -201,43 +180,6 @@ def encode_image(image, quality: int = 85) -> bytes:
     buf = io.BytesIO()
     (image if image.mode == "RGB" else image.convert("RGB")).save(buf, format="JPEG", quality=quality)
     return buf.getvalue()
-
-
-def page_record(doc_id: str, page: Page, embedding: PageEmbedding, encoder_id: str,
-                image_bytes: bytes | None = None, gen: int = 0) -> dict:
-    vectors = np.asarray(embedding.vectors, dtype=np.float16)  # [n_tokens, dim]
-    return {
-        "page_id": page_id_for(doc_id, page.number), "doc_id": doc_id, "page_number": page.number,
-        "width": page.width, "height": page.height, "width_pt": page.width_pt, "height_pt": page.height_pt,
-        "dpi": page.dpi, "image": image_bytes if image_bytes is not None else encode_image(page.image),
-        "vectors": vectors, "n_tokens": vectors.shape[0], "grid": embedding.grid.to_json(),
-        "encoder_id": encoder_id, "gen": gen, **text_columns(page.decision),
-    }
-
-
-def text_columns(decision) -> dict:
-    """The pages row's ``text_source`` / ``text_code`` / ``text_reason`` of a page's
-    :class:`snappy.textlayer.PageDecision` (None: the text layer was off, OCR read the page)."""
-    if decision is None:
-        return {"text_source": "ocr", "text_code": "off", "text_reason": "text layer off"}
-    return {"text_source": decision.source, "text_code": decision.code, "text_reason": decision.reason}
-
-
-def region_records(doc_id: str, page_number: int, regions: Sequence[Region], embedding_grid,
-                   gen: int = 0, blocks: bool = True) -> list[dict]:
-    """Region rows of one page, with their overlap on the page's patch grid precomputed: the OCR
-    lines, then (``blocks``) the blocks they form (``snappy.blocks``), each line naming its block."""
-    page_id = page_id_for(doc_id, page_number)
-    regions, parent = with_blocks(regions) if blocks else (list(regions), np.full(len(regions), -1))
-    overlap = RegionOverlap.build(embedding_grid.boxes(), boxes_array(regions))
-    idx, inter = overlap.to_lists()
-    return [{
-        "region_id": region_id_for(page_id, i), "page_id": page_id, "doc_id": doc_id,
-        "page_number": page_number, "region_index": i, "bbox": list(r.bbox), "bbox_norm": list(r.bbox_norm),
-        "polygon": [c for pt in r.polygon for c in pt] if r.polygon else None, "text": r.text,
-        "confidence": r.confidence, "level": r.level, "parent": int(parent[i]) if parent[i] >= 0 else None,
-        "area": r.area, "patch_idx": idx[i], "patch_inter": inter[i], "gen": gen, "source": r.source,
-    } for i, r in enumerate(regions)]
 
 
 def to_table(name: str, records: list[dict], dim: int = DEFAULT_DIM) -> pa.Table:

@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 from snappy.storage import fs
 from snappy.storage import snapshot as snapshots
 from snappy.storage.commit import live_mask
-from snappy.storage.schema import CODEBOOK, CODES, DOCUMENTS, INDEXED, KEYS, PAGES, REGIONS, SCHEMAS
+from snappy.storage.schema import DOCUMENTS, INDEXED, KEYS, ROW_TABLES, SCHEMAS, TABLES
 
 if TYPE_CHECKING:
     from snappy.storage.writer import IndexWriter
@@ -52,8 +52,6 @@ def reraise_fatal(e: BaseException) -> None:
         raise e
 
 
-TABLES = (DOCUMENTS, PAGES, REGIONS, CODEBOOK, CODES)
-ROW_TABLES = (PAGES, REGIONS, CODES)  # tables whose rows carry a generation
 
 
 class IndexStore:
@@ -110,7 +108,7 @@ class IndexStore:
         except Exception as e:  # botocore: EndpointConnectionError, ClientError (403, NoSuchBucket), ...
             if not self.files.remote:
                 raise
-            from snappy.sources import s3_reason
+            from snappy.errors import s3_reason
 
             raise IndexUnavailable(self.uri, s3_reason(e, 0)) from e
         if snap is not None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import lance
 import pyarrow as pa
@@ -24,8 +24,11 @@ from snappy.storage import runlog
 from snappy.storage import snapshot as snapshots
 from snappy.storage.commit import CommitBatch, check_unique, delete_filter, make_gen, settle_for, sql_list, stale_generations
 from snappy.storage.lease import Lease
-from snappy.storage.schema import CODEBOOK, CODES, DEFAULT_DIM, DOCUMENTS, INDEXED, KEYS, PAGES, REGIONS, SCHEMAS
-from snappy.storage.tables import ROW_TABLES, TABLES, IndexStore
+from snappy.storage.schema import (CODEBOOK, CODES, DEFAULT_DIM, DOCUMENTS, INDEXED, KEYS, PAGES, REGIONS, ROW_TABLES, SCHEMAS,
+                                   TABLES)
+
+if TYPE_CHECKING:  # only a type here: the store makes its writers (IndexStore.writer), tables imports writer
+    from snappy.storage.tables import IndexStore
 
 log = logging.getLogger(__name__)
 

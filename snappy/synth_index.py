@@ -21,8 +21,9 @@ from snappy.encoders.base import Encoder, PageEmbedding
 from snappy.grid import PatchGrid
 from snappy.pages import Page
 from snappy.regions import Region
-from snappy.storage.schema import (PAGES, REGIONS, IndexSettings, doc_id_for, document_record,
-                                   page_id_for, page_record, region_records, to_table, vectors_array)
+from snappy.ids import doc_id_for, page_id_for
+from snappy.records import page_record, region_records
+from snappy.storage.schema import PAGES, REGIONS, IndexSettings, document_record, to_table, vectors_array
 from snappy.storage.tables import IndexStore
 
 

@@ -1,0 +1,22 @@
+"""What the nightly run keeps for the search's candidate stage (the codebook and the codes):
+its settings, apart from the code that applies them (:mod:`snappy.search.maintain`), so that a
+run's configuration loads without the search."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class CandidateSettings:
+    enabled: bool = True
+    min_pages: int = 5000  # below: no codebook (the exact scan serves small indexes)
+    k: int | None = None  # centroids; None: default_k(tokens in the index)
+    train_pages: int = 2000  # pages sampled for training
+    train_tokens: int = 1 << 18  # token vectors k-means sees
+    retrain_growth: float = 4.0  # retrain when the index has grown this many times since training
+    retrain_similarity: float = 0.95  # ... or new pages fit the centroids below this share of the training fit
+    pool_factor: int | None = None  # tokens per pooled vector; None: default_pool_factor(the pages' encoder)
+    pool_bits: int | None = None  # 4 or 8 bits per pooled dimension; None: default_pool_bits(the pages' encoder)
+    range_pages: int = 256  # training pages pooled to fit the 4-bit ranges
+    batch_pages: int = 256  # pages read and coded at a time
+    seed: int = 0

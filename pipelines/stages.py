@@ -293,7 +293,7 @@ class _DocumentCheck:
         if self.checker is None or page.decision is None:
             return [(page, render_s)]
         if self.result is not None:
-            return [(_after_check(page, self.result), render_s)]
+            return [(page.checked(self.result), render_s)]
         if self.pending is None and not self._start(page):
             return [(page, render_s)]  # nothing worth reading on this page: no check yet
         self.held.append((page, render_s))
@@ -315,7 +315,7 @@ class _DocumentCheck:
 
         from snappy.textlayer import check_crops
 
-        if page.decision.action == "full" or not page.regions:
+        if not page.regions:  # a page decided "full" has none
             return False
         crops, self.texts = check_crops(page.image, page.regions)
         if not crops:
@@ -353,7 +353,7 @@ class _DocumentCheck:
                 self.result = compare_texts(self.texts, read)
             except Exception as e:
                 self._unavailable(e)
-        out = [(_after_check(p, self.result), r) for p, r in self.held]
+        out = [(p.checked(self.result), r) for p, r in self.held]
         self.held = []
         return out
 
@@ -363,17 +363,6 @@ class _DocumentCheck:
         why = classify(e).reason
         log.warning("%s: the OCR check of the text layer failed (%s); not checked", self.source, why)
         self.result = LayerCheck(None, float("nan"), (), f"OCR check unavailable: {why}")
-
-
-def _after_check(page, check):
-    from dataclasses import replace
-
-    from snappy.textlayer import after_check
-
-    if check is None or check.ok is not False:
-        return page
-    regions, decision = after_check(page.regions, page.decision, check)
-    return replace(page, regions=regions, decision=decision)
 
 
 # ---------------------------------------------------------------------- shared by the actor stages

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Sequence
 
 from PIL import Image
@@ -90,13 +90,11 @@ def index_document(uri: str, data: bytes, encoder: Encoder, ocr: OcrEngine, sett
             if not batch:
                 break
             t = time.perf_counter()
-            if render.text_layer == "auto" and check is None:  # once per document: does the layer read right?
-                for p in batch:
-                    if p.decision.action != "full" and p.regions:
+            if render.text_layer == "auto":  # once per document, on its first page with lines worth reading
+                for k, p in enumerate(batch):
+                    if check is None and p.regions and textlayer.pick_check_lines(p.regions):
                         check = textlayer.verify_with_ocr(p.image, p.regions, ocr)
-                        break
-            batch = [replace(p, **dict(zip(("regions", "decision"), textlayer.after_check(p.regions, p.decision, check))))
-                     if p.decision is not None else p for p in batch]
+                    batch[k] = p.checked(check)  # as the read stage does: from the checked page on
             regs = [textlayer.page_regions(p.image, p.regions or [], p.decision, ocr) for p in batch]
             secs["ocr"] += time.perf_counter() - t
             t = time.perf_counter()

@@ -74,6 +74,18 @@ class Page:
     def size(self) -> tuple[int, int]:
         return self.image.size
 
+    def checked(self, check) -> "Page":
+        """This page once its document's text-layer OCR check (a ``snappy.textlayer.LayerCheck``, or
+        None) is known: unchanged, or, when the layer reads wrong, sent to OCR (``textlayer.after_check``)."""
+        if self.decision is None or check is None or check.ok is not False:
+            return self
+        from dataclasses import replace
+
+        from snappy.textlayer import after_check
+
+        regions, decision = after_check(self.regions, self.decision, check)
+        return replace(self, regions=regions, decision=decision)
+
 
 # ---------------------------------------------------------------------- blank pages
 BLANK_LEVELS = 16  # of 255: a page whose averaged greyscale varies less than this shows nothing

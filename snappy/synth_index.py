@@ -185,6 +185,22 @@ class StructuredCorpus:
         return [self.page(i, vocab) for i in range(start, stop)]
 
 
+def _page_batch(schema: pa.Schema, uris: list[str], vecs, grids: list[str], encoder_id: str, dim: int) -> pa.RecordBatch:
+    """A pages batch of one-page documents ``uris`` with these vectors and grids (no image; columns
+    not set here, e.g. the text source, are null)."""
+    n = len(uris)
+    doc_ids = [doc_id_for(u) for u in uris]
+    cols = {
+        "page_id": [page_id_for(d, 1) for d in doc_ids], "doc_id": doc_ids, "page_number": [1] * n,
+        "width": [len(v) * 4 for v in vecs], "height": [4] * n, "width_pt": [float(len(v) * 4) for v in vecs],
+        "height_pt": [4.0] * n, "dpi": [72.0] * n, "n_tokens": [len(v) for v in vecs], "grid": grids,
+        "encoder_id": [encoder_id] * n,
+        "gen": [0] * n,  # replaced by each document's generation when written
+    }
+    return pa.RecordBatch.from_arrays([vectors_array(list(vecs), dim) if f.name == "vectors" else
+                                       pa.array(cols.get(f.name, [None] * n), f.type) for f in schema], schema=schema)
+
+
 def write_vector_pages(uri: str, n_pages: int, page_vectors, encoder_id: str, dim: int = 128,
                        batch_pages: int = 250, storage_options=None, name: str = "synthetic") -> IndexStore:
     """An index of ``n_pages`` one-page documents whose vectors are ``page_vectors(start, stop) -> [arrays]``
@@ -197,20 +213,9 @@ def write_vector_pages(uri: str, n_pages: int, page_vectors, encoder_id: str, di
 
     def batches():
         for start in range(0, n_pages, batch_pages):
-            ids = range(start, min(start + batch_pages, n_pages))
-            vecs = page_vectors(start, ids.stop)
+            vecs = page_vectors(start, min(start + batch_pages, n_pages))
             grids = [PatchGrid.uniform("synthetic", (len(v) * 4, 4), 1, len(v)).to_json() for v in vecs]
-            cols = {
-                "page_id": [page_id_for(doc_id_for(uris[i]), 1) for i in ids], "doc_id": [doc_id_for(uris[i]) for i in ids],
-                "page_number": [1] * len(ids), "width": [len(v) * 4 for v in vecs], "height": [4] * len(ids),
-                "width_pt": [float(len(v) * 4) for v in vecs], "height_pt": [4.0] * len(ids), "dpi": [72.0] * len(ids),
-                "image": [None] * len(ids), "vectors": vectors_array(list(vecs), dim),
-                "n_tokens": [len(v) for v in vecs], "grid": grids, "encoder_id": [encoder_id] * len(ids),
-                "gen": [0] * len(ids),  # replaced by each document's generation when written
-                "text_source": [None] * len(ids), "text_code": [None] * len(ids), "text_reason": [None] * len(ids),
-            }
-            yield pa.RecordBatch.from_arrays([pa.array(cols[f.name], f.type) if f.name != "vectors" else cols[f.name]
-                                              for f in schema], schema=schema)
+            yield _page_batch(schema, uris[start:start + len(vecs)], vecs, grids, encoder_id, dim)
 
     store.upsert(docs, pa.RecordBatchReader.from_batches(schema, batches()), dim=dim)
     return store
@@ -229,18 +234,8 @@ def write_random_pages(uri: str, n_pages: int, n_tokens: int = 1024, dim: int = 
         for start in range(0, n_pages, batch_pages):
             ids = range(start, min(start + batch_pages, n_pages))
             vecs = random_unit_pages(len(ids), n_tokens, dim, seed + start)
-            cols = {
-                "page_id": [page_id_for(doc_id_for(f"synthetic://{i:06d}"), 1) for i in ids],
-                "doc_id": [doc_id_for(f"synthetic://{i:06d}") for i in ids],
-                "page_number": [1] * len(ids), "width": [n_tokens * 4] * len(ids), "height": [4] * len(ids),
-                "width_pt": [float(n_tokens * 4)] * len(ids), "height_pt": [4.0] * len(ids), "dpi": [72.0] * len(ids),
-                "image": [None] * len(ids), "vectors": vectors_array(list(vecs), dim),
-                "n_tokens": [n_tokens] * len(ids), "grid": [grid] * len(ids), "encoder_id": [f"random:d{dim}"] * len(ids),
-                "gen": [0] * len(ids),  # replaced by each document's generation when written
-                "text_source": [None] * len(ids), "text_code": [None] * len(ids), "text_reason": [None] * len(ids),
-            }
-            yield pa.RecordBatch.from_arrays([pa.array(cols[f.name], f.type) if f.name != "vectors" else cols[f.name]
-                                              for f in schema], schema=schema)
+            yield _page_batch(schema, [f"synthetic://{i:06d}" for i in ids], vecs, [grid] * len(ids),
+                              f"random:d{dim}", dim)
 
     store.upsert(docs, pa.RecordBatchReader.from_batches(schema, batches()), dim=dim)
     return store

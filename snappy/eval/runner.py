@@ -43,7 +43,7 @@ from snappy.eval.metrics import (
 )
 from snappy.eval.tokens import TextCounter, image_tokens
 from snappy.propagation import METHODS, RegionOverlap, Threshold, patch_scores, region_scores, select, select_regions
-from snappy.regions import Region, boxes_array
+from snappy.regions import Region, box_areas, boxes_array
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +213,7 @@ class LevelView:
 def _level_view(a: PageAnalysis, level: str, method: str) -> LevelView:
     """``line``: the OCR lines. ``block``: blocks of two or more lines and the lines that are blocks
     by themselves. ``auto``: lines and blocks, selected by :func:`snappy.blocks.select_level`
-    (a block whose selected lines cover half of it is returned in their place)."""
+    (per block: the block, its lines, or both, from how the evidence spreads over it)."""
     if level == "line" or not a.regions:
         return LevelView(a.regions, _scores_for(a, method), a.overlap, _select)
     from snappy.blocks import PageLevels, select_level, with_blocks
@@ -223,7 +223,8 @@ def _level_view(a: PageAnalysis, level: str, method: str) -> LevelView:
     if "stored" not in a.cache:  # the page's lines and blocks, as an index stores them
         stored, parent = with_blocks(a.regions)
         a.cache["stored"] = (stored, RegionOverlap.build(a.patch_boxes, boxes_array(stored)),
-                             PageLevels.build([r.level for r in stored], parent, [r.area for r in stored]))
+                             PageLevels.build([r.level for r in stored], parent, [r.area for r in stored],
+                                              float(np.median(box_areas(a.patch_boxes))) if len(a.patch_boxes) else 0.0))
     stored, ov, pl = a.cache["stored"]
     all_scores = region_scores(a.patch_scores, ov, method)
     if level == "block":

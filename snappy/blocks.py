@@ -39,7 +39,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
-from snappy.propagation import Selection, Threshold, select
+from snappy.propagation import DEFAULT_THRESHOLD, Selection, Threshold, select
 from snappy.regions import Region
 
 RegionLevel = Literal["line", "block", "auto"]
@@ -298,10 +298,16 @@ def _auto_units(s: np.ndarray, pl: PageLevels, o: BlockOptions) -> tuple[np.ndar
     return units, adj[units]
 
 
+DEFAULT_SELECTION = "default"  # the spec naming what `snappy query` does by default
+
+
 def parse_selection(spec: str, default_level: str = "line") -> tuple[str, Threshold]:
     """A selection spec ``[level:]rule`` -> ``(level, Threshold)``: ``auto:p50``, ``block:top3``,
-    ``gap`` (no level: ``default_level``, lines, as in the paper). ValueError names what is wrong."""
+    ``gap`` (no level: ``default_level``, lines, as in the paper); ``default``: the level and rule
+    `snappy query`, the service and ``Searcher`` use by default. ValueError names what is wrong."""
     text = str(spec).strip()
+    if text.lower() == DEFAULT_SELECTION:
+        return DEFAULT_LEVEL, Threshold.parse(DEFAULT_THRESHOLD)
     head, _, rest = text.partition(":")
     if head.lower() in REGION_LEVELS and rest:
         return head.lower(), Threshold.parse(rest)

@@ -67,10 +67,13 @@ def run(datasets: list[str], ocr: str, cache: Path, thresholds: list[str], encod
         samples = load_dataset(ds, "jsonl", None)
         res = run_selections(samples, scorer, cfgs, None, None, progress=False)
         cats = sorted({s.category for s in samples})
-        for cat in cats:
+        for cat in [None] + (cats if len(cats) > 1 else []):  # the whole set, then each category
+            def mine(x, cat=cat):
+                return cat is None or x.get("category") == cat
+
             rows = {}
             for key, r in res.items():
-                recs = [x for x in r.records if x.get("category") == cat]
+                recs = [x for x in r.records if mine(x)]
                 summ = summarize_records(recs, cfgs[key])
                 sy = summ["systems"]
                 rows[key] = {"n": summ["n_scored"], "no_words": len(summ["no_words"]),
@@ -83,8 +86,8 @@ def run(datasets: list[str], ocr: str, cache: Path, thresholds: list[str], encod
                              "kept": _fig(sy.get("method"), "kept_fraction"),
                              "random_hit": _fig(sy.get("random"), "hit@0.5")}
             first = next(iter(res.values())).records
-            ceil = level_ceilings([x for x in first if x.get("category") == cat])
-            out[f"{Path(ds).parent.name}/{cat}"] = {"ceilings": {lv: c["hit_rate"]["0.5"] for lv, c in ceil.items()},
+            ceil = level_ceilings([x for x in first if mine(x)])
+            out[Path(ds).parent.name + (f"/{cat}" if cat else " (all)")] = {"ceilings": {lv: c["hit_rate"]["0.5"] for lv, c in ceil.items()},
                                                     "selections": rows}
     return out
 
@@ -119,7 +122,15 @@ def main() -> None:
     ap.add_argument("--thresholds", default="line:p50,line:gap,block:gap,default")
     ap.add_argument("--encoder", default="lexical")
     ap.add_argument("--json", type=Path, help="also write the figures here")
+    ap.add_argument("--options", default="", help="BlockOptions fields to try, e.g. line_ratio=0.5,support=0.7")
     a = ap.parse_args()
+    if a.options:  # a tuning aid: every BlockOptions() made in this process takes these values
+        import functools
+
+        import snappy.blocks as blocks
+
+        kw = {k: float(v) for k, v in (kv.split("=") for kv in a.options.split(","))}
+        blocks.BlockOptions = functools.partial(blocks.BlockOptions, **kw)
     res = run(a.datasets, a.ocr, a.ocr_cache, [t for t in a.thresholds.split(",") if t], a.encoder)
     if a.json:
         a.json.write_text(json.dumps(res, indent=1))

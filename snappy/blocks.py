@@ -14,8 +14,10 @@ not the gaps between boxes:
    least ``min_x_overlap`` of the narrower one), have heights within ``max_height_ratio``, their
    centres are at most ``max_pitch`` times the page's median line height apart and at most
    ``pitch_tol`` times the page's typical line pitch (a paragraph break adds half a line or
-   more), they are not both cells (a table's rows do not stack into columns) and not both numbers
-   (a receipt's price column is not a paragraph).
+   more), they are not both cells (a table's rows do not stack into columns), not both numbers
+   (a receipt's price column is not a paragraph), and the lower line does not both start and end
+   ``indent`` median heights right of the upper one (a short last line, then an indented first
+   line: paragraphs set without a gap between them).
 2. **Rows.** A single-line stack joins its right neighbour in the row only when the two read as
    one phrase (a gap up to ``phrase_gap`` line heights: a line the detector split) or as a label
    ending in a colon and its value. Other cells of a row stay apart: a form row's several fields,
@@ -56,9 +58,11 @@ class BlockOptions:
     max_height_ratio: float = 1.6  # taller / shorter line height, within a stack
     min_y_overlap: float = 0.5  # vertical overlap / smaller height, within a row
     phrase_gap: float = 1.2  # horizontal gap / line height up to which row neighbours read as one phrase
+    indent: float = 1.0  # a line starting and ending this many median heights right of the one above opens a paragraph
     block_ratio: float = 0.85  # auto: a block whose score is >= this x its best line's is returned whole
     line_ratio: float = 0.6  # auto: below this x its best line's score, a block answers with its lines
     shrink: float = 0.5  # auto: a region of a patches' area keeps a/(a+shrink) of its lead over the page mean
+    support: float = 0.7  # auto: two or more lines with this share of the best line's lead: block and line too
 
 
 _NUMERIC = re.compile(r"^[\W\d_]*\d[\W\d_]*$")  # digits with punctuation/currency only: "80.90", "$1,200"
@@ -103,13 +107,15 @@ def group_lines(boxes: np.ndarray, options: BlockOptions | None = None,
     np.fill_diagonal(row, False)
     h_gap = -x_ov  # > 0: the horizontal gap between two lines
     cell = (row & (h_gap >= o.cell_gap * np.maximum(w[:, None], w[None, :]))).any(axis=1)
+    indent = o.indent * max(float(np.median(h)), 1e-6)
     # 1. stacks: i joins the nearest line below it that passes the tests; two numbers never stack
     stackable = ((pitch > 0) & ~row
                  & (x_ov >= o.min_x_overlap * np.minimum(w[:, None], w[None, :]))
                  & (np.maximum(h[:, None], h[None, :]) <= o.max_height_ratio * hmin)
                  & (pitch <= o.max_pitch * max(float(np.median(h)), 1e-6))
                  & ~(cell[:, None] & cell[None, :])
-                 & ~(numeric[:, None] & numeric[None, :]))
+                 & ~(numeric[:, None] & numeric[None, :])
+                 & ~((x0[None, :] - x0[:, None] >= indent) & (x1[None, :] - x1[:, None] >= indent)))
     dist = np.where(stackable, pitch, np.inf)
     nearest_pitch = dist.min(axis=1)
     if np.isfinite(nearest_pitch).any():
@@ -256,13 +262,19 @@ def select_level(scores: np.ndarray, levels, parent: np.ndarray | None = None, a
     if level == "line" or not len(pl.block_rows):
         sel = select(s[pl.line_rows], threshold)
         return Selection(pl.line_rows[sel.kept], sel.peak, sel.reason)
-    units, adj = _auto_units(s, pl, options or BlockOptions())
+    units, adj, companion = _auto_units(s, pl, options or BlockOptions())
     sel = select(adj, threshold)
-    return Selection(units[sel.kept], sel.peak, sel.reason)
+    kept = units[sel.kept]
+    if len(companion):  # a block kept "with its best line" comes with it, right after it
+        extra = [companion.get(int(r)) for r in kept]
+        kept = np.fromiter(dict.fromkeys(r for k, c in zip(kept, extra) for r in ((k,) if c is None else (k, c))),
+                           np.int64)
+    return Selection(kept, sel.peak, sel.reason)
 
 
-def _auto_units(s: np.ndarray, pl: PageLevels, o: BlockOptions) -> tuple[np.ndarray, np.ndarray]:
-    """The rows ``auto`` chooses among, and their scale-aware scores.
+def _auto_units(s: np.ndarray, pl: PageLevels, o: BlockOptions) -> tuple[np.ndarray, np.ndarray, dict]:
+    """The rows ``auto`` chooses among, their scale-aware scores, and for a block returned with its
+    best line, that line's row -> the block's row.
 
     Scores are shrunk towards the page's mean line score by ``a / (a + shrink)``, ``a`` the region's
     area in patches: a region smaller than a patch shares that patch's score with its neighbours,
@@ -270,7 +282,9 @@ def _auto_units(s: np.ndarray, pl: PageLevels, o: BlockOptions) -> tuple[np.ndar
     around it. Then per block of two or more lines, its lead over the mean against its best line's:
     at least ``block_ratio``, the evidence covers the block (a paragraph, an address): the block;
     below ``line_ratio``, it sits on some of its lines (a value beside its label, one line of a
-    paragraph): those lines; in between, the block and its best line. Lines of no block are units."""
+    paragraph): those lines; in between (or when two or more of its lines carry ``support`` of the
+    best one's lead), its lines, and the block returned with its best line whenever that line is
+    kept. Lines of no block are units."""
     lines = pl.line_rows
     mu = float(np.nanmean(s[lines])) if len(lines) and not np.isnan(s[lines]).all() else 0.0
     adj = np.asarray(s, np.float64).copy()
@@ -286,6 +300,10 @@ def _auto_units(s: np.ndarray, pl: PageLevels, o: BlockOptions) -> tuple[np.ndar
     ratio = np.where(best > 0, blead / np.where(best > 0, best, 1.0), 1.0)
     whole = ratio >= o.block_ratio
     both = ~whole & (ratio >= o.line_ratio)
+    if o.support > 0:  # the evidence on two or more of its lines: the block too
+        bi = np.maximum(pl.line_block, 0)
+        strong = has & (lead[lines] > 0) & (lead[lines] >= o.support * best[bi])
+        both |= ~whole & (np.bincount(pl.line_block[strong], minlength=nb) >= 2)
     # best line of each block: the first line reaching the block's best lead
     is_best = has & (lead[lines] >= best[np.maximum(pl.line_block, 0)])
     first = np.full(nb, -1)
@@ -293,9 +311,9 @@ def _auto_units(s: np.ndarray, pl: PageLevels, o: BlockOptions) -> tuple[np.ndar
     first[pl.line_block[idx]] = idx  # reversed: the earliest wins
     as_lines = has & ~whole[np.maximum(pl.line_block, 0)]
     as_lines &= ~both[np.maximum(pl.line_block, 0)] | (np.arange(len(lines)) == first[np.maximum(pl.line_block, 0)])
-    units = np.concatenate([lines[~has], lines[as_lines], pl.block_rows[whole | both]])
-    units = np.sort(units)
-    return units, adj[units]
+    units = np.sort(np.concatenate([lines[~has], lines[as_lines], pl.block_rows[whole]]))
+    companion = {int(lines[first[k]]): int(pl.block_rows[k]) for k in np.flatnonzero(both) if first[k] >= 0}
+    return units, adj[units], companion
 
 
 DEFAULT_SELECTION = "default"  # the spec naming what `snappy query` does by default

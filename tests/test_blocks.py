@@ -291,3 +291,14 @@ def test_an_index_written_before_blocks_is_migrated_and_answers_every_level(tmp_
     by_uri = {p.uri: p for p in pages}
     assert [(r.level, r.text) for r in by_uri["mem://new.pdf"].regions] == [
         ("block", "quarterly revenue grew by twelve percent in the northern region")]
+
+
+def test_paragraphs_set_without_a_gap_split_at_the_indent():
+    rows = [((60, 100, 1100, 122), "The first paragraph runs across the whole"),
+            ((60, 126, 1100, 148), "column and ends on a short"),
+            ((60, 152, 500, 174), "last line."),
+            ((110, 178, 1100, 200), "The second paragraph opens with an indent and"),
+            ((60, 204, 1100, 226), "continues flush left.")]
+    g = _labels(rows)
+    assert g["last line."] == {r[1] for r in rows[:3]}
+    assert g["continues flush left."] == {r[1] for r in rows[3:]}

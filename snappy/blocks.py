@@ -34,6 +34,7 @@ line, from how the evidence spreads over it; scale-aware scores).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 import re
 from typing import Literal, Sequence
 
@@ -224,6 +225,17 @@ class PageLevels:
                    None if areas is None else row_area, float(patch_area or 0.0))
 
 
+    @cached_property
+    def grouped(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(member, starts, seg, lone)``: positions in ``line_rows`` of the lines of blocks, grouped
+        by block; where each block's run starts; each entry's block; the rows of lines of no block."""
+        member = np.flatnonzero(self.line_block >= 0)
+        member = member[np.argsort(self.line_block[member], kind="stable")]
+        starts = np.concatenate([[0], np.cumsum(self.block_lines)[:-1]]).astype(np.int64)
+        seg = np.repeat(np.arange(len(self.block_rows)), self.block_lines)
+        return member, starts, seg, self.line_rows[self.line_block < 0]
+
+
 def split_levels(levels: Sequence[str] | np.ndarray, parent: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(line_rows, block_rows, line_block)`` of a page's stored regions: row indices of lines and
     blocks, and for each line the position of its block in ``block_rows`` (-1 when the page was
@@ -265,16 +277,16 @@ def select_level(scores: np.ndarray, levels, parent: np.ndarray | None = None, a
     units, adj, companion = _auto_units(s, pl, options or BlockOptions())
     sel = select(adj, threshold)
     kept = units[sel.kept]
-    if len(companion):  # a block kept "with its best line" comes with it, right after it
-        extra = [companion.get(int(r)) for r in kept]
-        kept = np.fromiter(dict.fromkeys(r for k, c in zip(kept, extra) for r in ((k,) if c is None else (k, c))),
-                           np.int64)
+    c = companion[kept]
+    if (c >= 0).any():  # a block kept "with its best line" comes with it, right after it
+        kept = np.stack([kept, c], axis=1).ravel()
+        kept = kept[kept >= 0]
     return Selection(kept, sel.peak, sel.reason)
 
 
-def _auto_units(s: np.ndarray, pl: PageLevels, o: BlockOptions) -> tuple[np.ndarray, np.ndarray, dict]:
-    """The rows ``auto`` chooses among, their scale-aware scores, and for a block returned with its
-    best line, that line's row -> the block's row.
+def _auto_units(s: np.ndarray, pl: PageLevels, o: BlockOptions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The rows ``auto`` chooses among, their scale-aware scores, and per row the block returned
+    with it (-1: none).
 
     Scores are shrunk towards the page's mean line score by ``a / (a + shrink)``, ``a`` the region's
     area in patches: a region smaller than a patch shares that patch's score with its neighbours,
@@ -285,34 +297,30 @@ def _auto_units(s: np.ndarray, pl: PageLevels, o: BlockOptions) -> tuple[np.ndar
     paragraph): those lines; in between (or when two or more of its lines carry ``support`` of the
     best one's lead), its lines, and the block returned with its best line whenever that line is
     kept. Lines of no block are units."""
-    lines = pl.line_rows
-    mu = float(np.nanmean(s[lines])) if len(lines) and not np.isnan(s[lines]).all() else 0.0
-    adj = np.asarray(s, np.float64).copy()
+    lines, nb = pl.line_rows, len(pl.block_rows)
+    v = s[lines]
+    ok = ~np.isnan(v)
+    mu = float(v[ok].mean()) if ok.any() else 0.0
+    adj = np.asarray(s, np.float64)
     if pl.patch_area > 0 and pl.row_area is not None:
         a = pl.row_area / pl.patch_area
         adj = mu + (adj - mu) * (a / (a + o.shrink))
-    lead = np.nan_to_num(adj - mu, nan=-np.inf)
-    has = pl.line_block >= 0
-    nb = len(pl.block_rows)
-    best = np.full(nb, -np.inf)
-    np.maximum.at(best, pl.line_block[has], lead[lines[has]])
+    lead = adj - mu
+    lead[np.isnan(lead)] = -np.inf
+    member, starts, seg, lone = pl.grouped  # lines grouped by block: per-block reductions over runs
+    ml = lead[lines[member]]
+    best = np.maximum.reduceat(ml, starts) if nb else np.zeros(0)
     blead = lead[pl.block_rows]
     ratio = np.where(best > 0, blead / np.where(best > 0, best, 1.0), 1.0)
     whole = ratio >= o.block_ratio
-    both = ~whole & (ratio >= o.line_ratio)
-    if o.support > 0:  # the evidence on two or more of its lines: the block too
-        bi = np.maximum(pl.line_block, 0)
-        strong = has & (lead[lines] > 0) & (lead[lines] >= o.support * best[bi])
-        both |= ~whole & (np.bincount(pl.line_block[strong], minlength=nb) >= 2)
-    # best line of each block: the first line reaching the block's best lead
-    is_best = has & (lead[lines] >= best[np.maximum(pl.line_block, 0)])
-    first = np.full(nb, -1)
-    idx = np.flatnonzero(is_best)[::-1]
-    first[pl.line_block[idx]] = idx  # reversed: the earliest wins
-    as_lines = has & ~whole[np.maximum(pl.line_block, 0)]
-    as_lines &= ~both[np.maximum(pl.line_block, 0)] | (np.arange(len(lines)) == first[np.maximum(pl.line_block, 0)])
-    units = np.sort(np.concatenate([lines[~has], lines[as_lines], pl.block_rows[whole]]))
-    companion = {int(lines[first[k]]): int(pl.block_rows[k]) for k in np.flatnonzero(both) if first[k] >= 0}
+    strong = (ml > 0) & (ml >= o.support * best[seg])
+    both = ~whole & ((ratio >= o.line_ratio) | (np.add.reduceat(strong, starts) >= 2 if nb else False))
+    pos = np.arange(len(member))
+    first = np.minimum.reduceat(np.where(ml >= best[seg], pos, len(member)), starts) if nb else pos
+    keep = ~whole[seg] & (~both[seg] | (pos == first[seg]))  # member lines that are units
+    units = np.sort(np.concatenate([lone, lines[member[keep]], pl.block_rows[whole]]))
+    companion = np.full(len(s), -1, np.int64)
+    companion[lines[member[first[both]]]] = pl.block_rows[both]
     return units, adj[units], companion
 
 

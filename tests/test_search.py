@@ -216,7 +216,7 @@ def test_query_actor_body(tmp_path):
     actor = QueryActorImpl(store.uri)
     pages = actor.query("total amount due", top_pages=1, threshold="top1", level="line")
     assert pages[0]["regions"][0]["text"] == "Total amount due 1234 EUR" and pages[0]["page_number"] == 2
-    (page,) = actor.query("total amount due", top_pages=1)  # default: auto; the row's two cells stay apart
+    (page,) = actor.query("total amount due", top_pages=1)  # default: auto; the evidence is on one line of the two
     assert [(r["text"], r["level"]) for r in page["regions"]] == [("Total amount due 1234 EUR", "line")]
     assert actor.info()["pages"] == 3 and actor.refresh() is False
     out = QueryUDF(store.uri, top_pages=1, threshold="top1")({"query": np.array(["signature director"])})

@@ -59,8 +59,9 @@ def test_blocks_reach_the_block_truth(read_pages):
     for q in questions:
         gt = np.asarray([pages[q.page].box_px(q.block, DPI)])
         by_kind.setdefault(q.kind, []).append(float(best_iou_per_gt(gt, _boxes(blocks[q.page]))[0]))
+    by_kind.pop("table_row")  # a table's cells stay units of their own (no row block): docs/regions.md
     block_truth = [v for k, vs in by_kind.items() if k != "line" for v in vs]
-    assert len(block_truth) >= 20
+    assert len(block_truth) >= 15
     assert np.mean(block_truth) >= MIN_BLOCK_CEILING, by_kind
     for kind, vs in by_kind.items():
         assert np.mean(vs) >= MIN_KIND_CEILING, (kind, vs)

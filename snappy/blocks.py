@@ -33,9 +33,9 @@ line, from how the evidence spreads over it; scale-aware scores).
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import cached_property
-import re
 from typing import Literal, Sequence
 
 import numpy as np
@@ -60,8 +60,8 @@ class BlockOptions:
     min_y_overlap: float = 0.5  # vertical overlap / smaller height, within a row
     phrase_gap: float = 1.2  # horizontal gap / line height up to which row neighbours read as one phrase
     indent: float = 1.0  # a line starting and ending this many median heights right of the one above opens a paragraph
-    block_ratio: float = 0.85  # auto: a block whose score is >= this x its best line's is returned whole
-    line_ratio: float = 0.6  # auto: below this x its best line's score, a block answers with its lines
+    block_ratio: float = 0.85  # auto: a block whose lead over the page mean is >= this x its best line's: whole
+    line_ratio: float = 0.6  # auto: below this x its best line's lead, a block answers with its lines
     shrink: float = 0.5  # auto: a region of a patches' area keeps a/(a+shrink) of its lead over the page mean
     support: float = 0.7  # auto: two or more lines with this share of the best line's lead: block and line too
 
@@ -197,16 +197,14 @@ def with_blocks(lines: Sequence[Region], options: BlockOptions | None = None
 class PageLevels:
     """What level selection needs of one page's stored regions, computed once per page:
     row indices of its lines and blocks, each line's block (position in ``block_rows``; -1 for a
-    line that is a block by itself), line areas, per block its line count and line area, the
-    rows of the block level (stored blocks and the lines that are blocks by themselves), every
-    row's box area and the page's patch area (px^2; 0: unknown)."""
+    line that is a block by itself), per block its line count, the rows of the block level (stored
+    blocks and the lines that are blocks by themselves), every row's box area and the page's patch
+    area (px^2; 0: unknown)."""
 
     line_rows: np.ndarray
     block_rows: np.ndarray
     line_block: np.ndarray
-    line_area: np.ndarray
     block_lines: np.ndarray
-    block_area: np.ndarray
     unit_rows: np.ndarray
     row_area: np.ndarray | None = None
     patch_area: float = 0.0
@@ -215,15 +213,10 @@ class PageLevels:
     def build(cls, levels: Sequence[str] | np.ndarray, parent: np.ndarray | None,
               areas: np.ndarray | None = None, patch_area: float | None = None) -> "PageLevels":
         line_rows, block_rows, line_block = split_levels(levels, parent)
-        row_area = np.ones(len(levels)) if areas is None else np.asarray(areas, np.float64)
-        a = row_area[line_rows]
         has = line_block >= 0
-        nb = len(block_rows)
-        return cls(line_rows, block_rows, line_block, a, np.bincount(line_block[has], minlength=nb),
-                   np.bincount(line_block[has], weights=a[has], minlength=nb),
+        return cls(line_rows, block_rows, line_block, np.bincount(line_block[has], minlength=len(block_rows)),
                    np.sort(np.concatenate([block_rows, line_rows[~has]])),
-                   None if areas is None else row_area, float(patch_area or 0.0))
-
+                   None if areas is None else np.asarray(areas, np.float64), float(patch_area or 0.0))
 
     @cached_property
     def grouped(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -13,7 +13,14 @@ from typing import List, Optional
 
 import typer
 
-from snappy.eval.report import ceilings_table, comparison_table, no_words_note, paper_table, precision_table, systems_table
+from snappy.eval.report import (
+    ceilings_table,
+    comparison_table,
+    no_words_note,
+    paper_table,
+    precision_table,
+    systems_table,
+)
 
 log = logging.getLogger(__name__)
 

@@ -372,8 +372,11 @@ CEILING_LEVELS = ("line", "block", "auto")
 
 def _level_ceilings(gt: np.ndarray, a: PageAnalysis, method: str) -> dict[str, list[float]]:
     """Per region level, each GT box's best IoU with any one region of that level: the best a
-    selection of that level can reach on this page (``auto``: lines and blocks together)."""
-    out = {}
+    selection of that level can reach on this page (``auto``: lines and blocks together); computed
+    once per page analysis, whatever the number of selections."""
+    if "ceilings" in a.cache:
+        return a.cache["ceilings"]
+    out = a.cache["ceilings"] = {}
     for lv in CEILING_LEVELS:
         if lv != "line" and a.patch_scores is None:
             continue

@@ -18,8 +18,8 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from snappy.blocks import DEFAULT_LEVEL
-from snappy.propagation import DEFAULT_THRESHOLD
+from snappy.regions.blocks import DEFAULT_LEVEL
+from snappy.regions.propagation import DEFAULT_THRESHOLD
 
 from .config import options as index_options
 

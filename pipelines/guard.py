@@ -1,6 +1,6 @@
 """Keeping one bad document from stopping or hanging a run: the poison ledger actor and a watchdog.
 
-- :class:`Ledger` is a Ray actor around :class:`snappy.poison.PoisonLedger` (one per run, created
+- :class:`Ledger` is a Ray actor around :class:`snappy.indexing.poison.PoisonLedger` (one per run, created
   by the driver, passed to the stages). Stages call it before and after each unit of work.
 - :class:`Watchdog` ends the worker process when one unit runs past its time limit (a page that
   hangs inside native code cannot be interrupted otherwise); Ray restarts the worker, and the
@@ -19,7 +19,7 @@ import sys
 import threading
 from typing import Sequence
 
-from snappy.poison import PoisonLedger
+from snappy.indexing.poison import PoisonLedger
 
 log = logging.getLogger(__name__)
 

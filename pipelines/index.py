@@ -8,7 +8,7 @@ Runs locally (an embedded Ray on 127.0.0.1, started only if there is work) and u
 
 A run: take the index's lease (one writer at a time) -> recover from a writer that died ->
 list the source in chunks and plan each entry against the index without reading it
-(``snappy/plan.py``) -> if anything must be read: a Ray Data job (read + render tasks, OCR CPU
+(``snappy/indexing/plan.py``) -> if anything must be read: a Ray Data job (read + render tasks, OCR CPU
 actors, embed GPU actors, fragment-writing tasks) whose small reports stream back to this driver
 -> a commit at least every ``commit_every_docs`` documents or ``commit_every_s`` seconds
 (``snappy/storage/commit.py``: readers see whole documents or none) -> prune -> housekeeping ->
@@ -28,10 +28,10 @@ import pyarrow as pa
 
 from .cluster import RayOptions, start_ray
 from .config import IndexConfig
-from snappy.committer import Cadence, Committer
-from snappy.pages import RenderOptions
-from snappy.plan import KnownDocuments, Plan, PlanOptions, plan_run
-from snappy.sources import ReadLimits, Source
+from snappy.indexing.committer import Cadence, Committer
+from snappy.documents.pages import RenderOptions
+from snappy.indexing.plan import KnownDocuments, Plan, PlanOptions, plan_run
+from snappy.documents.sources import ReadLimits, Source
 from snappy.storage import IndexStore, runlog
 from snappy.storage.schema import CODEBOOK, CODES, DOCUMENTS, PAGES, REGIONS, IndexSettings
 
@@ -147,7 +147,7 @@ def run_index(config: IndexConfig) -> dict:
             committer.finish()
             phases["commit"] = time.perf_counter() - t
             if config.candidates.enabled:  # train / retrain / backfill the candidate stage when due
-                from snappy.search.maintain import update_candidates
+                from snappy.candidates.maintain import update_candidates
 
                 t = time.perf_counter()
                 summary["candidates"] = update_candidates(writer, config.candidates)
@@ -208,7 +208,7 @@ def _codebook(store: IndexStore):
     """The index's candidate codebook (the writer's view), for the write stage; None if it has none."""
     if not store.exists(CODEBOOK):
         return None
-    from snappy.search.candidates import Codebook
+    from snappy.candidates.centroids import Codebook
 
     return Codebook.from_table(store.dataset(CODEBOOK).to_table())
 

@@ -21,8 +21,8 @@ import os
 import sys
 from typing import Any, Mapping, Sequence
 
-from snappy.blocks import DEFAULT_LEVEL, REGION_LEVELS
-from snappy.propagation import DEFAULT_THRESHOLD
+from snappy.regions.blocks import DEFAULT_LEVEL, REGION_LEVELS
+from snappy.regions.propagation import DEFAULT_THRESHOLD
 
 log = logging.getLogger("pipelines.query")
 

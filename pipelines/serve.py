@@ -55,8 +55,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from snappy.blocks import DEFAULT_LEVEL
-from snappy.propagation import DEFAULT_THRESHOLD
+from snappy.regions.blocks import DEFAULT_LEVEL
+from snappy.regions.propagation import DEFAULT_THRESHOLD
 from ray import serve
 
 log = logging.getLogger("pipelines.serve")

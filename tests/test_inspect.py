@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from pipelines.cli import EXIT_NO_TABLES, app
 from snappy.storage import IndexStore, runlog
 from snappy.storage.lease import Lease, LeaseRecord, state
-from snappy.synth_index import SynthDocSpec, SynthPageSpec, write_index
+from snappy.testing.synth_index import SynthDocSpec, SynthPageSpec, write_index
 
 SNAPPY = Path(sys.executable).with_name("snappy")
 runner = CliRunner()

@@ -41,7 +41,7 @@ def test_import_snappy_then_colpali_engine():
 
 def test_geometry_needs_no_explicit_compat_call():
     out = _python(
-        "from snappy.geometry import qwen_grid, idefics3_grid\n"
+        "from snappy.patches.geometry import qwen_grid, idefics3_grid\n"
         "print(qwen_grid((1700, 2200), min_pixels=3136, max_pixels=768 * 784).shape)\n"
         "print(idefics3_grid((1700, 2200), longest_edge=1456, tile=364, tokens_per_tile=169).n_tokens)\n"
         "from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize\n"
@@ -53,7 +53,7 @@ def test_geometry_needs_no_explicit_compat_call():
 def test_import_snappy_stays_cheap():
     """No torch at `import snappy`, nor on the weight-free path (lexical encoder, query checks)."""
     out = _python(
-        "import sys, snappy, snappy.encoders.lexical, snappy.search.query, snappy.geometry\n"
+        "import sys, snappy, snappy.encoders.lexical, snappy.search.query, snappy.patches.geometry\n"
         "from snappy._compat import TorchvisionImportHook\n"
         "print(sorted(m for m in ('torch', 'torchvision', 'transformers') if m in sys.modules))\n"
         "print(sum(isinstance(f, TorchvisionImportHook) for f in sys.meta_path))\n"

@@ -15,10 +15,10 @@ import pyarrow.compute as pc
 import pytest
 
 from pipelines.config import IndexConfig
-from snappy.grid import PatchGrid
+from snappy.patches.grid import PatchGrid
 from snappy.ids import doc_id_for
 from snappy.storage import IndexStore, IndexSettings
-from snappy.synth import LETTER, SynthDoc, text_page
+from snappy.testing.synth import LETTER, SynthDoc, text_page
 from snappy.eval.metrics import iou_matrix
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
@@ -33,7 +33,7 @@ def iou(a, b) -> float:
 # ---------------------------------------------------------------------- Ray-free parts
 def test_index_document_without_ray(sample_corpus, tmp_path):
     from snappy.encoders import make_encoder
-    from snappy.indexing import index_document
+    from snappy.indexing.document import index_document
     from snappy.ocr import make_ocr
     from snappy.storage import to_table
 

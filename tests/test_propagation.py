@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from snappy.grid import PatchGrid
-from snappy.propagation import (
+from snappy.patches.grid import PatchGrid
+from snappy.regions.propagation import (
     RegionOverlap, Threshold, intersection_matrix, patch_scores, region_scores, select_regions,
 )
 

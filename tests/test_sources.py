@@ -1,4 +1,4 @@
-"""snappy.sources: listing local folders and S3 prefixes, bounded non-blocking reads."""
+"""snappy.documents.sources: listing local folders and S3 prefixes, bounded non-blocking reads."""
 from __future__ import annotations
 
 import hashlib
@@ -11,11 +11,11 @@ import pytest
 from conftest import deadline
 
 from snappy.errors import DocumentError
-from snappy.pages import RenderOptions, iter_pages
+from snappy.documents.pages import RenderOptions, iter_pages
 from snappy.errors import SourceReadError
-from snappy.sources import DocumentBytes, ReadLimits, Source, SourceDocument, SourceEntry, human_size
+from snappy.documents.sources import DocumentBytes, ReadLimits, Source, SourceDocument, SourceEntry, human_size
 from snappy.ids import doc_id_for
-from snappy.synth import minimal_pdf
+from snappy.testing.synth import minimal_pdf
 
 CREDS = {"aws_access_key_id": "test", "aws_secret_access_key": "test", "aws_region": "us-east-1"}
 

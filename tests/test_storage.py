@@ -6,10 +6,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from snappy.grid import PatchGrid
+from snappy.patches.grid import PatchGrid
 from snappy.ids import doc_id_for
 from snappy.storage import DOCUMENTS, PAGES, REGIONS, IndexStore, fs
-from snappy.synth_index import SynthDocSpec, SynthPageSpec, write_index
+from snappy.testing.synth_index import SynthDocSpec, SynthPageSpec, write_index
 
 GRID = PatchGrid.uniform("test", (400, 400), 4, 4)  # 16 patches of 100x100 px
 
@@ -219,9 +219,9 @@ def test_region_source_is_stored_and_old_tables_gain_it_as_ocr(tmp_path, monkeyp
     """The regions table says where each region's text came from: "pdf" (the text layer) or "ocr";
     a block is "pdf" only when all its lines are. A table written before the column gains it by
     migration, its rows "ocr" (before the text layer every region came from OCR)."""
-    from snappy.regions import Region
+    from snappy.regions.region import Region
     from snappy.storage import schema as sch
-    from snappy.records import region_records
+    from snappy.indexing.records import region_records
 
     grid = PatchGrid.uniform("t", (800, 600), 4, 16)
     pdf = [Region((50, 100 + 26 * k, 700, 120 + 26 * k), (800, 600), f"pdf line {k}", source="pdf") for k in range(3)]

@@ -42,8 +42,8 @@ from snappy.eval.metrics import (
     score_page,
 )
 from snappy.eval.tokens import TextCounter, image_tokens
-from snappy.propagation import METHODS, RegionOverlap, Threshold, patch_scores, region_scores, select, select_regions
-from snappy.regions import Region, boxes_array
+from snappy.regions.propagation import METHODS, RegionOverlap, Threshold, patch_scores, region_scores, select, select_regions
+from snappy.regions.region import Region, boxes_array
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +188,7 @@ def selection_level(spec: str) -> str:
 
 
 def _parse_spec(spec: str) -> tuple[str, Threshold]:
-    from snappy.blocks import parse_selection as parse
+    from snappy.regions.blocks import parse_selection as parse
 
     return parse(spec)
 
@@ -212,11 +212,11 @@ class LevelView:
 
 def _level_view(a: PageAnalysis, level: str, method: str) -> LevelView:
     """``line``: the OCR lines. ``block``: blocks of two or more lines and the lines that are blocks
-    by themselves. ``auto``: lines and blocks, selected by :func:`snappy.blocks.select_level`
+    by themselves. ``auto``: lines and blocks, selected by :func:`snappy.regions.blocks.select_level`
     (a block whose selected lines cover half of it is returned in their place)."""
     if level == "line" or not a.regions:
         return LevelView(a.regions, _scores_for(a, method), a.overlap, _select)
-    from snappy.blocks import PageLevels, select_level, with_blocks
+    from snappy.regions.blocks import PageLevels, select_level, with_blocks
 
     if a.patch_scores is None:
         raise ValueError("this page scorer keeps no patch scores: cannot score blocks")
@@ -247,7 +247,7 @@ def selection_family(spec: str) -> str:
 
 
 def region_methods() -> tuple[str, ...]:
-    """Region-scoring methods :func:`snappy.propagation.region_scores` accepts."""
+    """Region-scoring methods :func:`snappy.regions.propagation.region_scores` accepts."""
     return tuple(METHODS)
 
 

@@ -1,10 +1,10 @@
 """What a query may be: checks shared by the CLI, the Python API and the HTTP service (a 4xx there)."""
 from __future__ import annotations
 
-from snappy.blocks import REGION_LEVELS
+from snappy.regions.blocks import REGION_LEVELS
 from snappy.encoders.lexical import text_pieces
 from snappy.errors import NO_WORDS, QueryError
-from snappy.propagation import DEFAULT_THRESHOLD, METHODS, Threshold
+from snappy.regions.propagation import DEFAULT_THRESHOLD, METHODS, Threshold
 
 MAX_QUERY_CHARS = 2000  # longer text is a document, not a query (and costs the encoder seconds)
 MAX_TOP_PAGES = 100

@@ -5,12 +5,12 @@ Two ways to rank, chosen per snapshot (``SearchOptions.mode``; ``auto`` picks):
 - **exact** (small indexes, or no codebook yet): every live page's patch vectors in one in-RAM
   matrix, scanned by :func:`snappy.search.maxsim.maxsim` for every query;
 - **candidates** (large indexes): the centroid codes of every page (``codes`` table) in an
-  in-RAM :class:`~snappy.search.candidates.CentroidIndex` give a few hundred candidate pages, whose
+  in-RAM :class:`~snappy.candidates.centroids.CentroidIndex` give a few hundred candidate pages, whose
   stored vectors are read by row from Lance (``take`` at the snapshot's version) for the exact
   MaxSim. Nothing of size ``pages x tokens`` is held in memory.
 
 Either way the result pages' regions are scored from the per-patch maxima of the exact MaxSim
-with cached weights (:mod:`snappy.search.regions`). A Searcher serves one snapshot at a time;
+with cached weights (:mod:`snappy.search.region_rows`). A Searcher serves one snapshot at a time;
 :meth:`Searcher.refresh` builds the next snapshot's state off to the side and swaps it in, so a
 query always runs against one consistent snapshot (it holds its state for its whole duration).
 With ``shard=(i, n)`` it serves the pages of the documents whose id hashes to ``i``.
@@ -29,15 +29,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from snappy.blocks import DEFAULT_LEVEL
+from snappy.regions.blocks import DEFAULT_LEVEL
 from snappy.encoders import Encoder, make_encoder
-from snappy.grid import PatchGrid
-from snappy.propagation import DEFAULT_THRESHOLD, Threshold
-from snappy.search.candidates import CandidateOptions, CentroidIndex, Codebook
+from snappy.patches.grid import PatchGrid
+from snappy.regions.propagation import DEFAULT_THRESHOLD, Threshold
+from snappy.candidates.centroids import CandidateOptions, CentroidIndex, Codebook
 from snappy.search.maxsim import PageMatrix, maxsim, top_k
 from snappy.errors import QueryError
 from snappy.search.query import check_level, check_query, check_request
-from snappy.search.regions import REGION_COLUMNS, RegionStore
+from snappy.search.region_rows import REGION_COLUMNS, RegionStore
 from snappy.search.results import NO_MATCH, NO_PAGES, PageResult, PageResults, RegionResult
 from snappy.storage.commit import live_mask, sql_list
 from snappy.storage.schema import CODEBOOK, CODES, DOCUMENTS, PAGES, REGIONS
@@ -430,7 +430,7 @@ class Searcher:
         """Result pages per query: only pages that match it, so up to ``top_pages`` (none: ``reason``
         says why). QueryError for a query or option that cannot be searched.
 
-        ``level``: which regions a page returns, ``line``, ``block`` or ``auto`` (snappy.blocks)."""
+        ``level``: which regions a page returns, ``line``, ``block`` or ``auto`` (snappy.regions.blocks)."""
         top_pages, _, method = check_request(top_pages, threshold, method)
         level = check_level(level)
         if self.options.auto_refresh:

@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from typing import Iterable, Iterator, Mapping
 
 from snappy.errors import DocumentError, SourceReadError, s3_reason
-from snappy.localfile import _display, _not_regular, _strerror, open_local_fd
-from snappy.pages import DOCUMENT_SUFFIXES, RenderOptions
+from snappy.documents.localfile import _display, _not_regular, _strerror, open_local_fd
+from snappy.documents.pages import DOCUMENT_SUFFIXES, RenderOptions
 from snappy.storage import fs
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ class DocumentBytes:
         return self.data if self.data is not None else self.path  # type: ignore[return-value]
 
     def iter_pages(self, opts: RenderOptions = RenderOptions()):
-        from snappy.pages import iter_pages
+        from snappy.documents.pages import iter_pages
 
         return iter_pages(self.content, opts, source=self.uri)
 

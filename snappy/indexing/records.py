@@ -9,12 +9,12 @@ from typing import Sequence
 
 import numpy as np
 
-from snappy.blocks import with_blocks
+from snappy.regions.blocks import with_blocks
 from snappy.encoders.base import PageEmbedding
 from snappy.ids import page_id_for, region_id_for
-from snappy.pages import Page
-from snappy.propagation import RegionOverlap
-from snappy.regions import Region, boxes_array
+from snappy.documents.pages import Page
+from snappy.regions.propagation import RegionOverlap
+from snappy.regions.region import Region, boxes_array
 from snappy.storage.schema import encode_image
 
 
@@ -32,7 +32,7 @@ def page_record(doc_id: str, page: Page, embedding: PageEmbedding, encoder_id: s
 
 def text_columns(decision) -> dict:
     """The pages row's ``text_source`` / ``text_code`` / ``text_reason`` of a page's
-    :class:`snappy.textlayer.PageDecision` (None: the text layer was off, OCR read the page)."""
+    :class:`snappy.documents.textlayer.PageDecision` (None: the text layer was off, OCR read the page)."""
     if decision is None:
         return {"text_source": "ocr", "text_code": "off", "text_reason": "text layer off"}
     return {"text_source": decision.source, "text_code": decision.code, "text_reason": decision.reason}
@@ -41,7 +41,7 @@ def text_columns(decision) -> dict:
 def region_records(doc_id: str, page_number: int, regions: Sequence[Region], embedding_grid,
                    gen: int = 0, blocks: bool = True) -> list[dict]:
     """Region rows of one page, with their overlap on the page's patch grid precomputed: the OCR
-    lines, then (``blocks``) the blocks they form (``snappy.blocks``), each line naming its block."""
+    lines, then (``blocks``) the blocks they form (``snappy.regions.blocks``), each line naming its block."""
     page_id = page_id_for(doc_id, page_number)
     regions, parent = with_blocks(regions) if blocks else (list(regions), np.full(len(regions), -1))
     overlap = RegionOverlap.build(embedding_grid.boxes(), boxes_array(regions))

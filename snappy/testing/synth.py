@@ -423,7 +423,7 @@ def write_block_dataset(out: str | Path, n_pages: int = 18, seed: int = 0, dpi: 
     """Render :func:`block_pages` to ``out/page_NNN.png`` and write ``out/dataset.jsonl`` (snappy's
     generic eval format: one question a line, its block's box as ground truth, ``category`` = the
     block kind). Returns the JSONL path."""
-    from snappy.pages import RenderOptions, iter_pages
+    from snappy.documents.pages import RenderOptions, iter_pages
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -860,10 +860,10 @@ def bad_s3_objects(seed: int = 0) -> list[tuple[str, bytes, str]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m snappy.synth blocks OUT [--pages N] [--seed S] [--dpi D]``: the block-level eval set."""
+    """``python -m snappy.testing.synth blocks OUT [--pages N] [--seed S] [--dpi D]``: the block-level eval set."""
     import argparse
 
-    p = argparse.ArgumentParser(prog="python -m snappy.synth", description="Generated documents with known boxes.")
+    p = argparse.ArgumentParser(prog="python -m snappy.testing.synth", description="Generated documents with known boxes.")
     sub = p.add_subparsers(dest="what", required=True)
     b = sub.add_parser("blocks", help="pages whose truth is a block or a line, as an eval JSONL + PNGs")
     b.add_argument("out")

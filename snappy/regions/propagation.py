@@ -18,7 +18,7 @@ from typing import Literal, NamedTuple
 import numpy as np
 import scipy.sparse as sp
 
-from snappy.regions import box_areas
+from snappy.regions.region import box_areas
 
 Reduce = Literal["max", "mean", "sum"]
 Method = Literal["iou", "ior", "mean", "max"]
@@ -105,7 +105,7 @@ def entry_weights(rows: np.ndarray, inter: np.ndarray, region_area: np.ndarray, 
     of the region the patch covers); ``mean`` / ``max``: equal. Denominators are guarded (a
     degenerate box never divides by zero); a weight that is not positive is 0, and a region whose
     weights are all 0 keeps them 0. The one implementation: :class:`RegionOverlap` (sparse matrices)
-    and ``snappy.search.regions`` (flat arrays of many pages) both call it.
+    and ``snappy.search.region_rows`` (flat arrays of many pages) both call it.
     """
     a = np.asarray(inter, np.float64)
     region_area = np.asarray(region_area, np.float64)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from snappy.grid import GridBlock, PatchGrid
+from snappy.patches.grid import GridBlock, PatchGrid
 
 QWEN_FAMILIES = ("colqwen2", "colqwen2.5", "colqwen3")
 IDEFICS3_FAMILIES = ("colidefics3", "colsmol", "colmodernvbert")

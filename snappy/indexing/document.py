@@ -22,14 +22,14 @@ from typing import Sequence
 
 from PIL import Image
 
-from snappy import textlayer
+from snappy.documents import textlayer
 from snappy.encoders.base import Encoder, PageEmbedding
 from snappy.ocr.base import OcrEngine
 from snappy.errors import DocumentError
-from snappy.pages import Page, RenderOptions, iter_pages
-from snappy.regions import Region
+from snappy.documents.pages import Page, RenderOptions, iter_pages
+from snappy.regions.region import Region
 from snappy.ids import content_hash, doc_id_for
-from snappy.records import page_record, region_records
+from snappy.indexing.records import page_record, region_records
 from snappy.storage.schema import IndexSettings, document_record, encode_image
 
 log = logging.getLogger(__name__)

@@ -18,11 +18,11 @@ import pyarrow as pa
 from PIL import Image
 
 from snappy.encoders.base import Encoder, PageEmbedding
-from snappy.grid import PatchGrid
-from snappy.pages import Page
-from snappy.regions import Region
+from snappy.patches.grid import PatchGrid
+from snappy.documents.pages import Page
+from snappy.regions.region import Region
 from snappy.ids import doc_id_for, page_id_for
-from snappy.records import page_record, region_records
+from snappy.indexing.records import page_record, region_records
 from snappy.storage.schema import PAGES, REGIONS, IndexSettings, document_record, to_table, vectors_array
 from snappy.storage.tables import IndexStore
 

@@ -39,8 +39,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
-from snappy.propagation import Selection, Threshold, select
-from snappy.regions import Region
+from snappy.regions.propagation import Selection, Threshold, select
+from snappy.regions.region import Region
 
 RegionLevel = Literal["line", "block", "auto"]
 REGION_LEVELS: tuple[str, ...] = ("line", "block", "auto")
@@ -210,7 +210,7 @@ def select_level(scores: np.ndarray, levels, parent: np.ndarray | None = None, a
     the lines that are blocks by themselves). ``auto``: the threshold applied to the lines, then every
     block of two or more lines whose selected lines cover at least ``promote`` of its line area is
     returned whole, in place of those lines, at the rank of its best selected line. The
-    :class:`~snappy.propagation.Selection`'s ``peak`` and ``reason`` are those of the lines' map."""
+    :class:`~snappy.regions.propagation.Selection`'s ``peak`` and ``reason`` are those of the lines' map."""
     if level not in REGION_LEVELS:
         raise ValueError(f"unknown region level {level!r}; expected one of {', '.join(REGION_LEVELS)}")
     pl = levels if isinstance(levels, PageLevels) else PageLevels.build(levels, parent, areas)

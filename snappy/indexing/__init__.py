@@ -1,0 +1,1 @@
+"""The index run's decisions, without Ray: plan, settle, commits, rows, poison."""

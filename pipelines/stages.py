@@ -42,8 +42,8 @@ from snappy.indexing.poison import careful
 from snappy.documents.sources import ReadLimits, Source
 from snappy.storage.commit import make_gen
 from snappy.ids import page_id_for
-from snappy.indexing.records import region_records
-from snappy.storage.schema import encode_image, pages_schema, regions_schema, vectors_array
+from snappy.indexing.records import region_table
+from snappy.storage.schema import encode_image, pages_schema, vectors_array
 from snappy.storage.writer import MAX_ROWS_PER_FILE, write_fragments
 
 log = logging.getLogger(__name__)
@@ -654,7 +654,7 @@ def write_pages(batch: pa.Table, pages_uri: str, regions_uri: str, storage_optio
     n = batch.num_rows
     errors = list(cols["error"])
     failures = list(cols["failure"])
-    good, region_rows, n_regions = [], [], [0] * n
+    good, region_tables, n_regions = [], [], [0] * n
     has_regions = "regions_json" in batch.schema.names
     for i in range(n):
         if cols["kind"][i] != PAGE or errors[i] is not None:
@@ -662,9 +662,9 @@ def write_pages(batch: pa.Table, pages_uri: str, regions_uri: str, storage_optio
         try:
             grid = PatchGrid.from_json(cols["grid"][i])
             regions = regions_from_json(batch.column("regions_json")[i].as_py()) if has_regions else []
-            rows = region_records(cols["doc_id"][i], cols["page_number"][i], regions, grid, gen=cols["gen"][i])
-            region_rows.extend(rows)
-            n_regions[i] = len(rows)
+            rows = region_table(cols["doc_id"][i], cols["page_number"][i], regions, grid, gen=cols["gen"][i])
+            region_tables.append(rows)
+            n_regions[i] = rows.num_rows
             good.append(i)
         except Exception as e:
             f = classify(e)
@@ -682,8 +682,8 @@ def write_pages(batch: pa.Table, pages_uri: str, regions_uri: str, storage_optio
                 arrays[f.name] = picked.column(f.name).combine_chunks().cast(f.type)
         pages = pa.Table.from_arrays([arrays[f.name] for f in schema], schema=schema)
         reports.append(("pages", write_fragments(pages_uri, pages, storage_options, MAX_ROWS_PER_FILE["pages"])))
-        if region_rows:
-            regions = pa.Table.from_pylist(region_rows, schema=regions_schema())
+        if any(t.num_rows for t in region_tables):
+            regions = pa.concat_tables(region_tables)
             reports.append(("regions", write_fragments(regions_uri, regions, storage_options,
                                                        MAX_ROWS_PER_FILE["regions"])))
         if codebook is not None and codes_uri:

@@ -12,9 +12,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from snappy import geometry  # `import snappy` makes torchvision (hence transformers) importable
+from snappy import ensure_torchvision_importable
 from snappy.encoders.tiny import build_tiny_processor
+from snappy.patches import geometry
 from snappy.patches.grid import GridBlock, PatchGrid
+
+ensure_torchvision_importable()  # CPU torch beside a CUDA torchvision: transformers imports it
 
 PAGE_SIZES = [
     (595, 842), (1240, 1754),  # A4 at 72 and 150 dpi

@@ -221,15 +221,15 @@ def test_region_source_is_stored_and_old_tables_gain_it_as_ocr(tmp_path, monkeyp
     migration, its rows "ocr" (before the text layer every region came from OCR)."""
     from snappy.regions.region import Region
     from snappy.storage import schema as sch
-    from snappy.indexing.records import region_records
+    from snappy.indexing.records import region_table
 
     grid = PatchGrid.uniform("t", (800, 600), 4, 16)
     pdf = [Region((50, 100 + 26 * k, 700, 120 + 26 * k), (800, 600), f"pdf line {k}", source="pdf") for k in range(3)]
     ocr = [Region((50, 400, 300, 420), (800, 600), "ocr line"), Region((50, 426, 300, 446), (800, 600), "ocr two")]
-    rows = region_records("d", 1, pdf + ocr, grid)
+    rows = region_table("d", 1, pdf + ocr, grid).to_pylist()
     assert [(r["level"], r["source"]) for r in rows] == [("line", "pdf")] * 3 + [("line", "ocr")] * 2 + [
         ("block", "pdf"), ("block", "ocr")]
-    mixed = region_records("d", 1, pdf[:1] + [Region((50, 126, 700, 146), (800, 600), "ocr", source="ocr")], grid)
+    mixed = region_table("d", 1, pdf[:1] + [Region((50, 126, 700, 146), (800, 600), "ocr", source="ocr")], grid).to_pylist()
     assert mixed[-1]["level"] == "block" and mixed[-1]["source"] == "ocr"
     assert Region.from_dict(pdf[0].to_dict()).source == "pdf"
     assert Region.from_dict({k: v for k, v in pdf[0].to_dict().items() if k != "source"}).source == "ocr"

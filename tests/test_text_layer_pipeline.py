@@ -338,7 +338,7 @@ def test_index_document_without_ray_follows_the_text_layer():
     assert engine.calls == [(w, h), (300, 200)]  # the scan whole, the mixed page's image only
     assert [(p["text_source"], p["text_code"]) for p in out.pages] == [
         ("pdf", "text_layer"), ("ocr", "no_text_layer"), ("pdf+ocr", "image_areas")]
-    lines = [r for r in out.regions if r["level"] == "line"]
+    lines = [r for r in out.regions.to_pylist() if r["level"] == "line"]
     assert {r["source"] for r in lines if r["page_number"] == 1} == {"pdf"}
     assert [r["text"] for r in lines if r["page_number"] == 2] == ["ocr words"]
     assert sum(r["text"] == "ocr words" for r in lines if r["page_number"] == 3) == 1

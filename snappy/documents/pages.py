@@ -231,23 +231,6 @@ def _clean(e: BaseException) -> str:
 
 
 # ---------------------------------------------------------------------- entry points
-def count_pages(data: bytes | str | os.PathLike, source: str | None = None) -> int:
-    """Page count without rendering."""
-    with _opened(data, source) as (src, head, source):
-        if _is_pdf(head):
-            pdf, _ = _open_pdf(src, source)
-            try:
-                return len(pdf)
-            finally:
-                pdf.close()
-        img = _open_image(src, head, source)
-        try:
-            return _frame_count(img, source)
-        finally:
-            img.close()
-            img._snappy_fp.close()
-
-
 def iter_pages(data: bytes | str | os.PathLike, opts: RenderOptions = RenderOptions(),
                source: str | None = None) -> Iterator[Page]:
     """Yield the pages of a PDF or image file (given as a path or its bytes).
@@ -265,6 +248,7 @@ def iter_pages(data: bytes | str | os.PathLike, opts: RenderOptions = RenderOpti
 
 def load_pages(data: bytes | str | os.PathLike, opts: RenderOptions = RenderOptions(),
                source: str | None = None) -> list[Page]:
+    """All pages of a document at once (:func:`iter_pages` renders them one at a time)."""
     return list(iter_pages(data, opts, source))
 
 

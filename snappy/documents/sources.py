@@ -31,6 +31,8 @@ import time
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Mapping
 
+from rich.filesize import decimal
+
 from snappy.errors import DocumentError, SourceReadError, s3_reason
 from snappy.documents.localfile import _display, _not_regular, _strerror, open_local_fd
 from snappy.documents.pages import DOCUMENT_SUFFIXES, RenderOptions
@@ -39,18 +41,6 @@ from snappy.storage import fs
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20  # read/hash granularity (1 MiB)
-
-
-def human_size(n: int | float) -> str:
-    """``1610612736`` -> ``"1.5 GB"`` (binary multiples, one decimal)."""
-    n = float(n)
-    if n < 1024:
-        return f"{int(n)} bytes"
-    for unit in ("KB", "MB", "GB", "TB", "PB"):
-        n /= 1024.0
-        if n < 1024 or unit == "PB":
-            return f"{n:.1f} {unit}"
-    raise AssertionError  # unreachable
 
 
 @dataclass(frozen=True)
@@ -83,9 +73,6 @@ class SourceEntry:
         return {"uri": self.uri, "size": self.size, "etag": self.etag, "mtime": self.mtime,
                 "mtime_ns": self.mtime_ns, "problem": self.problem,
                 "raw_path": None if self.raw_path is None else self.raw_path.hex()}
-
-
-SourceDocument = SourceEntry  # the former name
 
 
 @dataclass(frozen=True)
@@ -302,7 +289,7 @@ class Source:
 
     def _over_max(self, uri: str, size: int, limits: ReadLimits) -> None:
         if limits.max_bytes is not None and size > limits.max_bytes:
-            raise DocumentError(uri, f"{human_size(size)} file, over max_bytes={human_size(limits.max_bytes)}")
+            raise DocumentError(uri, f"{decimal(size)} file, over max_bytes={decimal(limits.max_bytes)}")
 
     def _open_local(self, path: str | bytes, uri: str, limits: ReadLimits) -> DocumentBytes:
         fd, st = open_local_fd(path, uri)
@@ -410,8 +397,4 @@ class Source:
     def _make_client(self, timeout_s: float | None = None, attempts: int = 5):
         return fs.s3_client(self.options, timeout_s, attempts)
 
-    def contains(self, uri: str) -> bool:
-        """Whether ``uri`` lies under this source's root (used to scope pruning)."""
-        root = self.root.rstrip("/")
-        return uri == root or uri.startswith(root + "/")
 

@@ -23,7 +23,7 @@ import logging
 import sys
 import time
 import zlib
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
@@ -705,13 +705,6 @@ def _progress(items: Iterable, enabled: bool, label: str, total: int, every_s: f
 # ------------------------------------------------------------------ summaries
 
 
-def _count(items: Sequence[str]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for x in items:
-        out[x] = out.get(x, 0) + 1
-    return out
-
-
 def _system_block(recs: Sequence[dict], name: str, cfg_hits: Sequence[float]) -> dict | None:
     ok = [r for r in recs if not r.get("failed") and name in r.get("values", {})]
     if not ok and name != "method":
@@ -763,8 +756,8 @@ def summarize_records(records: Sequence[dict], cfg: EvalConfig) -> dict:
                         for c in sorted({r.get("category") or "" for r in recs} - {""})},
         "failures": [{"sample_id": r["sample_id"], "error": r.get("error_message")} for r in failed],
         # evidence pages where the rule kept nothing, by reason ("flat": the query matched nothing there)
-        "no_selection": _count([p.get("no_selection") for r in recs if not r.get("failed") for p in r.get("pages", [])
-                                if p.get("no_selection")]),
+        "no_selection": dict(Counter([p.get("no_selection") for r in recs if not r.get("failed") for p in r.get("pages", [])
+                                if p.get("no_selection")])),
     }
     for key in ("curve", "oracle_curve"):
         ok = [r for r in recs if not r.get("failed") and r.get(key)]

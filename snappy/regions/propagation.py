@@ -23,6 +23,7 @@ from snappy.regions.region import box_areas
 Reduce = Literal["max", "mean", "sum"]
 Method = Literal["iou", "ior", "mean", "max"]
 METHODS: tuple[str, ...] = ("iou", "ior", "mean", "max")
+DEFAULT_METHOD: Method = "iou"  # the paper's
 
 
 def intersection_areas(a: np.ndarray, b: np.ndarray) -> np.ndarray:

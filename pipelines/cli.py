@@ -329,6 +329,8 @@ def _print_inspect(report: dict) -> None:
         out.print("page text: " + ", ".join(f"{v} {names.get(k, k)}" for k, v in text["pages_by_source"].items())
                   + ("; why: " + ", ".join(f"{k} {v}" for k, v in text["pages_by_reason"].items())
                      if text["pages_by_reason"] else ""), soft_wrap=True)
+    for what in report.get("unreported", []):
+        out.print(Text(f"not reported: {what}", style="yellow"), soft_wrap=True)
     if report["runs"]:
         rt = Table(title="last runs", title_justify="left")
         for col in ("run", "status", "started", "duration", "indexed", "touched", "unchanged", "failed", "pruned"):

@@ -55,7 +55,8 @@ def task_attempt() -> int | None:
         if ray is None or not ray.is_initialized() or ray.get_runtime_context().get_task_id() is None:
             return None
         return int(ray._private.worker.global_worker.core_worker.get_current_task_attempt_number())
-    except Exception:  # a private API: without it, the fallback below
+    except Exception as e:  # a private API: without it, the fallback below
+        log.debug("no task attempt number from Ray (%s: %s)", type(e).__name__, e)
         return None
 
 
@@ -96,7 +97,8 @@ class LedgerClient:
         if self.handle is not None:
             try:
                 self.handle.exit.remote(list(keys))
-            except Exception:
+            except Exception as e:
+                log.warning("poison ledger unavailable (%s); going on without it", e)
                 self.handle = None
 
     def note(self, key: str, cause: str) -> None:
@@ -105,8 +107,8 @@ class LedgerClient:
                 import ray
 
                 ray.get(self.handle.note.remote(key, cause), timeout=self.timeout_s)
-            except Exception:
-                pass
+            except Exception as e:  # the note only names the cause of a death; the count is kept
+                log.warning("poison ledger unavailable (%s); %s's cause not recorded: %s", e, key, cause)
 
 
 class Watchdog:

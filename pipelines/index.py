@@ -223,7 +223,7 @@ def _run_pipeline(config: IndexConfig, source: Source, store: IndexStore, plan: 
     by one task, and no page crosses a process boundary.
     """
     import ray
-    from ray.data import ActorPoolStrategy, DataContext
+    from ray.data import ActorPoolStrategy
 
     from .guard import start_ledger
     from .stages import EmbedStage, LayerChecker, OcrStage, TimeLimits, embed_batch, prepare_documents, write_pages
@@ -235,12 +235,6 @@ def _run_pipeline(config: IndexConfig, source: Source, store: IndexStore, plan: 
         _check_resources(config, resources)
         info = {"address": session.address, "resources": {k: v for k, v in resources.items()
                                                    if k in ("CPU", "GPU", "memory", "object_store_memory")}}
-        ctx = DataContext.get_current()
-        saved = (ctx.enable_progress_bars, ctx.execution_options.resource_limits, ctx.target_max_block_size)
-        ctx.enable_progress_bars = config.progress
-        ctx.target_max_block_size = config.block_bytes  # small blocks: pages flow on instead of piling up
-        if config.object_store_limit is not None:
-            ctx.execution_options.resource_limits = saved[1].copy(object_store_memory=config.object_store_limit)
         ledger = start_ledger(config.max_deaths)
         limits = TimeLimits(read_s=config.read_timeout_s, page_s=config.page_timeout_s)
         use_ocr = config.ocr not in ("none", "")
@@ -252,6 +246,7 @@ def _run_pipeline(config: IndexConfig, source: Source, store: IndexStore, plan: 
             work = pa.concat_tables(plan.work)
             per_block = max(1, -(-work.num_rows // 10_000))  # at most ~10k read tasks, each a few documents
             ds = ray.data.from_arrow([work.slice(i, per_block) for i in range(0, work.num_rows, per_block)])
+            _configure(ds.context, config)  # this run's copy of Ray Data's context; the process's is untouched
             task = {"num_cpus": config.task_num_cpus, "memory": config.task_memory}
             ds = ds.map_batches(
                 prepare_documents, batch_size=1, batch_format="pyarrow", **task,
@@ -297,18 +292,25 @@ def _run_pipeline(config: IndexConfig, source: Source, store: IndexStore, plan: 
                 if committer.due():
                     committer.commit()
         finally:
-            ctx.enable_progress_bars = saved[0]
-            ctx.execution_options.resource_limits = saved[1]
-            ctx.target_max_block_size = saved[2]
             for actor in [ledger, *(checkers or [])]:
                 try:
                     ray.kill(actor)
-                except Exception:
-                    pass
+                except Exception as e:  # already gone with its node
+                    log.debug("could not stop %s: %s", actor, e)
         return info
     finally:
         if session.address == "local":  # a Ray this run started; a joined cluster stays up
             session.close()
+
+
+def _configure(ctx, config: IndexConfig) -> None:
+    """Ray Data settings of one run, on the dataset's own ``DataContext`` (a copy made by ``from_arrow``
+    that every later stage and the executor use)."""
+    ctx.enable_progress_bars = config.progress
+    ctx.target_max_block_size = config.block_bytes  # small blocks: pages flow on instead of piling up
+    if config.object_store_limit is not None:
+        ctx.execution_options.resource_limits = ctx.execution_options.resource_limits.copy(
+            object_store_memory=config.object_store_limit)
 
 
 # ---------------------------------------------------------------------- CLI

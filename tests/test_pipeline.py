@@ -50,6 +50,23 @@ def test_index_document_without_ray(sample_corpus, tmp_path):
     assert bad.failed and "not a readable PDF" in bad.document["error"] and not bad.pages
 
 
+def test_run_settings_go_on_the_datasets_own_context():
+    """Ray Data's settings of a run (block size, progress bars, object store limit) are set on the
+    context copy its dataset carries, never on the process's current DataContext."""
+    from ray.data import DataContext
+
+    from pipelines.index import _configure
+
+    current = DataContext.get_current()
+    before = (current.target_max_block_size, current.enable_progress_bars, current.execution_options.resource_limits)
+    mine = current.copy()
+    _configure(mine, IndexConfig("s", "i", block_bytes=3 << 20, progress=False, object_store_limit=5 << 30))
+    assert (mine.target_max_block_size, mine.enable_progress_bars) == (3 << 20, False)
+    assert mine.execution_options.resource_limits.object_store_memory == 5 << 30
+    after = (current.target_max_block_size, current.enable_progress_bars, current.execution_options.resource_limits)
+    assert after == before
+
+
 def test_config_validation_and_resource_check():
     from pipelines.index import _check_resources
 

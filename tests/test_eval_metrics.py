@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from snappy.eval import baselines as bl
-from snappy.eval.datasets import DatasetError, load_bbox_docvqa, load_dataset, load_jsonl, open_image
+from snappy.eval.datasets import DatasetError, exists, load_bbox_docvqa, load_dataset, load_jsonl, open_image
 from snappy.eval.metrics import area_overlap, coverage, paper_sample_iou, score_page, summarize_paper
 from snappy.eval.runner import EvalConfig, evaluate_page
 from snappy.eval import tokens
@@ -171,3 +171,12 @@ def test_generic_jsonl_from_s3(tmp_path, monkeypatch):
         assert open_image(samples[0].pages[0].image).size == (40, 30)
         with pytest.raises(DatasetError, match="s3://evalset/set/missing.jsonl"):
             load_jsonl("s3://evalset/set/missing.jsonl")
+        assert exists("s3://evalset/set/data.jsonl") and not exists("s3://evalset/set/missing.jsonl")
+        from botocore.exceptions import ClientError
+
+        class Forbidden:
+            def head_object(self, **kw):
+                raise ClientError({"Error": {"Code": "403", "Message": "Forbidden"}}, "HeadObject")
+
+        with pytest.raises(DatasetError, match="s3://evalset/set/data.jsonl: cannot look up S3 object"):
+            exists("s3://evalset/set/data.jsonl", Forbidden())  # an error, not "does not exist"

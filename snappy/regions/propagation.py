@@ -58,23 +58,6 @@ class RegionOverlap:
         return cls(intersection_matrix(region_boxes, patch_boxes), box_areas(region_boxes, np.float32),
                    box_areas(patch_boxes, np.float32))
 
-    @classmethod
-    def from_lists(cls, patch_idx: list[np.ndarray], patch_inter: list[np.ndarray],
-                   region_area: np.ndarray, patch_area: np.ndarray) -> "RegionOverlap":
-        """Rebuild from per-region (patch indices, intersection areas), as stored in the index."""
-        lengths = np.fromiter((len(i) for i in patch_idx), dtype=np.int64, count=len(patch_idx))
-        indptr = np.concatenate([[0], np.cumsum(lengths)])
-        indices = np.concatenate(patch_idx).astype(np.int32) if len(patch_idx) else np.zeros(0, np.int32)
-        data = np.concatenate(patch_inter).astype(np.float32) if len(patch_inter) else np.zeros(0, np.float32)
-        inter = sp.csr_matrix((data, indices, indptr), shape=(len(patch_idx), len(patch_area)))
-        return cls(inter, np.asarray(region_area, np.float32), np.asarray(patch_area, np.float32))
-
-    def to_lists(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """Per region: (patch indices int32, intersection areas float32)."""
-        ip, ix, d = self.inter.indptr, self.inter.indices, self.inter.data
-        return ([ix[ip[i]:ip[i + 1]].astype(np.int32) for i in range(self.n_regions)],
-                [d[ip[i]:ip[i + 1]].astype(np.float32) for i in range(self.n_regions)])
-
     @property
     def n_regions(self) -> int:
         return self.inter.shape[0]

@@ -71,8 +71,8 @@ def pages_table(n: int, dpi: float):
     import pyarrow as pa
 
     from pipelines.stages import _page_table
-    from snappy.pages import RenderOptions, iter_pages
-    from snappy.synth import write_page_corpus
+    from snappy.documents.pages import RenderOptions, iter_pages
+    from snappy.testing.synth import write_page_corpus
 
     folder = Path(tempfile.mkdtemp(prefix="snappy-gpu-"))
     rows = []

@@ -1,7 +1,7 @@
 """Region levels per kind of page: the ceilings, the oracle and the encoder for each selection.
 
 For each dataset (snappy's eval JSONL: `benchmarks/realpages.py` writes the real ones,
-`python -m snappy.synth blocks OUT` the generated one) and each category in it, prints per
+`python -m snappy.testing.synth blocks OUT` the generated one) and each category in it, prints per
 selection: the ceiling of its level, the oracle (relevance map = the truth box) hit@0.5 / area
 precision / kept fraction, the encoder's, and random lines at the encoder's kept fraction, plus
 the default's share of the best level's ceiling. Kept fractions count line equivalents.
@@ -127,7 +127,7 @@ def main() -> None:
     if a.options:  # a tuning aid: every BlockOptions() made in this process takes these values
         import functools
 
-        import snappy.blocks as blocks
+        import snappy.regions.blocks as blocks
 
         kw = {k: float(v) for k, v in (kv.split("=") for kv in a.options.split(","))}
         blocks.BlockOptions = functools.partial(blocks.BlockOptions, **kw)

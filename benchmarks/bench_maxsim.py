@@ -28,7 +28,7 @@ import numpy as np
 
 from snappy.search import Searcher, SearchOptions, maxsim, maxsim_reference, top_k
 from snappy.storage import PAGES
-from snappy.synth_index import random_unit_pages, write_random_pages
+from snappy.testing.synth_index import random_unit_pages, write_random_pages
 
 log = logging.getLogger("bench_maxsim")
 

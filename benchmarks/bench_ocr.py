@@ -4,7 +4,7 @@
                                    [--pages dense,two_column,table,sparse] [--repeats 2] [--out results.json]
 
 Pages (Letter, rendered at ``--dpi`` 200 = 1700x2200 px with snappy's own renderer) are drawn
-from a seeded word list with snappy.synth's primitives, so every line's text and box is known:
+from a seeded word list with snappy.testing.synth's primitives, so every line's text and box is known:
 
 - ``dense``: one column, 56 lines of 9.5 pt text (the page the speed goal is about);
 - ``two_column``: two columns, 2 x 54 lines of 9 pt text;
@@ -104,7 +104,7 @@ def _text_line(rng: random.Random, width_pt: float, font_size: float, state: dic
     """Words filling at most ``width_pt``; sentences run on across lines (``state`` carries it)."""
     from reportlab.pdfbase.pdfmetrics import stringWidth
 
-    from snappy.synth import FONT
+    from snappy.testing.synth import FONT
 
     words: list[str] = []
     while True:
@@ -124,7 +124,7 @@ def _text_line(rng: random.Random, width_pt: float, font_size: float, state: dic
 
 
 def _columns(rng, x0s: Sequence[float], top: float, width: float, n_lines: int, leading: float, fs: float):
-    from snappy.synth import TextLine
+    from snappy.testing.synth import TextLine
 
     lines = []
     for x0 in x0s:
@@ -137,8 +137,8 @@ def _columns(rng, x0s: Sequence[float], top: float, width: float, n_lines: int, 
 
 
 def make_pages(seed: int = 0) -> dict[str, Any]:
-    """The generated page set: name -> snappy.synth.SynthPage (Letter)."""
-    from snappy.synth import LETTER, SynthPage, TextLine
+    """The generated page set: name -> snappy.testing.synth.SynthPage (Letter)."""
+    from snappy.testing.synth import LETTER, SynthPage, TextLine
 
     rng = random.Random(seed)
     w, h = LETTER
@@ -179,8 +179,8 @@ def make_pages(seed: int = 0) -> dict[str, Any]:
 
 def render_pages(pages: dict[str, Any], out_dir: Path, dpi: float) -> dict[str, dict]:
     """Render each page with snappy's renderer; PNG files + truth (text, box in px) per page."""
-    from snappy.pages import RenderOptions, load_pages
-    from snappy.synth import SynthDoc
+    from snappy.documents.pages import RenderOptions, load_pages
+    from snappy.testing.synth import SynthDoc
 
     out = {}
     for name, page in pages.items():
@@ -265,7 +265,7 @@ def run_variant(name: str, engine: str, options: dict, pages: dict[str, dict], r
 
 
 # ---------------------------------------------------------------------------- accuracy
-from snappy.textlayer import edit_distance  # noqa: E402  (Levenshtein, one implementation)
+from snappy.documents.textlayer import edit_distance  # noqa: E402  (Levenshtein, one implementation)
 
 def _norm(s: str) -> str:
     return re.sub(r"\s+", " ", s).strip()

@@ -3,7 +3,7 @@
     python benchmarks/bench_pipeline.py                        # 1,000 pages, 150 dpi, no-op OCR + encoder
     python benchmarks/bench_pipeline.py --pages 40 --real      # also rapid OCR + lexical encoder
 
-For N generated text pages (``snappy.synth.write_page_corpus``, Letter/A4, ``--pages-per-doc`` per
+For N generated text pages (``snappy.testing.synth.write_page_corpus``, Letter/A4, ``--pages-per-doc`` per
 PDF) it measures, on the same cores:
 
 1. **the limit**: render every page (pypdfium2 at ``--dpi``) and JPEG-encode it in a plain
@@ -39,7 +39,7 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 def _render_encode(args) -> int:
     path, dpi, quality = args
-    from snappy.pages import RenderOptions, iter_pages
+    from snappy.documents.pages import RenderOptions, iter_pages
     from snappy.storage.schema import encode_image
 
     n = 0
@@ -66,7 +66,7 @@ def pixel_hop(path, dpi: float, repeats: int = 20) -> dict:
     import ray
 
     from pipelines.stages import _image, _pixels, _table
-    from snappy.pages import RenderOptions, iter_pages
+    from snappy.documents.pages import RenderOptions, iter_pages
 
     page = next(iter(iter_pages(str(path), RenderOptions(dpi=dpi))))
     t = time.perf_counter()
@@ -182,7 +182,7 @@ def main() -> int:
 
     import ray
 
-    from snappy.synth import write_page_corpus
+    from snappy.testing.synth import write_page_corpus
 
     cores = args.num_cpus or os.cpu_count()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="snappy-bench-"))

@@ -18,8 +18,8 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
-from snappy.grid import PatchGrid
-from snappy.propagation import RegionOverlap, patch_scores, region_scores
+from snappy.patches.grid import PatchGrid
+from snappy.regions.propagation import RegionOverlap, patch_scores, region_scores
 
 
 def reference_scores(query: np.ndarray, patches: np.ndarray, patch_boxes: np.ndarray,

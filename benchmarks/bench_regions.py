@@ -1,6 +1,6 @@
 """Region levels x selection rules on generated pages whose truth is a block or a line.
 
-Writes ``snappy.synth.write_block_dataset`` (paragraphs, two columns, tables, forms, captions,
+Writes ``snappy.testing.synth.write_block_dataset`` (paragraphs, two columns, tables, forms, captions,
 sparse lines) to a folder, runs OCR once per page (cached there per engine) and the lexical
 encoder, then evaluates every ``level:rule`` selection from that one pass with the eval runner
 (the same code as ``snappy eval --thresholds``). Prints, per selection, the paper's mean IoU,
@@ -60,7 +60,7 @@ def main() -> int:
     from snappy.encoders import make_encoder
     from snappy.eval.datasets import load_jsonl
     from snappy.eval.runner import ChainScorer, EvalConfig, plan_selections, run_selections, summarize_records
-    from snappy.synth import write_block_dataset
+    from snappy.testing.synth import write_block_dataset
 
     dataset = args.out / "dataset.jsonl"
     if not dataset.exists():

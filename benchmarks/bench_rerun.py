@@ -3,7 +3,7 @@
     python benchmarks/bench_rerun.py                          # 1,000 / 10,000 / 100,000 local + 10,000 on S3
     python benchmarks/bench_rerun.py --sizes 1000,10000 --s3 0
 
-For each size it writes that many small one-page PDFs (``snappy.synth.minimal_pdf``, distinct bytes)
+For each size it writes that many small one-page PDFs (``snappy.testing.synth.minimal_pdf``, distinct bytes)
 and an index that already holds all of them, as a completed run leaves it: one documents row each
 with the listing's fingerprint, the content hash and the run settings (seeded directly through
 ``IndexStore.upsert``; indexing 100,000 documents first would take hours here and changes nothing
@@ -65,7 +65,7 @@ print(json.dumps({"total_s": round(t2 - t0, 3), "import_s": round(t1 - t0, 3), "
 
 
 def write_lake(root: Path, n: int) -> None:
-    from snappy.synth import minimal_pdf
+    from snappy.testing.synth import minimal_pdf
 
     root.mkdir(parents=True, exist_ok=True)
     for i in range(n):
@@ -79,7 +79,7 @@ def seed_index(source: str, index: str, storage_options=None) -> int:
     """An index that knows every listed document as indexed, as the last run left it."""
     from pipelines.config import IndexConfig
     from pipelines.index import describe_encoder, index_settings
-    from snappy.sources import Source
+    from snappy.documents.sources import Source
     from snappy.storage import IndexStore
     from snappy.storage.schema import document_record
 

@@ -8,10 +8,10 @@ among, LanceDB, and the region step; on data with structure, never uniform noise
     python benchmarks/bench_search.py lexical --pages 5000         # lexical-encoder vectors of generated pages
     python benchmarks/bench_search.py regions                      # the region step through the real path
 
-Data: ``snappy.synth_index.StructuredCorpus`` (documented there: a Zipf vocabulary of concept
+Data: ``snappy.testing.synth_index.StructuredCorpus`` (documented there: a Zipf vocabulary of concept
 centroids, ~45 % near-identical background tokens, noisy content tokens, queries paraphrasing a
 target page's rarer concepts; 1,024 tokens x 128 per page) and, for ``lexical``, the lexical
-encoder's vectors of generated text pages (``snappy.synth``) with queries made of each page's words.
+encoder's vectors of generated text pages (``snappy.testing.synth``) with queries made of each page's words.
 
 Every measurement of ``scale`` runs in a fresh process (RSS and cold start are that process's),
 with the BLAS threads given by ``--threads`` for both the exact scan and the candidate search.
@@ -36,7 +36,7 @@ DEFAULT_WORK = Path(os.environ.get("SNAPPY_CACHE", Path.home() / ".cache" / "sna
 
 
 def corpus(n: int):
-    from snappy.synth_index import StructuredCorpus
+    from snappy.testing.synth_index import StructuredCorpus
 
     return StructuredCorpus(n)
 
@@ -44,10 +44,10 @@ def corpus(n: int):
 # ---------------------------------------------------------------------- build
 def build(n: int, work: Path) -> Path:
     """The structured index of ``n`` pages with its candidate stage (cached)."""
-    from snappy.candidate_settings import CandidateSettings
-    from snappy.search.maintain import update_candidates
+    from snappy.candidates.settings import CandidateSettings
+    from snappy.candidates.maintain import update_candidates
     from snappy.storage import IndexStore
-    from snappy.synth_index import write_vector_pages
+    from snappy.testing.synth_index import write_vector_pages
 
     path = work / f"structured-{n}"
     done = path / "BUILT"
@@ -112,7 +112,7 @@ import numpy as np, psutil
 sys.path.insert(0, sys.argv[5])
 import bench_search as B
 from snappy.search import Searcher, SearchOptions
-from snappy.search.candidates import CandidateOptions
+from snappy.candidates.centroids import CandidateOptions
 path, mode, n_pages, n_q = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 opts = json.loads(sys.argv[6])
 proc = psutil.Process()
@@ -190,7 +190,7 @@ def sweep(n: int, n_q: int, configs: list[tuple[int, int]], work: Path) -> list[
     import numpy as np
 
     from snappy.search import Searcher, SearchOptions
-    from snappy.search.candidates import CandidateOptions
+    from snappy.candidates.centroids import CandidateOptions
 
     path = build(n, work)
     cached = sorted(work.glob(f"exact-{n}-*q-1t.json"))
@@ -225,7 +225,7 @@ def options(n: int, n_q: int, lancedb_queries: int, work: Path) -> dict:
     """Each first-stage option's recall of the exact top-10 vs the candidates it needs, same data."""
     import numpy as np
 
-    from snappy.search.candidates import CandidateOptions, Codebook, CentroidIndex, default_k, pool_page
+    from snappy.candidates.centroids import CandidateOptions, Codebook, CentroidIndex, default_k, pool_page
     from snappy.search.maxsim import PageMatrix, maxsim, top_k
 
     c = corpus(n)
@@ -353,12 +353,12 @@ def lexical(n: int, n_q: int, work: Path) -> dict:
     import numpy as np
 
     from snappy.encoders.lexical import LexicalEncoder
-    from snappy.regions import Region
+    from snappy.regions.region import Region
     from snappy.search import Searcher, SearchOptions
-    from snappy.candidate_settings import CandidateSettings
-    from snappy.search.maintain import update_candidates
-    from snappy.synth_index import write_vector_pages
-    from snappy.synth import LETTER, text_page
+    from snappy.candidates.settings import CandidateSettings
+    from snappy.candidates.maintain import update_candidates
+    from snappy.testing.synth_index import write_vector_pages
+    from snappy.testing.synth import LETTER, text_page
 
     enc = LexicalEncoder()
     rng = random.Random(0)
@@ -424,11 +424,11 @@ def regions(repeat: int) -> dict:
     sys.path.insert(0, str(Path(__file__).parent))
     from bench_propagation import line_regions, per_call_us, reference_scores
 
-    from snappy.grid import PatchGrid
-    from snappy.propagation import Threshold, patch_scores, region_scores, select_regions
-    from snappy.regions import Region
-    from snappy.search.regions import REGION_COLUMNS, RegionStore, build_page_regions
-    from snappy.records import region_records
+    from snappy.patches.grid import PatchGrid
+    from snappy.regions.propagation import Threshold, patch_scores, region_scores, select_regions
+    from snappy.regions.region import Region
+    from snappy.search.region_rows import REGION_COLUMNS, RegionStore, build_page_regions
+    from snappy.indexing.records import region_records
 
     rng = np.random.default_rng(0)
     grid = PatchGrid.uniform("colqwen2.5", (1700, 2200), rows=31, cols=24, model_size=(672, 868))
@@ -471,7 +471,7 @@ def regions(repeat: int) -> dict:
 
 def _rebuild(table, grid):
     """What the query path did before: a RegionOverlap from the rows, weights normalised again."""
-    from snappy.search.regions import overlap_from_table
+    from snappy.search.region_rows import overlap_from_table
 
     return overlap_from_table(table, grid)
 

@@ -3,7 +3,7 @@
     python benchmarks/bench_serve.py                      # concurrency 8 for 30 s, 2 shards
     python benchmarks/bench_serve.py --concurrency 8 --seconds 30 --shards 2 --docs-before 40 --docs-during 60
 
-1. ``--docs-before`` one-page text PDFs (``snappy.synth.write_good_corpus``, each with a made-up
+1. ``--docs-before`` one-page text PDFs (``snappy.testing.synth.write_good_corpus``, each with a made-up
    word only it contains) are indexed with ``snappy index`` (rapid OCR, lexical encoder);
 2. ``snappy serve`` starts on 127.0.0.1 (its own local Ray, ``--refresh-s 1``);
 3. ``--docs-during`` more PDFs land in the lake and a second ``snappy index`` run starts, committing
@@ -96,7 +96,7 @@ def main() -> int:
 
     from snappy.search import Searcher
     from snappy.storage import snapshot as snapshots
-    from snappy.synth import write_good_corpus
+    from snappy.testing.synth import write_good_corpus
 
     work = Path(tempfile.mkdtemp(prefix="snappy-bench-serve-"))
     procs: list[tuple[subprocess.Popen, str]] = []

@@ -1,11 +1,11 @@
-"""Text layer vs OCR: CPU-s per page of snappy.textlayer.text_layer_regions and of the OCR engines.
+"""Text layer vs OCR: CPU-s per page of snappy.documents.textlayer.text_layer_regions and of the OCR engines.
 
     python benchmarks/bench_textlayer.py [--dpi 150] [--repeats 7] [--engines rapid,paddle,tesseract]
                                          [--pdf real.pdf:1] [--no-ocr] [--out results.json]
     python benchmarks/bench_textlayer.py --height [--out height.json]
     python benchmarks/bench_textlayer.py --quality [--ocr paddle|none] [--pages 18] [--seed 0] [--out quality.json]
 
-Pages (Letter, rendered with ``PdfPage.render(scale=dpi/72)`` as snappy.pages does):
+Pages (Letter, rendered with ``PdfPage.render(scale=dpi/72)`` as snappy.documents.pages does):
 
 - ``dense``, ``two_column``, ``table``: bench_ocr.py's generated pages (56 lines of 9.5 pt; 2 x 54
   lines of 9 pt; a ruled 26-row table);
@@ -27,13 +27,13 @@ installed) at 7-24 pt, rendered at 150 and 200 dpi, OCR'd with rapid; per matche
 and bottom relative to the baseline and the padding past the glyph advances, in em.
 
 ``--quality`` measures the regions themselves on the block-truth pages of docs/eval.md
-(``snappy.synth.block_pages(18, seed=0)``, vector text, rendered at ``--dpi`` 150) read the way the
-pipeline reads them: ``snappy.pages.iter_pages(pdf, RenderOptions(text_layer="auto"))`` gives each
+(``snappy.testing.synth.block_pages(18, seed=0)``, vector text, rendered at ``--dpi`` 150) read the way the
+pipeline reads them: ``snappy.documents.pages.iter_pages(pdf, RenderOptions(text_layer="auto"))`` gives each
 page's image, text-layer line regions (``Page.regions``) and decision; blocks are
-``snappy.blocks.blocks_from_lines`` of those lines, as for OCR lines. Reported:
+``snappy.regions.blocks.blocks_from_lines`` of those lines, as for OCR lines. Reported:
 
 - text exactness: each generator line (``SynthPage.lines``, the text it drew) matched to the region of
-  best IoU; mean CER (``snappy.textlayer.cer``: case and spaces ignored), lines with CER > 0, lines whose
+  best IoU; mean CER (``snappy.documents.textlayer.cer``: case and spaces ignored), lines with CER > 0, lines whose
   text is not the same string, share of generator lines found at IoU >= 0.5, regions matching no line;
 - ceilings as in docs/eval.md: per question of ``block_pages`` (its truth: the block's box, or a line's)
   the best IoU of any single region of the level (block level: ``blocks_from_lines`` blocks, lone lines
@@ -81,7 +81,7 @@ def make_pages(dpi: float, real: str | None = None) -> dict[str, tuple[bytes, li
     from reportlab.lib.utils import ImageReader
 
     from bench_ocr import make_pages as ocr_pages
-    from snappy.synth import SynthDoc
+    from snappy.testing.synth import SynthDoc
 
     out = {}
     synth = ocr_pages(0)
@@ -144,7 +144,7 @@ def _cpu(fn, repeats: int) -> tuple[list[float], object]:
 def run(dpi: float, repeats: int, engines: list[str], real: str | None = None) -> dict:
     import pypdfium2 as pdfium
 
-    from snappy import textlayer as tl
+    from snappy.documents import textlayer as tl
     from snappy.ocr import make_ocr
 
     warm = pdfium.PdfDocument(_pdf(lambda c: c.drawString(72, 700, "warm up"))).get_page(0).render(scale=1).to_pil()
@@ -216,7 +216,7 @@ def measure_height(seed: int = 1) -> dict:
     from reportlab.pdfbase.ttfonts import TTFont
 
     from snappy.ocr import make_ocr
-    from snappy.synth import _FILLER
+    from snappy.testing.synth import _FILLER
 
     fonts = ["Helvetica", "Times-Roman", "Courier"]
     for alias, pattern in (("DejaVuSans", "DejaVuSans.ttf"), ("LiberationSerif", "LiberationSerif-Regular.ttf")):
@@ -286,7 +286,7 @@ def _median_cpu(fn, repeats: int):
 def line_exactness(page, regions, dpi: float) -> list[dict]:
     """Per generator line of ``page`` (a SynthPage): the region of best IoU, its IoU and text, the CER."""
     from snappy.eval.metrics import iou_matrix
-    from snappy.textlayer import cer
+    from snappy.documents.textlayer import cer
 
     gt = np.asarray([ln.bbox_px(dpi) for ln in page.lines], np.float64).reshape(-1, 4)
     m = iou_matrix(gt, _boxes(regions)) if regions else np.zeros((len(gt), 0))
@@ -311,7 +311,7 @@ def _unmatched(page, regions, dpi: float, at: float = 0.5) -> int:
 
 def question_ceilings(pages, questions, lines_per_page: list[list], dpi: float) -> list[dict]:
     """Per question: its kind and the best IoU of one region of each level with its truth box."""
-    from snappy.blocks import blocks_from_lines
+    from snappy.regions.blocks import blocks_from_lines
     from snappy.eval.metrics import best_iou_per_gt
 
     blocks = [blocks_from_lines(lines)[0] for lines in lines_per_page]
@@ -357,9 +357,9 @@ def raster_pdfs(image, width_pt: float, height_pt: float) -> dict[str, bytes]:
 
 
 def quality(dpi: float, n_pages: int, seed: int, ocr_name: str, repeats: int) -> dict:
-    from snappy.blocks import blocks_from_lines
-    from snappy.pages import RenderOptions, iter_pages
-    from snappy.synth import SynthDoc, block_pages
+    from snappy.regions.blocks import blocks_from_lines
+    from snappy.documents.pages import RenderOptions, iter_pages
+    from snappy.testing.synth import SynthDoc, block_pages
 
     pages, questions = block_pages(n_pages, seed)
     auto, off = RenderOptions(dpi=dpi, text_layer="auto"), RenderOptions(dpi=dpi, text_layer="off")
@@ -436,7 +436,7 @@ def quality(dpi: float, n_pages: int, seed: int, ocr_name: str, repeats: int) ->
 def print_quality(q: dict) -> None:
     tl, oc = q["text_layer"], q.get("ocr")
     eng = oc["engine"] if oc else None
-    print(f"\nGenerated block pages: snappy.synth.block_pages({q['pages']}, seed={q['seed']}), {q['dpi']:g} dpi, "
+    print(f"\nGenerated block pages: snappy.testing.synth.block_pages({q['pages']}, seed={q['seed']}), {q['dpi']:g} dpi, "
           f"{q['questions']} questions; text layer read by iter_pages(RenderOptions(text_layer=\"auto\")); "
           f"decisions: {', '.join(sorted({r['action'] for r in q['per_page']}))}\n")
     print("Text exactness: each generator line against the region of best IoU (CER: case and spaces ignored)\n")

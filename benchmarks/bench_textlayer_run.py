@@ -3,7 +3,7 @@
     python benchmarks/bench_textlayer_run.py                         # 300 pages; "before" on 25-page samples
     python benchmarks/bench_textlayer_run.py --pages 50 --sample 5 --skip before  # quick look
 
-Corpora (``snappy.synth.write_page_corpus``, 150 dpi, ``--pages-per-doc`` pages a PDF):
+Corpora (``snappy.testing.synth.write_page_corpus``, 150 dpi, ``--pages-per-doc`` pages a PDF):
 
 * **born-digital**: ``--pages`` generated text pages (vector text: every page has its text layer);
 * **mix**: the same number of pages, 80 % born-digital and 20 % image-only (every fifth document
@@ -41,7 +41,7 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 def rasterise(pdf: Path, out: Path, dpi: float) -> Path:
     """An image-only PDF of ``pdf``'s pages rendered at ``dpi`` (no text layer)."""
-    from snappy.pages import RenderOptions, iter_pages
+    from snappy.documents.pages import RenderOptions, iter_pages
 
     images = [p.image.convert("RGB") for p in iter_pages(str(pdf), RenderOptions(dpi=dpi))]
     images[0].save(out, "PDF", resolution=dpi, save_all=True, append_images=images[1:])
@@ -50,7 +50,7 @@ def rasterise(pdf: Path, out: Path, dpi: float) -> Path:
 
 def corpus(root: Path, pages: int, per_doc: int, image_share: float, dpi: float, seed: int = 0) -> list[Path]:
     """``pages`` pages under ``root``, every ``1/image_share``-th document rasterised (image-only)."""
-    from snappy.synth import write_page_corpus
+    from snappy.testing.synth import write_page_corpus
 
     paths = write_page_corpus(root, pages, per_doc, seed=seed)
     every = round(1 / image_share) if image_share else 0
@@ -64,7 +64,7 @@ def corpus(root: Path, pages: int, per_doc: int, image_share: float, dpi: float,
 
 def _limit_one(args) -> int:
     path, dpi, quality, jpeg = args
-    from snappy.pages import RenderOptions, iter_pages
+    from snappy.documents.pages import RenderOptions, iter_pages
     from snappy.storage.schema import encode_image
 
     n = 0

@@ -14,12 +14,14 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.filesize import decimal
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from snappy.blocks import DEFAULT_LEVEL
-from snappy.propagation import DEFAULT_THRESHOLD
+from snappy.regions.blocks import DEFAULT_LEVEL
+from snappy.regions.propagation import DEFAULT_METHOD, DEFAULT_THRESHOLD
+from snappy.search.query import DEFAULT_TOP_PAGES, MAX_QUERY_CHARS, MAX_TOP_PAGES
 
 from .config import options as index_options
 
@@ -168,9 +170,9 @@ def index(
 def query(
     index_dir: str = typer.Argument(..., help="index location"),
     text: str = typer.Argument(..., help="the query"),
-    top_pages: int = typer.Option(5, "--top-pages", "-k", help="result pages (1..100)"),
+    top_pages: int = typer.Option(DEFAULT_TOP_PAGES, "--top-pages", "-k", help=f"result pages (1..{MAX_TOP_PAGES})"),
     threshold: str = typer.Option(DEFAULT_THRESHOLD, help="region selection: p50 | adaptive[:k] | top3 | gap[:share] | 0.4"),
-    method: str = typer.Option("iou", help="region scoring: iou | ior | mean | max"),
+    method: str = typer.Option(DEFAULT_METHOD, help="region scoring: iou | ior | mean | max"),
     level: str = typer.Option(DEFAULT_LEVEL, help="regions returned: line | block | auto (per block: the block, its lines or both, from the evidence)"),
     encoder: Optional[str] = typer.Option(None, help="query encoder (default: the one the index was built with)"),
     as_json: bool = typer.Option(False, "--json", help="print the result pages as JSON"),
@@ -233,7 +235,7 @@ def serve(
     refresh_s: float = typer.Option(10.0, help="look for a newer snapshot this often (seconds)"),
     encoder: Optional[str] = typer.Option(None, help="query encoder (default: the index's own)"),
     exact: bool = typer.Option(False, "--exact", help="always scan every page (no candidate stage)"),
-    max_query_chars: int = typer.Option(2000, help="longer queries get 400"),
+    max_query_chars: int = typer.Option(MAX_QUERY_CHARS, help="longer queries get 400"),
     ray_address: Optional[str] = typer.Option(None, help="Ray address (default: $RAY_ADDRESS, else a local Ray)"),
     s3_endpoint: Optional[str] = typer.Option(None), s3_region: Optional[str] = typer.Option(None),
 ) -> None:
@@ -314,7 +316,7 @@ def _print_inspect(report: dict) -> None:
             t.add_column(col, justify="right" if col != "table" else "left")
         for name, s in report["tables"].items():
             t.add_row(name, str(s["rows"]), str(s["version"]), str(s["fragments"]),
-                      _human(s["bytes"]) if s.get("bytes") is not None else "?")
+                      decimal(s["bytes"]) if s.get("bytes") is not None else "?")
         out.print(t)
     docs = report["tables"].get("documents", {})
     if docs:
@@ -327,6 +329,8 @@ def _print_inspect(report: dict) -> None:
         out.print("page text: " + ", ".join(f"{v} {names.get(k, k)}" for k, v in text["pages_by_source"].items())
                   + ("; why: " + ", ".join(f"{k} {v}" for k, v in text["pages_by_reason"].items())
                      if text["pages_by_reason"] else ""), soft_wrap=True)
+    for what in report.get("unreported", []):
+        out.print(Text(f"not reported: {what}", style="yellow"), soft_wrap=True)
     if report["runs"]:
         rt = Table(title="last runs", title_justify="left")
         for col in ("run", "status", "started", "duration", "indexed", "touched", "unchanged", "failed", "pruned"):
@@ -354,14 +358,6 @@ def _print_inspect(report: dict) -> None:
         out.print(Text(report["no_tables"], style="yellow"), soft_wrap=True)
     else:
         out.print("[green]intact")
-
-
-def _human(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
 
 
 # ---------------------------------------------------------------------------- eval (optional)

@@ -9,10 +9,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Mapping, NamedTuple, get_args, get_type_hints
 
-from snappy.candidate_settings import CandidateSettings
+from snappy.candidates.settings import CandidateSettings
 from snappy.storage.fs import S3Settings
 
-TEXT_LAYER_MODES = ("auto", "off", "only")  # snappy.textlayer.MODES (not imported here: the CLI starts fast)
+TEXT_LAYER_MODES = ("auto", "off", "only")  # snappy.documents.textlayer.MODES (not imported here: the CLI starts fast)
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ class IndexConfig:
     lease_wait_s: float = 0.0  # another run holds the index: wait this long, then exit naming it
     lease_ttl_s: float = 300.0  # a crashed run's lease lapses after this (same host: at once)
 
-    # The search's candidate stage (snappy/search/maintain.py): codebook once the index is big enough
+    # The search's candidate stage (snappy/candidates/maintain.py): codebook once the index is big enough
     candidates: CandidateSettings = field(default_factory=CandidateSettings)
 
     # Housekeeping after the run (snappy/storage/housekeeping.py)

@@ -1,6 +1,6 @@
 """Keeping one bad document from stopping or hanging a run: the poison ledger actor and a watchdog.
 
-- :class:`Ledger` is a Ray actor around :class:`snappy.poison.PoisonLedger` (one per run, created
+- :class:`Ledger` is a Ray actor around :class:`snappy.indexing.poison.PoisonLedger` (one per run, created
   by the driver, passed to the stages). Stages call it before and after each unit of work.
 - :class:`Watchdog` ends the worker process when one unit runs past its time limit (a page that
   hangs inside native code cannot be interrupted otherwise); Ray restarts the worker, and the
@@ -19,7 +19,7 @@ import sys
 import threading
 from typing import Sequence
 
-from snappy.poison import PoisonLedger
+from snappy.indexing.poison import PoisonLedger
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,8 @@ def task_attempt() -> int | None:
         if ray is None or not ray.is_initialized() or ray.get_runtime_context().get_task_id() is None:
             return None
         return int(ray._private.worker.global_worker.core_worker.get_current_task_attempt_number())
-    except Exception:  # a private API: without it, the fallback below
+    except Exception as e:  # a private API: without it, the fallback below
+        log.debug("no task attempt number from Ray (%s: %s)", type(e).__name__, e)
         return None
 
 
@@ -96,7 +97,8 @@ class LedgerClient:
         if self.handle is not None:
             try:
                 self.handle.exit.remote(list(keys))
-            except Exception:
+            except Exception as e:
+                log.warning("poison ledger unavailable (%s); going on without it", e)
                 self.handle = None
 
     def note(self, key: str, cause: str) -> None:
@@ -105,8 +107,8 @@ class LedgerClient:
                 import ray
 
                 ray.get(self.handle.note.remote(key, cause), timeout=self.timeout_s)
-            except Exception:
-                pass
+            except Exception as e:  # the note only names the cause of a death; the count is kept
+                log.warning("poison ledger unavailable (%s); %s's cause not recorded: %s", e, key, cause)
 
 
 class Watchdog:

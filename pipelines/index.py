@@ -8,7 +8,7 @@ Runs locally (an embedded Ray on 127.0.0.1, started only if there is work) and u
 
 A run: take the index's lease (one writer at a time) -> recover from a writer that died ->
 list the source in chunks and plan each entry against the index without reading it
-(``snappy/plan.py``) -> if anything must be read: a Ray Data job (read + render tasks, OCR CPU
+(``snappy/indexing/plan.py``) -> if anything must be read: a Ray Data job (read + render tasks, OCR CPU
 actors, embed GPU actors, fragment-writing tasks) whose small reports stream back to this driver
 -> a commit at least every ``commit_every_docs`` documents or ``commit_every_s`` seconds
 (``snappy/storage/commit.py``: readers see whole documents or none) -> prune -> housekeeping ->
@@ -28,10 +28,10 @@ import pyarrow as pa
 
 from .cluster import RayOptions, start_ray
 from .config import IndexConfig
-from snappy.committer import Cadence, Committer
-from snappy.pages import RenderOptions
-from snappy.plan import KnownDocuments, Plan, PlanOptions, plan_run
-from snappy.sources import ReadLimits, Source
+from snappy.indexing.committer import Cadence, Committer
+from snappy.documents.pages import RenderOptions
+from snappy.indexing.plan import KnownDocuments, Plan, PlanOptions, plan_run
+from snappy.documents.sources import ReadLimits, Source
 from snappy.storage import IndexStore, runlog
 from snappy.storage.schema import CODEBOOK, CODES, DOCUMENTS, PAGES, REGIONS, IndexSettings
 
@@ -147,7 +147,7 @@ def run_index(config: IndexConfig) -> dict:
             committer.finish()
             phases["commit"] = time.perf_counter() - t
             if config.candidates.enabled:  # train / retrain / backfill the candidate stage when due
-                from snappy.search.maintain import update_candidates
+                from snappy.candidates.maintain import update_candidates
 
                 t = time.perf_counter()
                 summary["candidates"] = update_candidates(writer, config.candidates)
@@ -208,7 +208,7 @@ def _codebook(store: IndexStore):
     """The index's candidate codebook (the writer's view), for the write stage; None if it has none."""
     if not store.exists(CODEBOOK):
         return None
-    from snappy.search.candidates import Codebook
+    from snappy.candidates.centroids import Codebook
 
     return Codebook.from_table(store.dataset(CODEBOOK).to_table())
 
@@ -223,7 +223,7 @@ def _run_pipeline(config: IndexConfig, source: Source, store: IndexStore, plan: 
     by one task, and no page crosses a process boundary.
     """
     import ray
-    from ray.data import ActorPoolStrategy, DataContext
+    from ray.data import ActorPoolStrategy
 
     from .guard import start_ledger
     from .stages import EmbedStage, LayerChecker, OcrStage, TimeLimits, embed_batch, prepare_documents, write_pages
@@ -235,12 +235,6 @@ def _run_pipeline(config: IndexConfig, source: Source, store: IndexStore, plan: 
         _check_resources(config, resources)
         info = {"address": session.address, "resources": {k: v for k, v in resources.items()
                                                    if k in ("CPU", "GPU", "memory", "object_store_memory")}}
-        ctx = DataContext.get_current()
-        saved = (ctx.enable_progress_bars, ctx.execution_options.resource_limits, ctx.target_max_block_size)
-        ctx.enable_progress_bars = config.progress
-        ctx.target_max_block_size = config.block_bytes  # small blocks: pages flow on instead of piling up
-        if config.object_store_limit is not None:
-            ctx.execution_options.resource_limits = saved[1].copy(object_store_memory=config.object_store_limit)
         ledger = start_ledger(config.max_deaths)
         limits = TimeLimits(read_s=config.read_timeout_s, page_s=config.page_timeout_s)
         use_ocr = config.ocr not in ("none", "")
@@ -252,6 +246,7 @@ def _run_pipeline(config: IndexConfig, source: Source, store: IndexStore, plan: 
             work = pa.concat_tables(plan.work)
             per_block = max(1, -(-work.num_rows // 10_000))  # at most ~10k read tasks, each a few documents
             ds = ray.data.from_arrow([work.slice(i, per_block) for i in range(0, work.num_rows, per_block)])
+            _configure(ds.context, config)  # this run's copy of Ray Data's context; the process's is untouched
             task = {"num_cpus": config.task_num_cpus, "memory": config.task_memory}
             ds = ds.map_batches(
                 prepare_documents, batch_size=1, batch_format="pyarrow", **task,
@@ -297,18 +292,25 @@ def _run_pipeline(config: IndexConfig, source: Source, store: IndexStore, plan: 
                 if committer.due():
                     committer.commit()
         finally:
-            ctx.enable_progress_bars = saved[0]
-            ctx.execution_options.resource_limits = saved[1]
-            ctx.target_max_block_size = saved[2]
             for actor in [ledger, *(checkers or [])]:
                 try:
                     ray.kill(actor)
-                except Exception:
-                    pass
+                except Exception as e:  # already gone with its node
+                    log.debug("could not stop %s: %s", actor, e)
         return info
     finally:
         if session.address == "local":  # a Ray this run started; a joined cluster stays up
             session.close()
+
+
+def _configure(ctx, config: IndexConfig) -> None:
+    """Ray Data settings of one run, on the dataset's own ``DataContext`` (a copy made by ``from_arrow``
+    that every later stage and the executor use)."""
+    ctx.enable_progress_bars = config.progress
+    ctx.target_max_block_size = config.block_bytes  # small blocks: pages flow on instead of piling up
+    if config.object_store_limit is not None:
+        ctx.execution_options.resource_limits = ctx.execution_options.resource_limits.copy(
+            object_store_memory=config.object_store_limit)
 
 
 # ---------------------------------------------------------------------- CLI

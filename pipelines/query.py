@@ -21,8 +21,9 @@ import os
 import sys
 from typing import Any, Mapping, Sequence
 
-from snappy.blocks import DEFAULT_LEVEL, REGION_LEVELS
-from snappy.propagation import DEFAULT_THRESHOLD
+from snappy.regions.blocks import DEFAULT_LEVEL, REGION_LEVELS
+from snappy.regions.propagation import DEFAULT_METHOD, DEFAULT_THRESHOLD
+from snappy.search.query import DEFAULT_TOP_PAGES
 
 log = logging.getLogger("pipelines.query")
 
@@ -38,12 +39,12 @@ class QueryActorImpl:
                                  options=SearchOptions(dtype=dtype, auto_refresh=auto_refresh))
         _ = self.searcher.encoder if self.searcher.n_pages else None  # load the model now, once
 
-    def query(self, text: str, top_pages: int = 5, threshold: str = DEFAULT_THRESHOLD, method: str = "iou",
+    def query(self, text: str, top_pages: int = DEFAULT_TOP_PAGES, threshold: str = DEFAULT_THRESHOLD, method: str = DEFAULT_METHOD,
               patch_scores: bool = False, level: str = DEFAULT_LEVEL) -> list[dict]:
         return self.query_batch([text], top_pages, threshold, method, patch_scores, level)[0]
 
-    def query_batch(self, texts: Sequence[str], top_pages: int = 5, threshold: str = DEFAULT_THRESHOLD,
-                    method: str = "iou", patch_scores: bool = False, level: str = DEFAULT_LEVEL) -> list[list[dict]]:
+    def query_batch(self, texts: Sequence[str], top_pages: int = DEFAULT_TOP_PAGES, threshold: str = DEFAULT_THRESHOLD,
+                    method: str = DEFAULT_METHOD, patch_scores: bool = False, level: str = DEFAULT_LEVEL) -> list[list[dict]]:
         results = self.searcher.query_batch(list(texts), top_pages, threshold, method, level)
         return [[r.to_dict(with_patch_scores=patch_scores) for r in res] for res in results]
 
@@ -70,7 +71,7 @@ def start_query_actor(index: str, num_cpus: float = 1, num_gpus: float = 0, **kw
 class QueryUDF:
     """Ray Data class UDF: a batch with a ``query`` column -> the same rows plus ``results`` (JSON)."""
 
-    def __init__(self, index: str, top_pages: int = 5, threshold: str = DEFAULT_THRESHOLD, method: str = "iou",
+    def __init__(self, index: str, top_pages: int = DEFAULT_TOP_PAGES, threshold: str = DEFAULT_THRESHOLD, method: str = DEFAULT_METHOD,
                  level: str = DEFAULT_LEVEL, **kwargs: Any):
         self.impl = QueryActorImpl(index, auto_refresh=False, **kwargs)
         self.args = (top_pages, threshold, method, False, level)
@@ -88,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--top-pages", type=int, default=5)
     p.add_argument("--threshold", default=DEFAULT_THRESHOLD)
     p.add_argument("--level", default=DEFAULT_LEVEL, choices=REGION_LEVELS)
-    p.add_argument("--method", default="iou")
+    p.add_argument("--method", default=DEFAULT_METHOD)
     p.add_argument("--encoder", default=None)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

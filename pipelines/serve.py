@@ -55,8 +55,9 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from snappy.blocks import DEFAULT_LEVEL
-from snappy.propagation import DEFAULT_THRESHOLD
+from snappy.regions.blocks import DEFAULT_LEVEL
+from snappy.regions.propagation import DEFAULT_METHOD, DEFAULT_THRESHOLD
+from snappy.search.query import DEFAULT_TOP_PAGES, MAX_QUERY_CHARS, MAX_TOP_PAGES
 from ray import serve
 
 log = logging.getLogger("pipelines.serve")
@@ -80,8 +81,8 @@ class ServeConfig:
     replicas: int = 1  # router replicas (HTTP, query encoding)
     shard_replicas: int = 1
     refresh_s: float = 10.0  # how often to look for a newer snapshot
-    max_query_chars: int = 2000
-    max_top_pages: int = 100
+    max_query_chars: int = MAX_QUERY_CHARS
+    max_top_pages: int = MAX_TOP_PAGES
     max_body_bytes: int = 64 << 10  # a larger request body gets 413; reading stops there
     mode: str = "auto"  # search mode (snappy.search.SearchOptions)
     s3_endpoint: str | None = None
@@ -396,9 +397,9 @@ class RouterImpl:
         if not isinstance(body, dict):
             raise QueryError("the body must be a JSON object with a 'query'", "body")
         text = check_query(body.get("query"), self.config.max_query_chars)
-        top_pages, threshold, method = check_request(body.get("top_pages", 5),
+        top_pages, threshold, method = check_request(body.get("top_pages", DEFAULT_TOP_PAGES),
                                                      body.get("threshold", DEFAULT_THRESHOLD),
-                                                     body.get("method", "iou"), self.config.max_top_pages)
+                                                     body.get("method", DEFAULT_METHOD), self.config.max_top_pages)
         level = check_level(body.get("level", DEFAULT_LEVEL))
         maps = body.get("patch_maps", False)
         if not isinstance(maps, bool):

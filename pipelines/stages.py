@@ -14,7 +14,7 @@
 Every stream row has ``kind`` "page" or "doc". A page row carries its document's generation
 (``gen``: unique per attempt at the document, see ``snappy/storage/commit.py``). A document's
 "doc" row says how many pages it emitted, or why it stopped. A stage that fails on one page
-writes the reason into that row's ``error`` with its ``failure`` kind (``snappy.failures``): the
+writes the reason into that row's ``error`` with its ``failure`` kind (``snappy.documents.failures``): the
 driver settles the document once every page is accounted for. Units of work are registered with
 the run's poison ledger (``pipelines/guard.py``) so a page that kills its worker fails instead of
 looping, and watchdogs bound the time of each read, page render, OCR and embedding call.
@@ -33,17 +33,17 @@ import numpy as np
 import pyarrow as pa
 
 from .guard import LedgerClient, Watchdog
-from snappy.failures import FailureKind, classify
-from snappy.indexing import regions_from_json, regions_to_json
+from snappy.documents.failures import FailureKind, classify
+from snappy.indexing.document import regions_from_json, regions_to_json
 from snappy.errors import DocumentError
-from snappy.pages import RenderOptions, is_blank, iter_pages
-from snappy.plan import Action
-from snappy.poison import careful
-from snappy.sources import ReadLimits, Source
+from snappy.documents.pages import RenderOptions, is_blank, iter_pages
+from snappy.indexing.plan import Action
+from snappy.indexing.poison import careful
+from snappy.documents.sources import ReadLimits, Source
 from snappy.storage.commit import make_gen
 from snappy.ids import page_id_for
-from snappy.records import region_records
-from snappy.storage.schema import encode_image, pages_schema, regions_schema, vectors_array
+from snappy.indexing.records import region_table
+from snappy.storage.schema import encode_image, pages_schema, vectors_array
 from snappy.storage.writer import MAX_ROWS_PER_FILE, write_fragments
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ STREAM_SCHEMA = pa.schema([
     ("image", pa.binary()),  # the stored page image, JPEG
     ("read_s", pa.float64()), ("render_s", pa.float64()), ("encode_s", pa.float64()),
     # The PDF text layer (RenderOptions.text_layer; all null when off): its line regions (the JSON
-    # OcrStage writes), whether the page still needs OCR, and why (snappy.textlayer.PageDecision).
+    # OcrStage writes), whether the page still needs OCR, and why (snappy.documents.textlayer.PageDecision).
     ("regions_json", pa.large_string()),
     ("ocr_needed", pa.bool_()),  # null: no decision taken (text layer off): OCR the page
     ("text_action", pa.string()), ("text_reason", pa.string()),  # none | full | areas; why
@@ -152,13 +152,13 @@ def prepare_documents(batch: pa.Table, source: Source, render: RenderOptions, li
                       time_limits: TimeLimits = TimeLimits(), block_bytes: int = 8 << 20,
                       skip_blank: bool = True, pixels_for_ocr_only: bool = False,
                       checkers: list | None = None) -> Iterator[pa.Table]:
-    """Read, hash and render the documents of ``batch`` (snappy.plan.WORK_SCHEMA rows), streaming their pages.
+    """Read, hash and render the documents of ``batch`` (snappy.indexing.plan.WORK_SCHEMA rows), streaming their pages.
 
     A CHECK item whose bytes hash to ``known_hash`` yields only a "touched" document row. Pages are
     yielded in blocks of about ``block_bytes`` as they are rendered (a document never sits whole in
     memory; with raw pixels a block is one page); the document's "doc" row comes last and says how
     many pages were yielded (``page_count``: the driver waits for exactly those), or the error that
-    stopped it. With ``skip_blank``, blank pages (:func:`snappy.pages.is_blank`) are not yielded:
+    stopped it. With ``skip_blank``, blank pages (:func:`snappy.documents.pages.is_blank`) are not yielded:
     the "doc" row counts them in ``blank_pages``, and a document of blank pages only fails.
 
     With ``render.text_layer`` on, each PDF page's text layer is read while it is rendered: its
@@ -166,7 +166,7 @@ def prepare_documents(batch: pa.Table, source: Source, render: RenderOptions, li
     ``text_reason`` / ``ocr_areas``. ``pixels_for_ocr_only``: raw pixels only for pages that still
     need OCR (the encoder reads none). ``checkers`` (:class:`LayerChecker` actors): the first page
     with lines worth reading has a few of them OCR'd; a text layer that reads wrong sends that page
-    and the document's later ones to OCR (:func:`snappy.textlayer.after_check`); the "doc" row says
+    and the document's later ones to OCR (:func:`snappy.documents.textlayer.after_check`); the "doc" row says
     why in ``text_check``.
     """
     ledger = ledger if isinstance(ledger, LedgerClient) else LedgerClient(ledger)
@@ -238,7 +238,7 @@ class _Poisoned(Exception):
 
 
 def _failure(e: BaseException, uri: str):
-    from snappy.failures import Failure
+    from snappy.documents.failures import Failure
 
     if isinstance(e, _Poisoned):
         return Failure(FailureKind.DOCUMENT, str(e))
@@ -247,7 +247,7 @@ def _failure(e: BaseException, uri: str):
 
 # ---------------------------------------------------------------------- the text layer's OCR check
 class LayerChecker:
-    """OCR of a few text-layer line crops per document (:func:`snappy.textlayer.verify_with_ocr`
+    """OCR of a few text-layer line crops per document (:func:`snappy.documents.textlayer.verify_with_ocr`
     split in two: the read task crops, this actor reads). Its engine is loaded on the first check."""
 
     def __init__(self, ocr: str = "paddle", threads: int = 1, engine=None):
@@ -259,7 +259,7 @@ class LayerChecker:
 
         from PIL import Image
 
-        from snappy.textlayer import ocr_crops
+        from snappy.documents.textlayer import ocr_crops
 
         if self.engine is None:
             self.engine = _make_engine(self.ocr, self.threads)
@@ -275,7 +275,7 @@ class _DocumentCheck:
     """A document's OCR check of its text layer, taken on its first page with lines worth reading,
     without waiting idle for it: the pages that follow are rendered meanwhile and held (at most
     HOLD) until the verdict, which then applies to every page from the checked one on
-    (:func:`snappy.textlayer.after_check`). No checker: pages pass unchanged."""
+    (:func:`snappy.documents.textlayer.after_check`). No checker: pages pass unchanged."""
 
     HOLD = 4
 
@@ -283,7 +283,7 @@ class _DocumentCheck:
         self.checker, self.timeout_s = checker, timeout_s
         self.pending = None  # an ObjectRef (actor) or the OCR texts (a checker in this process)
         self.texts: list[str] = []
-        self.result = None  # snappy.textlayer.LayerCheck once decided
+        self.result = None  # snappy.documents.textlayer.LayerCheck once decided
         self.held: list = []
         self.source = ""
         self.remote = False
@@ -313,7 +313,7 @@ class _DocumentCheck:
     def _start(self, page) -> bool:
         import io
 
-        from snappy.textlayer import check_crops
+        from snappy.documents.textlayer import check_crops
 
         if not page.regions:  # a page decided "full" has none
             return False
@@ -342,7 +342,7 @@ class _DocumentCheck:
 
     def _release(self) -> list:
         if self.result is None:
-            from snappy.textlayer import compare_texts
+            from snappy.documents.textlayer import compare_texts
 
             try:
                 read = self.pending
@@ -358,7 +358,7 @@ class _DocumentCheck:
         return out
 
     def _unavailable(self, e: BaseException) -> None:
-        from snappy.textlayer import LayerCheck
+        from snappy.documents.textlayer import LayerCheck
 
         why = classify(e).reason
         log.warning("%s: the OCR check of the text layer failed (%s); not checked", self.source, why)
@@ -540,8 +540,8 @@ class OcrStage:
 
     def _ocr(self, batch: pa.Table, i: int, areas_json: str | None, layer_json: str | None) -> str:
         """Row ``i``'s regions JSON: the whole page OCR'd, or (``areas_json``) only those crops, merged
-        with the text layer's lines (:func:`snappy.textlayer.page_regions`)."""
-        from snappy.textlayer import PageDecision, page_regions
+        with the text layer's lines (:func:`snappy.documents.textlayer.page_regions`)."""
+        from snappy.documents.textlayer import PageDecision, page_regions
 
         image = _image(batch, i)
         if areas_json is None:
@@ -599,7 +599,7 @@ def embed_batch(batch: pa.Table, encoder: str = "lexical", dim: int = 128, ledge
 
 def _embed(batch: pa.Table, encoder, dim: int, ledger: LedgerClient, limits: TimeLimits, worker: str) -> pa.Table:
     """+ vectors, grid, n_tokens for the batch's good pages; pixels dropped."""
-    from snappy.indexing import embed_pages
+    from snappy.indexing.document import embed_pages
 
     n = batch.num_rows
     idx = _pages(batch)
@@ -646,7 +646,7 @@ def write_pages(batch: pa.Table, pages_uri: str, regions_uri: str, storage_optio
     With a ``codebook`` (the index has one), also the pages' candidate-stage rows (``codes``), so new
     pages are searchable through the candidate stage from the commit that adds them.
     """
-    from snappy.grid import PatchGrid
+    from snappy.patches.grid import PatchGrid
 
     t0 = time.perf_counter()
     cols = {name: batch.column(name).to_pylist() for name in batch.schema.names
@@ -654,7 +654,7 @@ def write_pages(batch: pa.Table, pages_uri: str, regions_uri: str, storage_optio
     n = batch.num_rows
     errors = list(cols["error"])
     failures = list(cols["failure"])
-    good, region_rows, n_regions = [], [], [0] * n
+    good, region_tables, n_regions = [], [], [0] * n
     has_regions = "regions_json" in batch.schema.names
     for i in range(n):
         if cols["kind"][i] != PAGE or errors[i] is not None:
@@ -662,9 +662,9 @@ def write_pages(batch: pa.Table, pages_uri: str, regions_uri: str, storage_optio
         try:
             grid = PatchGrid.from_json(cols["grid"][i])
             regions = regions_from_json(batch.column("regions_json")[i].as_py()) if has_regions else []
-            rows = region_records(cols["doc_id"][i], cols["page_number"][i], regions, grid, gen=cols["gen"][i])
-            region_rows.extend(rows)
-            n_regions[i] = len(rows)
+            rows = region_table(cols["doc_id"][i], cols["page_number"][i], regions, grid, gen=cols["gen"][i])
+            region_tables.append(rows)
+            n_regions[i] = rows.num_rows
             good.append(i)
         except Exception as e:
             f = classify(e)
@@ -682,12 +682,12 @@ def write_pages(batch: pa.Table, pages_uri: str, regions_uri: str, storage_optio
                 arrays[f.name] = picked.column(f.name).combine_chunks().cast(f.type)
         pages = pa.Table.from_arrays([arrays[f.name] for f in schema], schema=schema)
         reports.append(("pages", write_fragments(pages_uri, pages, storage_options, MAX_ROWS_PER_FILE["pages"])))
-        if region_rows:
-            regions = pa.Table.from_pylist(region_rows, schema=regions_schema())
+        if any(t.num_rows for t in region_tables):
+            regions = pa.concat_tables(region_tables)
             reports.append(("regions", write_fragments(regions_uri, regions, storage_options,
                                                        MAX_ROWS_PER_FILE["regions"])))
         if codebook is not None and codes_uri:
-            from snappy.search.candidates import sketch_table
+            from snappy.candidates.centroids import sketch_table
 
             codes = sketch_table(codebook, pages.select(["page_id", "doc_id", "gen"]), pages.column("vectors"))
             reports.append(("codes", write_fragments(codes_uri, codes, storage_options, MAX_ROWS_PER_FILE["codes"])))

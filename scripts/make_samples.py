@@ -1,8 +1,8 @@
-"""Regenerate samples/: the sample corpus of snappy.synth (PDFs + facts.json) and one PNG page."""
+"""Regenerate samples/: the sample corpus of snappy.testing.synth (PDFs + facts.json) and one PNG page."""
 from pathlib import Path
 
-from snappy.pages import RenderOptions, load_pages
-from snappy.synth import write_corpus
+from snappy.documents.pages import RenderOptions, load_pages
+from snappy.testing.synth import write_corpus
 
 out = Path(__file__).resolve().parent.parent / "samples"
 paths, _ = write_corpus(out)

@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3.11}
-stamp=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
+stamp=$(cat pyproject.toml setup.py scripts/setup.sh | sha256sum | cut -c1-16)
 if [ -x .venv/bin/python ] && [ "$(cat .venv/.snappy-setup 2>/dev/null)" = "$stamp" ]; then
   exit 0  # already set up from these files
 fi

@@ -25,8 +25,8 @@ _clash = _python_snappy_clash()
 if _clash:
     warnings.warn(_clash, RuntimeWarning, stacklevel=2)
 
-# CPU torch beside a CUDA torchvision: make a later `import torchvision` (by transformers,
-# colpali-engine or the user's code) work, without importing torch now (snappy/_compat.py).
-from snappy._compat import install_torchvision_hook  # noqa: E402
+# CPU torch beside a CUDA torchvision: call this before importing colpali_engine or transformers'
+# image processors yourself (snappy's own loaders call it); importing snappy changes nothing.
+from snappy._compat import ensure_torchvision_importable  # noqa: E402
 
-install_torchvision_hook()
+__all__ = ["__version__", "ensure_torchvision_importable"]

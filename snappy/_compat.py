@@ -7,16 +7,14 @@ processors and colpali-engine import torchvision, so snappy registers the two op
 that torchvision registers unguarded, before anything imports it. torchvision's Python
 transforms then work; its compiled ops (not used by snappy) raise if called.
 
-``import snappy`` installs :class:`TorchvisionImportHook` (``install_torchvision_hook``): a
-``sys.meta_path`` finder that runs :func:`ensure_torchvision_importable` the first time anything
-imports ``torchvision`` (transformers, colpali-engine, the user's own code), then steps aside.
-So ``import snappy, colpali_engine`` works, and ``import snappy`` itself stays cheap: torch is
-imported only when torchvision is, which imports torch anyway.
+snappy calls :func:`ensure_torchvision_importable` itself before it imports transformers or
+colpali-engine (model loading, the Idefics3 geometry); code that imports them first calls it too
+(``snappy.ensure_torchvision_importable()``). Importing snappy changes nothing: no import hook,
+no torch.
 """
 from __future__ import annotations
 
 import glob
-import importlib.abc
 import importlib.util
 import logging
 import os
@@ -72,43 +70,3 @@ def _has_nms(torch) -> bool:
         return True
     except (AttributeError, RuntimeError):
         return False
-
-
-class TorchvisionImportHook(importlib.abc.MetaPathFinder):
-    """Runs :func:`ensure_torchvision_importable` before the first ``import torchvision``.
-
-    It finds nothing itself (the regular finders load torchvision); after its one run, or while
-    that run looks torchvision up itself, it returns None at once. It stays in ``sys.meta_path``
-    (inert) because the import system iterates that list while calling finders: removing an
-    entry then would skip the next finder.
-    """
-
-    def __init__(self) -> None:
-        self.state = "waiting"  # -> "running" -> "done"
-
-    def find_spec(self, fullname, path=None, target=None):
-        if fullname != "torchvision" or self.state != "waiting":
-            return None
-        with _lock:
-            if self.state != "waiting":  # another thread ran it, or we are inside our own run
-                return None
-            self.state = "running"
-            try:
-                ensure_torchvision_importable()
-            except Exception as e:  # torch itself broken: let the real import report it
-                log.warning("could not prepare torchvision's import (%s: %s)", type(e).__name__, e)
-            finally:
-                self.state = "done"
-        return None
-
-
-def install_torchvision_hook() -> TorchvisionImportHook | None:
-    """Put the hook first in ``sys.meta_path`` (once); None if torchvision is already imported."""
-    for finder in sys.meta_path:
-        if isinstance(finder, TorchvisionImportHook):
-            return finder
-    if "torchvision" in sys.modules:
-        return None
-    hook = TorchvisionImportHook()
-    sys.meta_path.insert(0, hook)
-    return hook

@@ -11,7 +11,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from snappy.grid import PatchGrid
+from snappy.patches.grid import PatchGrid
 
 log = logging.getLogger(__name__)
 

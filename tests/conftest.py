@@ -62,8 +62,8 @@ def anchors_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def sample_corpus(tmp_path_factory):
-    """(pdf paths, facts, docs) of snappy.synth's sample corpus, written once per session."""
-    from snappy.synth import sample_corpus as build, write_corpus
+    """(pdf paths, facts, docs) of snappy.testing.synth's sample corpus, written once per session."""
+    from snappy.testing.synth import sample_corpus as build, write_corpus
 
     out = tmp_path_factory.mktemp("corpus")
     paths, facts = write_corpus(out)
@@ -75,7 +75,7 @@ def sample_corpus(tmp_path_factory):
 def ocr_corpus(sample_corpus):
     """The sample corpus rendered at 100 dpi and OCR'd once (rapid engine): {(doc, page): (Page, regions)}."""
     from snappy.ocr import make_ocr
-    from snappy.pages import RenderOptions, load_pages
+    from snappy.documents.pages import RenderOptions, load_pages
 
     paths, facts, docs = sample_corpus
     ocr = make_ocr("rapid")

@@ -13,10 +13,10 @@ import time
 import pytest
 from conftest import deadline
 
-from snappy.failures import FailureKind, classify
-from snappy.pages import RenderOptions, iter_pages
-from snappy.sources import Source
-from snappy.synth import INDEXED, SKIPPED, bad_s3_objects, write_bad_corpus, write_good_corpus
+from snappy.documents.failures import FailureKind, classify
+from snappy.documents.pages import RenderOptions, iter_pages
+from snappy.documents.sources import Source
+from snappy.testing.synth import INDEXED, SKIPPED, bad_s3_objects, write_bad_corpus, write_good_corpus
 
 DPI = 50.0
 PER_ENTRY_S = 20.0

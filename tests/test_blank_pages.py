@@ -37,8 +37,8 @@ def source(tmp_path_factory):
 
 
 def _work(src):
-    from snappy.plan import WORK_SCHEMA
-    from snappy.plan import Action
+    from snappy.indexing.plan import WORK_SCHEMA
+    from snappy.indexing.plan import Action
 
     rows = [{"ordinal": i, "doc_id": e.doc_id, "uri": e.uri, "raw_path": e.raw_path, "size": e.size, "etag": e.etag,
              "mtime_ns": e.mtime_ns, "known_hash": None, "action": int(Action.INDEX)} for i, e in enumerate(src.list())]
@@ -47,8 +47,8 @@ def _work(src):
 
 def test_read_stage_skips_blank_pages_and_says_how_many(source):
     from pipelines.stages import prepare_documents
-    from snappy.pages import RenderOptions
-    from snappy.sources import ReadLimits, Source
+    from snappy.documents.pages import RenderOptions
+    from snappy.documents.sources import ReadLimits, Source
 
     src = Source(source)
 

@@ -1,13 +1,13 @@
-"""Block regions (snappy.blocks), tie-safe selection and the level a query returns."""
+"""Block regions (snappy.regions.blocks), tie-safe selection and the level a query returns."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from snappy.blocks import PageLevels, blocks_from_lines, group_lines, select_level, split_levels, with_blocks
-from snappy.propagation import Threshold, select, select_regions
-from snappy.regions import Region
-from snappy.synth import BLOCK_LAYOUTS, block_pages
+from snappy.regions.blocks import PageLevels, blocks_from_lines, group_lines, select_level, split_levels, with_blocks
+from snappy.regions.propagation import Threshold, select, select_regions
+from snappy.regions.region import Region
+from snappy.testing.synth import BLOCK_LAYOUTS, block_pages
 
 DPI = 150.0
 
@@ -252,7 +252,7 @@ def test_auto_is_scale_aware_a_tiny_fragment_does_not_outrank_the_paragraph():
 
 
 def test_selection_specs_name_a_level_and_a_rule():
-    from snappy.blocks import parse_selection
+    from snappy.regions.blocks import parse_selection
 
     assert parse_selection("p50") == ("line", Threshold("percentile", 50.0))  # the paper's setting
     assert parse_selection("auto:gap") == ("auto", Threshold("gap", 0.5))
@@ -268,11 +268,11 @@ def test_selection_specs_name_a_level_and_a_rule():
 def test_an_index_written_before_blocks_is_migrated_and_answers_every_level(tmp_path, monkeypatch):
     import pyarrow as pa
 
-    from snappy import records as rec
+    from snappy.indexing import records as rec
     from snappy.search import Searcher
     from snappy.storage import REGIONS
     from snappy.storage import schema as sch
-    from snappy.synth_index import SynthDocSpec, SynthPageSpec, write_index
+    from snappy.testing.synth_index import SynthDocSpec, SynthPageSpec, write_index
 
     para = [((50, 100, 700, 120), "quarterly revenue grew"), ((50, 126, 700, 146), "by twelve percent in"),
             ((50, 152, 400, 172), "the northern region")]

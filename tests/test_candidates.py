@@ -6,12 +6,12 @@ import pyarrow as pa
 import pytest
 
 from snappy.search import Searcher, SearchOptions
-from snappy.search.candidates import CandidateOptions, Codebook, CentroidIndex, default_k, pool_page
-from snappy.candidate_settings import CandidateSettings
-from snappy.search.maintain import plan_codebook, update_candidates
+from snappy.candidates.centroids import CandidateOptions, Codebook, CentroidIndex, default_k, pool_page
+from snappy.candidates.settings import CandidateSettings
+from snappy.candidates.maintain import plan_codebook, update_candidates
 from snappy.ids import page_id_for
 from snappy.storage.schema import CODEBOOK, CODES, IndexSettings, document_record, to_table
-from snappy.synth_index import StructuredCorpus, write_vector_pages
+from snappy.testing.synth_index import StructuredCorpus, write_vector_pages
 
 N_TOKENS = 96
 CORPUS = StructuredCorpus(400, n_tokens=N_TOKENS, vocabulary=512, concepts=(4, 10), seed=7)
@@ -80,7 +80,7 @@ def test_incremental_maintenance_adds_changes_and_drops_pages(index):
         uri = f"structured://{i:07d}"
         doc = document_record(uri, settings, page_count=1)
         grid = '{"family":"synthetic","page_size":[384,4],"rows":1,"cols":%d}' % len(vectors)
-        from snappy.grid import PatchGrid
+        from snappy.patches.grid import PatchGrid
 
         grid = PatchGrid.uniform("synthetic", (len(vectors) * 4, 4), 1, len(vectors)).to_json()
         page = {"page_id": page_id_for(doc["doc_id"], 1), "doc_id": doc["doc_id"], "page_number": 1,
@@ -146,7 +146,7 @@ def test_pooling_and_codebook_basics():
 
 
 def test_empty_tokens_are_ignored_and_lexical_pages_are_not_pooled(tmp_path):
-    from snappy.search.candidates import default_pool_factor, page_sketch
+    from snappy.candidates.centroids import default_pool_factor, page_sketch
 
     rng = np.random.default_rng(1)
     v = rng.standard_normal((64, 16)).astype(np.float32)
@@ -172,11 +172,11 @@ def test_a_lexical_index_keeps_its_words_in_the_candidate_stage(tmp_path):
     import random
 
     from snappy.encoders.lexical import LexicalEncoder
-    from snappy.regions import Region
-    from snappy.candidate_settings import CandidateSettings
-    from snappy.search.maintain import update_candidates
-    from snappy.synth_index import write_vector_pages
-    from snappy.synth import LETTER, text_page
+    from snappy.regions.region import Region
+    from snappy.candidates.settings import CandidateSettings
+    from snappy.candidates.maintain import update_candidates
+    from snappy.testing.synth_index import write_vector_pages
+    from snappy.testing.synth import LETTER, text_page
 
     n, enc, rng = 400, LexicalEncoder(), random.Random(0)
     facts = [f"the {rng.choice(['valve', 'ledger', 'turbine'])} number {i} reads {rng.randint(100, 999)}"
@@ -234,7 +234,7 @@ def test_four_bit_pooled_vectors_score_as_their_dequantised_values():
 
 
 def test_pool_bits_decisions():
-    from snappy.search.maintain import default_pool_bits, plan_pool
+    from snappy.candidates.maintain import default_pool_bits, plan_pool
 
     rng = np.random.default_rng(0)
     v = rng.standard_normal((64, 16)).astype(np.float32)
@@ -278,7 +278,7 @@ def test_an_int8_index_is_repacked_to_four_bits_without_recoding(tmp_path):
 
 
 def test_budgets_grow_with_the_index():
-    from snappy.search.candidates import default_budgets
+    from snappy.candidates.centroids import default_budgets
 
     assert default_budgets(1_000) == default_budgets(10_000) == (4096, 128)
     assert default_budgets(30_000) == (7094, 168)

@@ -8,7 +8,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from pipelines.cli import app
-from snappy.synth_index import SynthDocSpec, SynthPageSpec, write_index
+from snappy.testing.synth_index import SynthDocSpec, SynthPageSpec, write_index
 
 DOCS = [
     SynthDocSpec("mem://report.pdf", [
@@ -160,7 +160,7 @@ def test_index_options_reach_the_config(monkeypatch, tmp_path):
 
     assert c.text_layer == "only" and IndexConfig("s", "i").text_layer == "auto"
     from pipelines.config import TEXT_LAYER_MODES
-    from snappy.textlayer import MODES
+    from snappy.documents.textlayer import MODES
 
     assert set(TEXT_LAYER_MODES) == set(MODES)
     with pytest.raises(ValueError, match="text_layer"):

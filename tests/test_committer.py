@@ -1,13 +1,13 @@
 """The index run's commit decisions without Ray: reports in, documents settled, commits when due
-(snappy/committer.py), and the run summary's text-source counts."""
+(snappy/indexing/committer.py), and the run summary's text-source counts."""
 from types import SimpleNamespace
 
 import pyarrow as pa
 
-from snappy import committer as committer_mod
-from snappy.committer import TIMING, Cadence, Committer, TextSources
+from snappy.indexing import committer as committer_mod
+from snappy.indexing.committer import TIMING, Cadence, Committer, TextSources
 from snappy.ids import doc_id_for
-from snappy.plan import KnownDocuments, Plan
+from snappy.indexing.plan import KnownDocuments, Plan
 from snappy.storage.schema import CODES, DOCUMENTS, PAGES, REGIONS, IndexSettings
 
 SETTINGS = IndexSettings(encoder_id="lexical-v2", ocr_engine="none", dpi=150.0)

@@ -21,7 +21,7 @@ from snappy.search import QueryError, Searcher, top_k
 from snappy.search.maxsim import PageMatrix, maxsim
 from snappy.search.query import check_query, check_request
 from snappy.storage import IndexDamaged
-from snappy.synth_index import SynthDocSpec, SynthPageSpec, write_index
+from snappy.testing.synth_index import SynthDocSpec, SynthPageSpec, write_index
 
 DOCS = [
     SynthDocSpec("mem://report.pdf", [

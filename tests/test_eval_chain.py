@@ -169,7 +169,7 @@ def test_index_scorer_matches_the_chain(chain_run, synth_set, ocr_corpus, tmp_pa
     same regions as running OCR + encoder on the image."""
     from snappy.eval.runner import IndexScorer
     from snappy.search import Searcher
-    from snappy.synth_index import SynthDocSpec, SynthPageSpec, write_index
+    from snappy.testing.synth_index import SynthDocSpec, SynthPageSpec, write_index
 
     samples, _, cfg, _, res, s = chain_run
     path, _ = synth_set
@@ -192,7 +192,7 @@ def test_default_selection_is_what_the_searcher_returns_by_default(chain_run, sy
 
     from snappy.eval.runner import IndexScorer, plan_selections, run_selections
     from snappy.search import Searcher
-    from snappy.synth_index import SynthDocSpec, SynthPageSpec, write_index
+    from snappy.testing.synth_index import SynthDocSpec, SynthPageSpec, write_index
 
     samples = chain_run[0]
     path, _ = synth_set

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from snappy.eval import baselines as bl
-from snappy.eval.datasets import DatasetError, load_bbox_docvqa, load_dataset, load_jsonl, open_image
+from snappy.eval.datasets import DatasetError, exists, load_bbox_docvqa, load_dataset, load_jsonl, open_image
 from snappy.eval.metrics import area_overlap, coverage, paper_sample_iou, score_page, summarize_paper
 from snappy.eval.runner import EvalConfig, evaluate_page
 from snappy.eval import tokens
@@ -171,6 +171,15 @@ def test_generic_jsonl_from_s3(tmp_path, monkeypatch):
         assert open_image(samples[0].pages[0].image).size == (40, 30)
         with pytest.raises(DatasetError, match="s3://evalset/set/missing.jsonl"):
             load_jsonl("s3://evalset/set/missing.jsonl")
+        assert exists("s3://evalset/set/data.jsonl") and not exists("s3://evalset/set/missing.jsonl")
+        from botocore.exceptions import ClientError
+
+        class Forbidden:
+            def head_object(self, **kw):
+                raise ClientError({"Error": {"Code": "403", "Message": "Forbidden"}}, "HeadObject")
+
+        with pytest.raises(DatasetError, match="s3://evalset/set/data.jsonl: cannot look up S3 object"):
+            exists("s3://evalset/set/data.jsonl", Forbidden())  # an error, not "does not exist"
 
 
 # ------------------------------------------------------------------ levels in the eval
@@ -178,7 +187,7 @@ def test_generic_jsonl_from_s3(tmp_path, monkeypatch):
 
 def _block_page():
     """Six lines: a three-line paragraph, then three lone lines (one of them the answer)."""
-    from snappy.regions import Region
+    from snappy.regions.region import Region
 
     size = (1000, 1000)
     lines = [Region((50, 100 + 26 * k, 900, 120 + 26 * k), size, f"para {k}") for k in range(3)] + \
@@ -187,8 +196,8 @@ def _block_page():
 
 
 def test_kept_fraction_counts_line_equivalents_across_levels():
-    from snappy.blocks import with_blocks
-    from snappy.regions import boxes_array
+    from snappy.regions.blocks import with_blocks
+    from snappy.regions.region import boxes_array
 
     _, lines = _block_page()
     stored, _ = with_blocks(lines)
@@ -217,8 +226,8 @@ class _FixedScorer:
         self.lines, self.size = lines, size
 
     def analyse(self, page, query, sample):
-        from snappy.propagation import RegionOverlap, region_scores
-        from snappy.regions import boxes_array
+        from snappy.regions.propagation import RegionOverlap, region_scores
+        from snappy.regions.region import boxes_array
         from snappy.eval.runner import PageAnalysis
 
         xs, ys = np.meshgrid(np.arange(0, self.size[0], 50), np.arange(0, self.size[1], 50))
@@ -229,10 +238,10 @@ class _FixedScorer:
 
 
 def test_default_selection_ceilings_per_level_and_questions_without_words():
-    from snappy.blocks import DEFAULT_LEVEL, parse_selection
+    from snappy.regions.blocks import DEFAULT_LEVEL, parse_selection
     from snappy.eval.datasets import EvalSample, EvidencePage
     from snappy.eval.runner import plan_selections, run_selections, selection_level, summarize_records
-    from snappy.propagation import DEFAULT_THRESHOLD, Threshold
+    from snappy.regions.propagation import DEFAULT_THRESHOLD, Threshold
 
     assert parse_selection("default") == (DEFAULT_LEVEL, Threshold.parse(DEFAULT_THRESHOLD))
     assert selection_level("default") == DEFAULT_LEVEL == "auto"

@@ -1,6 +1,6 @@
 """`snappy eval` runs: settings checked on resume, several selections from one OCR pass, reports.
 
-Pages are snappy.synth's sample corpus rendered at 100 dpi; the OCR is a fake that returns the
+Pages are snappy.testing.synth's sample corpus rendered at 100 dpi; the OCR is a fake that returns the
 generator's own text lines (no OCR model: fast, and it counts its calls); the encoder is the
 weight-free lexical one.
 """
@@ -33,7 +33,7 @@ from snappy.eval.runner import (
 )
 from snappy.ocr.base import OcrEngine
 from snappy.overlay import GT_COLOUR, SELECTED_COLOUR
-from snappy.regions import Region
+from snappy.regions.region import Region
 
 DPI = 100
 THRESHOLDS = ("p50", "adaptive", "top3")
@@ -61,8 +61,8 @@ def _clipped(box, i):
 @pytest.fixture(scope="module")
 def evalset(tmp_path_factory):
     """Generic-JSONL eval set over the rendered sample corpus: 8 single-page facts + 1 two-page question."""
-    from snappy.pages import RenderOptions, load_pages
-    from snappy.synth import sample_corpus
+    from snappy.documents.pages import RenderOptions, load_pages
+    from snappy.testing.synth import sample_corpus
 
     docs, facts = sample_corpus()
     root = tmp_path_factory.mktemp("evalset")

@@ -1,4 +1,4 @@
-"""snappy.failures: which failures are the document's fault, and stable one-line reasons."""
+"""snappy.documents.failures: which failures are the document's fault, and stable one-line reasons."""
 from __future__ import annotations
 
 import errno
@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from snappy.failures import Failure, FailureKind, classify, is_transient, reason_text
+from snappy.documents.failures import Failure, FailureKind, classify, is_transient, reason_text
 from snappy.errors import DocumentError
 from snappy.errors import SourceReadError
 

@@ -25,7 +25,7 @@ import pytest
 from conftest import alive, deadline
 
 from snappy.storage import IndexStore
-from snappy.synth import write_page_corpus
+from snappy.testing.synth import write_page_corpus
 
 pytestmark = pytest.mark.slow
 
@@ -334,7 +334,7 @@ def test_bad_corpus_through_the_pipeline(local_ray, tmp_path):
     from pipelines.index import run_index
     from snappy.search import Searcher
     from snappy.ids import doc_id_for
-    from snappy.synth import INDEXED, SKIPPED, write_bad_corpus, write_good_corpus
+    from snappy.testing.synth import INDEXED, SKIPPED, write_bad_corpus, write_good_corpus
 
     root = tmp_path / "lake"
     entries = write_bad_corpus(root) + write_good_corpus(root)
@@ -383,7 +383,7 @@ def test_odd_s3_keys_through_the_pipeline(local_ray, s3_endpoint, s3_client):
     from pipelines.index import run_index
     from snappy.storage.fs import S3Settings
     from snappy.ids import doc_id_for
-    from snappy.synth import INDEXED, SKIPPED, bad_s3_objects
+    from snappy.testing.synth import INDEXED, SKIPPED, bad_s3_objects
 
     s3_client.create_bucket(Bucket="lake")
     objects = bad_s3_objects()

@@ -1,4 +1,4 @@
-"""snappy.geometry against the real processors (transformers + colpali-engine code paths).
+"""snappy.patches.geometry against the real processors (transformers + colpali-engine code paths).
 
 Every family's grid is checked against what the processor really emits for a batch of pages
 of many sizes: the image-token count in ``input_ids``, the processor's own tile/patch layout
@@ -12,9 +12,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from snappy import geometry  # `import snappy` makes torchvision (hence transformers) importable
+from snappy import ensure_torchvision_importable
 from snappy.encoders.tiny import build_tiny_processor
-from snappy.grid import GridBlock, PatchGrid
+from snappy.patches import geometry
+from snappy.patches.grid import GridBlock, PatchGrid
+
+ensure_torchvision_importable()  # CPU torch beside a CUDA torchvision: transformers imports it
 
 PAGE_SIZES = [
     (595, 842), (1240, 1754),  # A4 at 72 and 150 dpi

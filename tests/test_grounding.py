@@ -2,8 +2,8 @@
 import numpy as np
 
 from snappy.encoders.lexical import LexicalEncoder
-from snappy.propagation import RegionOverlap, patch_scores, region_scores, select_regions
-from snappy.regions import boxes_array
+from snappy.regions.propagation import RegionOverlap, patch_scores, region_scores, select_regions
+from snappy.regions.region import boxes_array
 from snappy.eval.metrics import iou_matrix
 
 

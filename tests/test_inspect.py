@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from pipelines.cli import EXIT_NO_TABLES, app
 from snappy.storage import IndexStore, runlog
 from snappy.storage.lease import Lease, LeaseRecord, state
-from snappy.synth_index import SynthDocSpec, SynthPageSpec, write_index
+from snappy.testing.synth_index import SynthDocSpec, SynthPageSpec, write_index
 
 SNAPPY = Path(sys.executable).with_name("snappy")
 runner = CliRunner()
@@ -163,3 +163,20 @@ def test_a_terminal_folds_long_paths_instead_of_cutting_them(failed_index):
     cells = [line.split("│")[1].strip() for line in text.splitlines() if line.startswith("│") and "│" in line[1:]]
     column = "".join(cells).replace(" ", "")
     assert all(u.replace(" ", "") in column for u in uris)
+
+
+def test_what_cannot_be_read_is_named_not_left_empty(failed_index, monkeypatch):
+    """An unreadable part of the report says so (JSON `unreported`, a line in the text output) instead
+    of printing as "no failed documents"."""
+    index, uris = failed_index
+
+    def broken(self, *a, **k):
+        raise OSError("connection reset by peer")
+
+    monkeypatch.setattr(IndexStore, "failed_documents", broken)
+    res = runner.invoke(app, ["inspect", index, "--json"])
+    report = json.loads(res.stdout)
+    assert report["failed"] == [] and report["unreported"] == [
+        "the failed documents: OSError: connection reset by peer"]
+    text = runner.invoke(app, ["inspect", index]).stdout
+    assert "not reported: the failed documents: OSError: connection reset by peer" in text

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 import zipfile
@@ -46,3 +47,15 @@ def test_wheel_installs_snappy_and_snappy_pipelines_only(tmp_path):
     assert {f"snappy_pipelines/{p.name}" for p in (ROOT / "pipelines").glob("*.py")} <= set(names)
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     assert "snappy = snappy_pipelines.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
+
+
+def test_the_readme_library_example_runs_as_written():
+    """The README's "library in ten lines", run as a user pastes it (from the repository root)."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## The library in ten lines"):]
+    code = section[section.index("```python") + len("```python"):section.index("```", section.index("```python") + 9)]
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = r.stdout.splitlines()
+    assert lines and any("zephyr" in line.lower() for line in lines), r.stdout  # the query's words are found

@@ -2,12 +2,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from snappy import geometry
+from snappy.patches import geometry
 from snappy.encoders import lexical
 from snappy.encoders.lexical import (LexicalEncoder, LexicalOptions, normalize_piece, query_pieces, qwen_like_grid,
                                      text_pieces, word_boxes)
-from snappy.propagation import RegionOverlap, patch_scores, region_scores, select_regions
-from snappy.regions import Region, box_areas, boxes_array
+from snappy.regions.propagation import RegionOverlap, patch_scores, region_scores, select_regions
+from snappy.regions.region import Region, box_areas, boxes_array
 from snappy.errors import QueryError
 from snappy.search.query import check_query
 

@@ -21,6 +21,7 @@ import ast
 import copy
 import functools
 import importlib.util
+import io
 import json
 import re
 import tomllib
@@ -304,16 +305,31 @@ def _serve_schema() -> dict[str, set[str]]:
     return out
 
 
+@functools.lru_cache(maxsize=1)
+def _distribution():
+    """What `pip install .` installs, as setuptools reads it (setup.py + pyproject.toml), without building."""
+    import contextlib
+    import warnings
+
+    import setuptools
+    from distutils.core import run_setup  # setuptools' own copy, once setuptools is imported
+
+    del setuptools
+
+    with contextlib.chdir(REPO), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+            contextlib.redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore")
+        return run_setup("setup.py", stop_after="config")
+
+
 def _project_packages() -> set[str]:
-    """Top-level import names `pip install .` gives (pyproject's [tool.setuptools] packages)."""
-    cfg = tomllib.loads((REPO / "pyproject.toml").read_text())
-    return {name.split(".")[0] for name in cfg["tool"]["setuptools"]["packages"]}
+    """Top-level import names `pip install .` gives."""
+    return {name.split(".")[0] for name in _distribution().packages}
 
 
 def _package_dir(pkg: str) -> str:
-    """The folder a top-level package is installed from (pyproject's package-dir mapping)."""
-    cfg = tomllib.loads((REPO / "pyproject.toml").read_text())
-    return cfg["tool"]["setuptools"].get("package-dir", {}).get(pkg, pkg)
+    """The folder a top-level package is installed from (the package-dir mapping)."""
+    return (_distribution().package_dir or {}).get(pkg, pkg)
 
 
 def _split_import_path(import_path: str) -> tuple[str, str]:
@@ -619,7 +635,8 @@ def test_misspelled_field_fails(rel, kind, mutate, expect, request):
 
 def test_launcher_config_passes_rays_own_checks():
     """`ray up` fills in the provider's defaults and validates again (ray-schema.json plus its own rules)."""
-    util = pytest.importorskip("ray.autoscaler._private.util")  # importing Ray starts nothing
+    # A private module, imported plainly: if a Ray release moves it, this fails and says so.
+    from ray.autoscaler._private import util  # importing Ray starts nothing
     (doc,) = [d for p, _, d in DOCUMENTS if _rel(p) == "infra/ray-cluster.yaml"]
     util.validate_config(util.prepare_config(copy.deepcopy(doc)))
 
@@ -699,6 +716,9 @@ def test_dockerfile_installs_the_project(dockerfile):
     assert re.search(rf"rayproject/ray:{re.escape(pin)}-py3{py.group(1)}-(cpu|gpu)\b", text), (
         f"{dockerfile.name}: base image is not rayproject/ray:{pin}-py3{py.group(1)}-*")
     assert re.search(r"pip install [^\n]*-e \.", text), f"{dockerfile.name}: does not pip install the repository"
+    install = text.index("pip install --no-cache-dir -e .")
+    for f in ("pyproject.toml", "setup.py"):  # what `pip install -e .` reads, copied before it runs
+        assert re.search(rf"^COPY\b[^\n]*\s{re.escape(f)}\s", text[:install], re.M), f"{dockerfile.name}: {f} not copied"
     for pkg in sorted(_project_packages()):
         folder = _package_dir(pkg)
         assert re.search(rf"^COPY\b.*\s{folder}\s+{folder}\s*$", text, re.M), f"{dockerfile.name}: does not COPY {folder}/"
@@ -723,7 +743,7 @@ def test_rayservice_args_cast_to_the_serve_config_field_types():
     gives it and as strings (``serve run ... key=value``); the builder once raised TypeError on any string."""
     import typing
 
-    serve_module = pytest.importorskip("pipelines.serve")  # needs Ray Serve's HTTP extras
+    from pipelines import serve as serve_module
     hints = typing.get_type_hints(serve_module.ServeConfig)
     apps = [a for d in _k8s("RayService") for a in yaml.safe_load(d["spec"]["serveConfigV2"])["applications"]
             if _split_import_path(a["import_path"]) == SERVE_IMPORT]

@@ -20,7 +20,7 @@ import pytest
 from pipelines.config import IndexConfig
 from snappy.ids import doc_id_for
 from snappy.storage import IndexStore
-from snappy.synth import write_page_corpus
+from snappy.testing.synth import write_page_corpus
 
 REPO = Path(__file__).resolve().parent.parent
 DPI = 50.0  # small pages: these tests are about the run, not the pixels
@@ -225,7 +225,7 @@ def test_odd_entries_become_rows_with_reasons(ray_session, tmp_path):
     os.symlink(src / "missing.pdf", src / "dangling.pdf")
     os.symlink(src / "loop-b.pdf", src / "loop-a.pdf")
     os.symlink(src / "loop-a.pdf", src / "loop-b.pdf")
-    from snappy.synth import minimal_pdf
+    from snappy.testing.synth import minimal_pdf
 
     (src / "second-page-huge.pdf").write_bytes(minimal_pdf([(612, 792), (612, 60000)]))  # fails on page 2
     cfg = config(src, tmp_path / "idx")

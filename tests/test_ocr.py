@@ -441,8 +441,8 @@ def test_letter_page_at_200_dpi(name, ocr_cache, tmp_path):
     """A full synthetic Letter page (1700x2200): every word read, every line located."""
     import random
 
-    from snappy import synth
-    from snappy.pages import RenderOptions, load_pages
+    from snappy.testing import synth
+    from snappy.documents.pages import RenderOptions, load_pages
 
     spage = synth.text_page(synth.LETTER, ["The Zephyr turbine produced forty megawatts during the harbor trial."],
                             random.Random(0))

@@ -34,14 +34,14 @@ def _python(code: str, timeout: float = 300) -> str:
     return r.stdout
 
 
-def test_import_snappy_then_colpali_engine():
-    """The line a user writes; without snappy's hook it raises `Could not import module 'Gemma3Model'`."""
-    _python("import snappy, colpali_engine")
+def test_import_colpali_engine_after_the_fix():
+    """What a user writes beside CPU torch; without the call it raises `Could not import module 'Gemma3Model'`."""
+    _python("import snappy; snappy.ensure_torchvision_importable(); import colpali_engine")
 
 
 def test_geometry_needs_no_explicit_compat_call():
     out = _python(
-        "from snappy.geometry import qwen_grid, idefics3_grid\n"
+        "from snappy.patches.geometry import qwen_grid, idefics3_grid\n"
         "print(qwen_grid((1700, 2200), min_pixels=3136, max_pixels=768 * 784).shape)\n"
         "print(idefics3_grid((1700, 2200), longest_edge=1456, tile=364, tokens_per_tile=169).n_tokens)\n"
         "from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize\n"
@@ -51,28 +51,11 @@ def test_geometry_needs_no_explicit_compat_call():
 
 
 def test_import_snappy_stays_cheap():
-    """No torch at `import snappy`, nor on the weight-free path (lexical encoder, query checks)."""
+    """No torch at `import snappy`, nor on the weight-free path (lexical encoder, query checks); no
+    import hook or other global change either."""
     out = _python(
-        "import sys, snappy, snappy.encoders.lexical, snappy.search.query, snappy.geometry\n"
-        "from snappy._compat import TorchvisionImportHook\n"
+        "import sys; before = list(sys.meta_path)\n"
+        "import snappy, snappy.encoders.lexical, snappy.search.query, snappy.patches.geometry\n"
         "print(sorted(m for m in ('torch', 'torchvision', 'transformers') if m in sys.modules))\n"
-        "print(sum(isinstance(f, TorchvisionImportHook) for f in sys.meta_path))\n"
-        "import importlib; importlib.reload(snappy)\n"  # installing twice keeps one hook
-        "print(sum(isinstance(f, TorchvisionImportHook) for f in sys.meta_path))\n")
-    assert out.split("\n")[:3] == ["[]", "1", "1"]
-
-
-def test_hook_runs_once_and_steps_aside(monkeypatch):
-    from snappy import _compat
-
-    calls = []
-
-    def fake_ensure():  # the real one looks torchvision up itself: that must not recurse
-        calls.append(hook.find_spec("torchvision"))
-        return False
-
-    monkeypatch.setattr(_compat, "ensure_torchvision_importable", fake_ensure)
-    hook = _compat.TorchvisionImportHook()
-    assert hook.find_spec("numpy") is None and calls == []
-    assert hook.find_spec("torchvision") is None and calls == [None] and hook.state == "done"
-    assert hook.find_spec("torchvision") is None and calls == [None]  # inert afterwards
+        "print(sys.meta_path == before)\n")
+    assert out.split("\n")[:2] == ["[]", "True"]

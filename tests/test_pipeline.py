@@ -15,10 +15,10 @@ import pyarrow.compute as pc
 import pytest
 
 from pipelines.config import IndexConfig
-from snappy.grid import PatchGrid
+from snappy.patches.grid import PatchGrid
 from snappy.ids import doc_id_for
 from snappy.storage import IndexStore, IndexSettings
-from snappy.synth import LETTER, SynthDoc, text_page
+from snappy.testing.synth import LETTER, SynthDoc, text_page
 from snappy.eval.metrics import iou_matrix
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
@@ -33,7 +33,7 @@ def iou(a, b) -> float:
 # ---------------------------------------------------------------------- Ray-free parts
 def test_index_document_without_ray(sample_corpus, tmp_path):
     from snappy.encoders import make_encoder
-    from snappy.indexing import index_document
+    from snappy.indexing.document import index_document
     from snappy.ocr import make_ocr
     from snappy.storage import to_table
 
@@ -48,6 +48,23 @@ def test_index_document_without_ray(sample_corpus, tmp_path):
     assert to_table("pages", out.pages).num_rows == 3
     bad = index_document(str(tmp_path / "bad.pdf"), b"%PDF-1.4 nonsense", enc, ocr, settings)
     assert bad.failed and "not a readable PDF" in bad.document["error"] and not bad.pages
+
+
+def test_run_settings_go_on_the_datasets_own_context():
+    """Ray Data's settings of a run (block size, progress bars, object store limit) are set on the
+    context copy its dataset carries, never on the process's current DataContext."""
+    from ray.data import DataContext
+
+    from pipelines.index import _configure
+
+    current = DataContext.get_current()
+    before = (current.target_max_block_size, current.enable_progress_bars, current.execution_options.resource_limits)
+    mine = current.copy()
+    _configure(mine, IndexConfig("s", "i", block_bytes=3 << 20, progress=False, object_store_limit=5 << 30))
+    assert (mine.target_max_block_size, mine.enable_progress_bars) == (3 << 20, False)
+    assert mine.execution_options.resource_limits.object_store_memory == 5 << 30
+    after = (current.target_max_block_size, current.enable_progress_bars, current.execution_options.resource_limits)
+    assert after == before
 
 
 def test_config_validation_and_resource_check():

@@ -7,9 +7,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from snappy.plan import Action, KnownDocuments, ListedChunk, PlanOptions, doc_keys, plan_chunk
-from snappy.poison import PoisonLedger, careful
-from snappy.settle import DOCUMENT_ERROR, INDEXED_OUTCOME, TOUCHED, TRANSIENT, DocumentTracker, document_row
+from snappy.indexing.plan import Action, KnownDocuments, ListedChunk, PlanOptions, doc_keys, plan_chunk
+from snappy.indexing.poison import PoisonLedger, careful
+from snappy.indexing.settle import DOCUMENT_ERROR, INDEXED_OUTCOME, TOUCHED, TRANSIENT, DocumentTracker, document_row
 from snappy.ids import doc_id_for
 from snappy.storage.schema import IndexSettings, document_record, documents_schema
 
@@ -18,7 +18,7 @@ ROOT = "/lake"
 
 
 @dataclass
-class Entry:  # the fields of snappy.sources.SourceEntry the planner reads
+class Entry:  # the fields of snappy.documents.sources.SourceEntry the planner reads
     uri: str
     size: int | None = 100
     etag: str | None = None

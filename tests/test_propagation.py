@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from snappy.grid import PatchGrid
-from snappy.propagation import (
+from snappy.patches.grid import PatchGrid
+from snappy.regions.propagation import (
     RegionOverlap, Threshold, intersection_matrix, patch_scores, region_scores, select_regions,
 )
 
@@ -68,12 +68,18 @@ def test_region_outside_every_patch_scores_nan_and_is_never_kept():
     assert list(select_regions(sc, "0.0")) == [0]
 
 
-def test_stored_lists_round_trip(page):
+def test_stored_rows_round_trip(page):
+    """What indexing stores (region_table) and what the searcher rebuilds from it score alike."""
+    from snappy.indexing.records import region_table
+    from snappy.regions.region import Region
+    from snappy.search.region_rows import overlap_from_table
+
     grid, regions, s = page
-    ov = RegionOverlap.build(grid.boxes(), regions)
-    idx, inter = ov.to_lists()
-    back = RegionOverlap.from_lists(idx, inter, ov.region_area, ov.patch_area)
-    np.testing.assert_array_equal(region_scores(s, back), region_scores(s, ov))
+    rows = region_table("d", 1, [Region(tuple(b), (700, 900), f"r{i}") for i, b in enumerate(regions)], grid,
+                        blocks=False)
+    back = overlap_from_table(rows, grid)
+    np.testing.assert_allclose(region_scores(s, back), region_scores(s, RegionOverlap.build(grid.boxes(), regions)),
+                               rtol=1e-5)
 
 
 def test_patch_scores_reduce_over_query_tokens():

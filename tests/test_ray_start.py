@@ -23,7 +23,7 @@ from pipelines import reaper
 from pipelines.cluster import RayOptions, cluster_address
 from pipelines.config import IndexConfig
 from pipelines.index import EncoderInfo, settings_warnings
-from snappy.synth import write_page_corpus
+from snappy.testing.synth import write_page_corpus
 
 REPO = Path(__file__).resolve().parent.parent
 SNAPPY = Path(sys.executable).with_name("snappy")
@@ -284,7 +284,7 @@ def test_snappy_serve_listens_on_loopback_and_its_proxy_refuses_big_bodies(tmp_p
     import http.client
     import json as _json
 
-    from snappy.synth_index import SynthDocSpec, SynthPageSpec, write_index
+    from snappy.testing.synth_index import SynthDocSpec, SynthPageSpec, write_index
 
     if not SNAPPY.exists():
         pytest.skip(f"the snappy console script is not installed next to {sys.executable}")

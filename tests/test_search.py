@@ -4,11 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from snappy.grid import GridBlock, PatchGrid
+from snappy.patches.grid import GridBlock, PatchGrid
 from snappy.search import PageMatrix, Searcher, SearchOptions, maxsim, maxsim_reference, top_k
 from snappy.ids import doc_id_for
 from snappy.storage import PAGES
-from snappy.synth_index import SynthDocSpec, SynthPageSpec, write_index
+from snappy.testing.synth_index import SynthDocSpec, SynthPageSpec, write_index
 
 GRID = PatchGrid.uniform("test", (400, 400), 4, 4)  # 16 patches of 100x100 px, row-major
 DIM = 128
@@ -92,7 +92,7 @@ def test_an_index_without_text_matches_nothing(sample_corpus, tmp_path):
 
     from pipelines.cli import app
     from snappy.encoders import make_encoder
-    from snappy.indexing import index_document
+    from snappy.indexing.document import index_document
     from snappy.ocr import make_ocr
     from snappy.search.results import NO_MATCH
     from snappy.storage import IndexSettings, IndexStore, to_table

@@ -22,9 +22,9 @@ import pytest
 
 from pipelines.serve import RouterImpl, ServeConfig, ShardImpl, config_from_args
 from snappy.search import QueryError, Searcher, SearchOptions, merge_pages
-from snappy.search.candidates import CandidateOptions
+from snappy.candidates.centroids import CandidateOptions
 from snappy.storage import snapshot as snapshots
-from snappy.synth_index import SynthDocSpec, SynthPageSpec, write_index
+from snappy.testing.synth_index import SynthDocSpec, SynthPageSpec, write_index
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -84,8 +84,8 @@ def test_shards_merged_equal_one_searcher(index, n_shards):
 
 
 def test_shards_in_candidate_mode_equal_one_searcher(tmp_path):
-    from snappy.candidate_settings import CandidateSettings
-    from snappy.search.maintain import update_candidates
+    from snappy.candidates.settings import CandidateSettings
+    from snappy.candidates.maintain import update_candidates
     from snappy.storage import IndexStore
 
     uri = str(tmp_path / "idx")
@@ -379,7 +379,7 @@ def test_serve_args_cast_to_the_config_field_types(monkeypatch):
 def _no_text_index(uri: str, pdfs) -> str:
     """What `snappy index --ocr none --encoder lexical` writes (pages without regions, zero vectors), without Ray."""
     from snappy.encoders import make_encoder
-    from snappy.indexing import index_document
+    from snappy.indexing.document import index_document
     from snappy.ocr import make_ocr
     from snappy.storage import PAGES, IndexSettings, IndexStore, to_table
 

@@ -6,10 +6,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from snappy.grid import PatchGrid
+from snappy.patches.grid import PatchGrid
 from snappy.ids import doc_id_for
 from snappy.storage import DOCUMENTS, PAGES, REGIONS, IndexStore, fs
-from snappy.synth_index import SynthDocSpec, SynthPageSpec, write_index
+from snappy.testing.synth_index import SynthDocSpec, SynthPageSpec, write_index
 
 GRID = PatchGrid.uniform("test", (400, 400), 4, 4)  # 16 patches of 100x100 px
 
@@ -219,17 +219,17 @@ def test_region_source_is_stored_and_old_tables_gain_it_as_ocr(tmp_path, monkeyp
     """The regions table says where each region's text came from: "pdf" (the text layer) or "ocr";
     a block is "pdf" only when all its lines are. A table written before the column gains it by
     migration, its rows "ocr" (before the text layer every region came from OCR)."""
-    from snappy.regions import Region
+    from snappy.regions.region import Region
     from snappy.storage import schema as sch
-    from snappy.records import region_records
+    from snappy.indexing.records import region_table
 
     grid = PatchGrid.uniform("t", (800, 600), 4, 16)
     pdf = [Region((50, 100 + 26 * k, 700, 120 + 26 * k), (800, 600), f"pdf line {k}", source="pdf") for k in range(3)]
     ocr = [Region((50, 400, 300, 420), (800, 600), "ocr line"), Region((50, 426, 300, 446), (800, 600), "ocr two")]
-    rows = region_records("d", 1, pdf + ocr, grid)
+    rows = region_table("d", 1, pdf + ocr, grid).to_pylist()
     assert [(r["level"], r["source"]) for r in rows] == [("line", "pdf")] * 3 + [("line", "ocr")] * 2 + [
         ("block", "pdf"), ("block", "ocr")]
-    mixed = region_records("d", 1, pdf[:1] + [Region((50, 126, 700, 146), (800, 600), "ocr", source="ocr")], grid)
+    mixed = region_table("d", 1, pdf[:1] + [Region((50, 126, 700, 146), (800, 600), "ocr", source="ocr")], grid).to_pylist()
     assert mixed[-1]["level"] == "block" and mixed[-1]["source"] == "ocr"
     assert Region.from_dict(pdf[0].to_dict()).source == "pdf"
     assert Region.from_dict({k: v for k, v in pdf[0].to_dict().items() if k != "source"}).source == "ocr"

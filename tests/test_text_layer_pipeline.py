@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-from snappy.regions import Region
+from snappy.regions.region import Region
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
@@ -40,8 +40,8 @@ class CountingOcr:
 
 
 def _work(src):
-    from snappy.plan import WORK_SCHEMA
-    from snappy.plan import Action
+    from snappy.indexing.plan import WORK_SCHEMA
+    from snappy.indexing.plan import Action
 
     rows = [{"ordinal": i, "doc_id": e.doc_id, "uri": e.uri, "raw_path": e.raw_path, "size": e.size, "etag": e.etag,
              "mtime_ns": e.mtime_ns, "known_hash": None, "action": int(Action.INDEX)} for i, e in enumerate(src.list())]
@@ -50,8 +50,8 @@ def _work(src):
 
 def _prepare(tmp_path, text_layer: str, data: bytes | None = None, docs: bool = False, **kw) -> pa.Table:
     from pipelines.stages import PAGE, prepare_documents
-    from snappy.pages import RenderOptions
-    from snappy.sources import ReadLimits, Source
+    from snappy.documents.pages import RenderOptions
+    from snappy.documents.sources import ReadLimits, Source
 
     d = tmp_path / "src"
     d.mkdir(exist_ok=True)
@@ -69,7 +69,7 @@ def _ocr_stage(engine):
 
 
 def _texts(row) -> list[str]:
-    from snappy.indexing import regions_from_json
+    from snappy.indexing.document import regions_from_json
 
     return [r.text for r in regions_from_json(row["regions_json"])]
 
@@ -98,7 +98,7 @@ def test_ocr_stage_skips_text_layer_pages_and_reads_only_the_areas(tmp_path):
     assert engine.calls == [(w, h), (300, 200)]
     assert out[0]["regions_json"] == batch.column("regions_json")[0].as_py()  # passed through untouched
     assert out[0]["ocr_s"] == 0.0 and _texts(out[1]) == ["ocr words"]
-    from snappy.indexing import regions_from_json
+    from snappy.indexing.document import regions_from_json
 
     mixed = regions_from_json(out[2]["regions_json"])
     assert len(mixed) == 7 and [r.text for r in mixed].count("ocr words") == 1
@@ -131,8 +131,8 @@ def _text_pdf(shift: bool = False) -> bytes:
 
 def _picked(data: bytes) -> list[int]:
     """The lines (indices into BODY) check_crops picks on the first page of ``data``."""
-    from snappy.pages import RenderOptions, iter_pages
-    from snappy.textlayer import pick_check_lines
+    from snappy.documents.pages import RenderOptions, iter_pages
+    from snappy.documents.textlayer import pick_check_lines
 
     page = next(iter(iter_pages(data, RenderOptions(dpi=DPI, text_layer="auto"))))
     return pick_check_lines(page.regions)
@@ -284,7 +284,7 @@ def test_pages_wait_for_the_check_without_blocking_the_render(ray_session, tmp_p
     import ray
 
     from pipelines.stages import _DocumentCheck
-    from snappy.pages import RenderOptions, iter_pages
+    from snappy.documents.pages import RenderOptions, iter_pages
 
     @ray.remote(num_cpus=0)
     class SlowWrong:  # reads every crop as nonsense, after a while
@@ -312,13 +312,13 @@ def test_pages_wait_for_the_check_without_blocking_the_render(ray_session, tmp_p
 
 
 def test_index_document_without_ray_follows_the_text_layer():
-    """snappy.indexing.index_document (no Ray) takes the same decisions: the text-layer page is not
+    """snappy.indexing.document.index_document (no Ray) takes the same decisions: the text-layer page is not
     OCR'd, the scan is, the mixed page only in its image area; the layer is checked once."""
     from snappy.encoders import make_encoder
-    from snappy.indexing import index_document
-    from snappy.pages import RenderOptions, iter_pages
+    from snappy.indexing.document import index_document
+    from snappy.documents.pages import RenderOptions, iter_pages
     from snappy.storage.schema import IndexSettings
-    from snappy.textlayer import check_crops
+    from snappy.documents.textlayer import check_crops
 
     data = _pdf()
     first = next(iter(iter_pages(data, RenderOptions(dpi=DPI, text_layer="auto"))))
@@ -338,7 +338,7 @@ def test_index_document_without_ray_follows_the_text_layer():
     assert engine.calls == [(w, h), (300, 200)]  # the scan whole, the mixed page's image only
     assert [(p["text_source"], p["text_code"]) for p in out.pages] == [
         ("pdf", "text_layer"), ("ocr", "no_text_layer"), ("pdf+ocr", "image_areas")]
-    lines = [r for r in out.regions if r["level"] == "line"]
+    lines = [r for r in out.regions.to_pylist() if r["level"] == "line"]
     assert {r["source"] for r in lines if r["page_number"] == 1} == {"pdf"}
     assert [r["text"] for r in lines if r["page_number"] == 2] == ["ocr words"]
     assert sum(r["text"] == "ocr words" for r in lines if r["page_number"] == 3) == 1

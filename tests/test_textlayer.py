@@ -1,4 +1,4 @@
-"""Regions from the PDF text layer (snappy.textlayer) on PDFs generated here with reportlab and
+"""Regions from the PDF text layer (snappy.documents.textlayer) on PDFs generated here with reportlab and
 edited with pypdfium2: exact text, boxes on the rendered ink, rotated pages with an offset CropBox,
 hidden text, the OCR decision, and bad inputs."""
 from __future__ import annotations
@@ -19,10 +19,10 @@ from PIL import Image, ImageDraw
 from reportlab.lib.utils import ImageReader
 from reportlab.pdfgen import canvas
 
-from snappy import textlayer as tl
-from snappy.blocks import blocks_from_lines
-from snappy.regions import Region
-from snappy.synth import A4_SIZE, LETTER, SynthDoc, table_page, text_page, two_column_page
+from snappy.documents import textlayer as tl
+from snappy.regions.blocks import blocks_from_lines
+from snappy.regions.region import Region
+from snappy.testing.synth import A4_SIZE, LETTER, SynthDoc, table_page, text_page, two_column_page
 
 DPI = 100
 SCALE = DPI / 72
@@ -46,7 +46,7 @@ def open_page(data: bytes, index: int = 0):
 
 
 def render(page, scale: float = SCALE) -> Image.Image:
-    return page.render(scale=scale).to_pil().convert("RGB")  # as snappy.pages renders
+    return page.render(scale=scale).to_pil().convert("RGB")  # as snappy.documents.pages renders
 
 
 def regions_of(data: bytes, mode="auto", scale=SCALE, index=0):
@@ -523,7 +523,7 @@ def test_cell_gap_splits_lines_and_word_gaps_make_spaces():
 
 def test_blocks_group_text_layer_paragraph_lines():
     para = ["Lines of one paragraph set at the usual leading of", "one point two times the font size are grouped",
-            "into a single block by snappy.blocks exactly like", "the lines an OCR engine would have returned."]
+            "into a single block by snappy.regions.blocks exactly like", "the lines an OCR engine would have returned."]
     other = ["A second paragraph further down the page."]
 
     def draw(c):
@@ -595,9 +595,9 @@ def test_page_with_100k_characters_in_bounded_time():
     assert d.action == "full" and "over MAX_CHARS" in d.reason and d.code == "too_many_chars"
 
 
-# Bad inputs read as snappy reads them: through snappy.pages.iter_pages, the page open and rendered.
+# Bad inputs read as snappy reads them: through snappy.documents.pages.iter_pages, the page open and rendered.
 def auto_pages(data: bytes, mode: str = "auto"):
-    from snappy.pages import RenderOptions, iter_pages
+    from snappy.documents.pages import RenderOptions, iter_pages
 
     return list(iter_pages(data, RenderOptions(dpi=DPI, text_layer=mode)))
 

@@ -9,11 +9,11 @@ import pytest
 from reportlab.lib.utils import ImageReader
 from reportlab.pdfgen import canvas
 
-from snappy.blocks import blocks_from_lines
+from snappy.regions.blocks import blocks_from_lines
 from snappy.eval.metrics import best_iou_per_gt, iou_matrix
-from snappy.pages import RenderOptions, iter_pages
-from snappy.synth import BLOCK_LAYOUTS, SynthDoc, block_pages
-from snappy.textlayer import cer
+from snappy.documents.pages import RenderOptions, iter_pages
+from snappy.testing.synth import BLOCK_LAYOUTS, SynthDoc, block_pages
+from snappy.documents.textlayer import cer
 
 DPI = 150.0
 # Measured on block_pages(6, seed=0) at 150 dpi: block-level ceiling 0.974 over the 19 block-truth

@@ -16,7 +16,7 @@ import urllib.request
 
 import pytest
 
-from snappy.synth_index import SynthDocSpec, SynthPageSpec, write_index
+from snappy.testing.synth_index import SynthDocSpec, SynthPageSpec, write_index
 from test_serve import _deploy, _get, serve_base  # noqa: F401  (a fixture: Ray + Serve on 127.0.0.1)
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

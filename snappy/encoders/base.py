@@ -8,8 +8,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from snappy.grid import PatchGrid
-from snappy.regions import Region
+from snappy.patches.grid import PatchGrid
+from snappy.regions.region import Region
 
 
 @dataclass

@@ -2,7 +2,7 @@
 ColSmol, ColModernVBert).
 
 Pages give one 128-d vector per image token (``input_ids == image_token_id``), in token order,
-with the exact ``PatchGrid`` from ``snappy.geometry``; the two are checked to agree. Real
+with the exact ``PatchGrid`` from ``snappy.patches.geometry``; the two are checked to agree. Real
 checkpoints load by Hugging Face id or local folder with the same code; ``ColpaliEncoder.tiny``
 builds and loads a tiny random model offline (tests).
 """
@@ -18,10 +18,10 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
-from snappy import geometry
+from snappy.patches import geometry
 from snappy.encoders.base import Encoder, PageEmbedding
-from snappy.grid import PatchGrid
-from snappy.regions import Region
+from snappy.patches.grid import PatchGrid
+from snappy.regions.region import Region
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ words still dominate a patch's vector, but a form label such as "TO:" is findabl
 them unless nothing else is left (:func:`query_pieces`). A query with no word at all is refused
 (:class:`snappy.errors.QueryError`), never answered with a flat map.
 
-The grid is ColQwen's: :func:`snappy.geometry.qwen_grid` with factor ``patch_px``.
+The grid is ColQwen's: :func:`snappy.patches.geometry.qwen_grid` with factor ``patch_px``.
 """
 from __future__ import annotations
 
@@ -28,10 +28,10 @@ from PIL import Image
 
 from snappy.encoders.base import Encoder, PageEmbedding
 from snappy.errors import NO_WORDS, QueryError
-from snappy.geometry import qwen_grid
-from snappy.grid import PatchGrid
-from snappy.propagation import intersection_matrix
-from snappy.regions import Region, box_areas
+from snappy.patches.geometry import qwen_grid
+from snappy.patches.grid import PatchGrid
+from snappy.regions.propagation import intersection_matrix
+from snappy.regions.region import Region, box_areas
 
 # Version of what the encoder computes from the same options; part of ``encoder_id`` so a
 # change re-embeds existing indexes. v2: stop words kept on pages at STOPWORD_WEIGHT, words
@@ -109,7 +109,7 @@ def piece_weights(pieces: Sequence[str]) -> np.ndarray:
 
 
 def qwen_like_grid(page_size: tuple[int, int], opts: LexicalOptions) -> PatchGrid:
-    """The ColQwen grid (:func:`snappy.geometry.qwen_grid`) for factor ``patch_px`` and the token caps."""
+    """The ColQwen grid (:func:`snappy.patches.geometry.qwen_grid`) for factor ``patch_px`` and the token caps."""
     f = opts.patch_px
     return qwen_grid(page_size, min_pixels=opts.min_num_visual_tokens * f * f,
                      max_pixels=opts.max_num_visual_tokens * f * f, patch_size=f, merge_size=1, family="lexical")

@@ -7,7 +7,7 @@ import numpy as np
 
 from snappy.encoders.base import Encoder, PageEmbedding
 from snappy.encoders.lexical import LexicalOptions, qwen_like_grid
-from snappy.grid import PatchGrid
+from snappy.patches.grid import PatchGrid
 
 
 class NullEncoder(Encoder):

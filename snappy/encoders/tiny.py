@@ -62,6 +62,10 @@ def tiny_model_dir(family: str = "colqwen2.5", seed: int = 0, cache_dir: str | o
 def _train_tokenizer(special: list[str], pad: str, vocab_size: int = 400, **named: str):
     """Byte-level BPE trained on a few sentences, with ``special`` as atomic tokens."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    from snappy._compat import ensure_torchvision_importable
+
+    ensure_torchvision_importable()
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())

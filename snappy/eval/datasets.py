@@ -112,14 +112,19 @@ def read_bytes(uri: str, client=None) -> bytes:
 
 
 def exists(uri: str, client=None) -> bool:
+    """Whether a local file or ``s3://`` object exists; DatasetError when S3 cannot say (no
+    credentials, access denied, no endpoint): that is not "does not exist"."""
     if is_s3(uri):
         bucket, key = _split_s3(uri)
         client = client or s3_client()
         try:
             client.head_object(Bucket=bucket, Key=key)
             return True
-        except Exception:
-            return False
+        except Exception as e:  # botocore ClientError / NoCredentialsError / EndpointConnectionError
+            code = str(getattr(e, "response", {}).get("Error", {}).get("Code", ""))
+            if code in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise DatasetError(uri, f"cannot look up S3 object ({e})") from e
     return Path(uri).exists()
 
 

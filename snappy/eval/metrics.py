@@ -17,8 +17,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from snappy import propagation
-from snappy.regions import box_areas
+from snappy.regions import propagation
+from snappy.regions.region import box_areas
 
 HIT_THRESHOLDS: tuple[float, ...] = (0.25, 0.5, 0.7)
 DEFAULT_OVERLAP = 0.5  # region-level criterion: share of a region's area inside the GT union

@@ -24,7 +24,7 @@ import re
 import sys
 import time
 import zlib
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
@@ -43,8 +43,8 @@ from snappy.eval.metrics import (
     score_page,
 )
 from snappy.eval.tokens import TextCounter, image_tokens
-from snappy.propagation import METHODS, RegionOverlap, Threshold, patch_scores, region_scores, select, select_regions
-from snappy.regions import Region, box_areas, boxes_array
+from snappy.regions.propagation import METHODS, RegionOverlap, Threshold, patch_scores, region_scores, select, select_regions
+from snappy.regions.region import Region, box_areas, boxes_array
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +189,7 @@ def selection_level(spec: str) -> str:
 
 
 def _parse_spec(spec: str) -> tuple[str, Threshold]:
-    from snappy.blocks import parse_selection as parse
+    from snappy.regions.blocks import parse_selection as parse
 
     return parse(spec)
 
@@ -214,11 +214,11 @@ class LevelView:
 
 def _level_view(a: PageAnalysis, level: str, method: str) -> LevelView:
     """``line``: the OCR lines. ``block``: blocks of two or more lines and the lines that are blocks
-    by themselves. ``auto``: lines and blocks, selected by :func:`snappy.blocks.select_level`
+    by themselves. ``auto``: lines and blocks, selected by :func:`snappy.regions.blocks.select_level`
     (per block: the block, its lines, or both, from how the evidence spreads over it)."""
     if level == "line" or not a.regions:
         return LevelView(a.regions, _scores_for(a, method), a.overlap, _select)
-    from snappy.blocks import PageLevels, select_level, with_blocks
+    from snappy.regions.blocks import PageLevels, select_level, with_blocks
 
     if a.patch_scores is None:
         raise ValueError("this page scorer keeps no patch scores: cannot score blocks")
@@ -250,7 +250,7 @@ def selection_family(spec: str) -> str:
 
 
 def region_methods() -> tuple[str, ...]:
-    """Region-scoring methods :func:`snappy.propagation.region_scores` accepts."""
+    """Region-scoring methods :func:`snappy.regions.propagation.region_scores` accepts."""
     return tuple(METHODS)
 
 
@@ -761,13 +761,6 @@ def _progress(items: Iterable, enabled: bool, label: str, total: int, every_s: f
 # ------------------------------------------------------------------ summaries
 
 
-def _count(items: Sequence[str]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for x in items:
-        out[x] = out.get(x, 0) + 1
-    return out
-
-
 def _system_block(recs: Sequence[dict], name: str, cfg_hits: Sequence[float]) -> dict | None:
     ok = [r for r in recs if not r.get("failed") and name in r.get("values", {})]
     if not ok and name != "method":
@@ -822,8 +815,8 @@ def summarize_records(records: Sequence[dict], cfg: EvalConfig) -> dict:
         "no_words": [{"sample_id": r["sample_id"], "question": r.get("question")} for r in recs if r.get("no_words")],
         "ceilings": level_ceilings(recs, cfg.hit_thresholds),
         # evidence pages where the rule kept nothing, by reason ("flat": the query matched nothing there)
-        "no_selection": _count([p.get("no_selection") for r in recs if not r.get("failed") for p in r.get("pages", [])
-                                if p.get("no_selection")]),
+        "no_selection": dict(Counter([p.get("no_selection") for r in recs if not r.get("failed") for p in r.get("pages", [])
+                                if p.get("no_selection")])),
     }
     for key in ("curve", "oracle_curve"):
         ok = [r for r in recs if not r.get("failed") and r.get(key)]

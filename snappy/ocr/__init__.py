@@ -21,7 +21,7 @@ from snappy.ocr.options import (
     TesseractOcrOptions,
     parse_ocr_options,
 )
-from snappy.regions import Region
+from snappy.regions.region import Region
 
 __all__ = [
     "DEFAULT_OCR",

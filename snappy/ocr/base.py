@@ -5,7 +5,7 @@ from abc import ABC, abstractmethod
 
 from PIL import Image
 
-from snappy.regions import Region
+from snappy.regions.region import Region
 
 
 class OcrEngine(ABC):

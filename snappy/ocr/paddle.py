@@ -11,7 +11,7 @@ from PIL import Image
 from snappy.ocr.base import OcrEngine
 from snappy.ocr.models import ModelChoice, resolve_model, validate_model_dir
 from snappy.ocr.options import PaddleOcrOptions, resolve_threads
-from snappy.regions import Region
+from snappy.regions.region import Region
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from PIL import Image
 
 from snappy.ocr.base import OcrEngine
 from snappy.ocr.options import RapidOcrOptions, resolve_threads
-from snappy.regions import Region
+from snappy.regions.region import Region
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from PIL import Image
 
 from snappy.ocr.base import OcrEngine
 from snappy.ocr.options import TesseractOcrOptions, resolve_threads
-from snappy.regions import Region
+from snappy.regions.region import Region
 
 log = logging.getLogger(__name__)
 

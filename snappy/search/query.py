@@ -1,13 +1,14 @@
 """What a query may be: checks shared by the CLI, the Python API and the HTTP service (a 4xx there)."""
 from __future__ import annotations
 
-from snappy.blocks import REGION_LEVELS
+from snappy.regions.blocks import REGION_LEVELS
 from snappy.encoders.lexical import text_pieces
 from snappy.errors import NO_WORDS, QueryError
-from snappy.propagation import DEFAULT_THRESHOLD, METHODS, Threshold
+from snappy.regions.propagation import DEFAULT_METHOD, DEFAULT_THRESHOLD, METHODS, Threshold
 
 MAX_QUERY_CHARS = 2000  # longer text is a document, not a query (and costs the encoder seconds)
 MAX_TOP_PAGES = 100
+DEFAULT_TOP_PAGES = 5
 
 def check_query(text: object, max_chars: int = MAX_QUERY_CHARS) -> str:
     """The query stripped of surrounding whitespace, or QueryError saying why it cannot be searched."""
@@ -23,7 +24,7 @@ def check_query(text: object, max_chars: int = MAX_QUERY_CHARS) -> str:
     return q
 
 
-def check_request(top_pages: object = 5, threshold: object = DEFAULT_THRESHOLD, method: object = "iou",
+def check_request(top_pages: object = DEFAULT_TOP_PAGES, threshold: object = DEFAULT_THRESHOLD, method: object = DEFAULT_METHOD,
                   max_top_pages: int = MAX_TOP_PAGES) -> tuple[int, Threshold, str]:
     """Validated ``(top_pages, threshold, method)`` of a query request."""
     if isinstance(top_pages, bool) or not isinstance(top_pages, int) or not 1 <= top_pages <= max_top_pages:

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from snappy.grid import PatchGrid
+from snappy.patches.grid import PatchGrid
 
 
 @dataclass

@@ -5,12 +5,12 @@ Two ways to rank, chosen per snapshot (``SearchOptions.mode``; ``auto`` picks):
 - **exact** (small indexes, or no codebook yet): every live page's patch vectors in one in-RAM
   matrix, scanned by :func:`snappy.search.maxsim.maxsim` for every query;
 - **candidates** (large indexes): the centroid codes of every page (``codes`` table) in an
-  in-RAM :class:`~snappy.search.candidates.CentroidIndex` give a few hundred candidate pages, whose
+  in-RAM :class:`~snappy.candidates.centroids.CentroidIndex` give a few hundred candidate pages, whose
   stored vectors are read by row from Lance (``take`` at the snapshot's version) for the exact
   MaxSim. Nothing of size ``pages x tokens`` is held in memory.
 
 Either way the result pages' regions are scored from the per-patch maxima of the exact MaxSim
-with cached weights (:mod:`snappy.search.regions`). A Searcher serves one snapshot at a time;
+with cached weights (:mod:`snappy.search.region_rows`). A Searcher serves one snapshot at a time;
 :meth:`Searcher.refresh` builds the next snapshot's state off to the side and swaps it in, so a
 query always runs against one consistent snapshot (it holds its state for its whole duration).
 With ``shard=(i, n)`` it serves the pages of the documents whose id hashes to ``i``.
@@ -29,15 +29,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from snappy.blocks import DEFAULT_LEVEL
+from snappy.regions.blocks import DEFAULT_LEVEL
 from snappy.encoders import Encoder, make_encoder
-from snappy.grid import PatchGrid
-from snappy.propagation import DEFAULT_THRESHOLD, Threshold
-from snappy.search.candidates import CandidateOptions, CentroidIndex, Codebook
+from snappy.patches.grid import PatchGrid
+from snappy.regions.propagation import DEFAULT_METHOD, DEFAULT_THRESHOLD, Threshold
+from snappy.candidates.centroids import CandidateOptions, CentroidIndex, Codebook
 from snappy.search.maxsim import PageMatrix, maxsim, top_k
 from snappy.errors import QueryError
-from snappy.search.query import check_level, check_query, check_request
-from snappy.search.regions import REGION_COLUMNS, RegionStore
+from snappy.search.query import DEFAULT_TOP_PAGES, check_level, check_query, check_request
+from snappy.search.region_rows import REGION_COLUMNS, RegionStore
 from snappy.search.results import NO_MATCH, NO_PAGES, PageResult, PageResults, RegionResult
 from snappy.storage.commit import live_mask, sql_list
 from snappy.storage.schema import CODEBOOK, CODES, DOCUMENTS, PAGES, REGIONS
@@ -73,8 +73,18 @@ def shard_of(doc_ids: pa.Array | pa.ChunkedArray, n: int) -> np.ndarray:
     """``[len]`` shard number of each document (its id's first 8 hex digits modulo ``n``)."""
     if n == 1:
         return np.zeros(len(doc_ids), np.int64)
-    heads = pc.utf8_slice_codeunits(doc_ids, 0, 8)
-    return np.array([int(h, 16) for h in heads.to_pylist()], np.int64) % n
+    heads = pc.utf8_slice_codeunits(doc_ids, 0, 8).cast(pa.binary(8))  # ids are >= 16 hex digits
+    if isinstance(heads, pa.ChunkedArray):
+        heads = heads.combine_chunks()
+    raw = np.frombuffer(heads.buffers()[1], np.uint8)[heads.offset * 8:(heads.offset + len(heads)) * 8]
+    digits = _HEX[raw.reshape(-1, 8)].astype(np.int64)  # [len, 8] nibbles
+    return (digits << np.arange(28, -1, -4, dtype=np.int64)).sum(axis=1) % n
+
+
+_HEX = np.zeros(256, np.uint8)  # ASCII hex digit -> its value
+_HEX[np.frombuffer(b"0123456789", np.uint8)] = np.arange(10)
+_HEX[np.frombuffer(b"abcdef", np.uint8)] = np.arange(10, 16)
+_HEX[np.frombuffer(b"ABCDEF", np.uint8)] = np.arange(10, 16)
 
 
 @dataclass
@@ -375,7 +385,7 @@ class Searcher:
         return self.encoder.embed_queries([check_query(t) for t in texts])
 
     # ------------------------------------------------------------------ ranking
-    def rank(self, query_vectors: Sequence[np.ndarray], top_pages: int = 5,
+    def rank(self, query_vectors: Sequence[np.ndarray], top_pages: int = DEFAULT_TOP_PAGES,
              state: SearchState | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``(page indices [B, k], scores [B, k])`` of the best pages per query (indices into ``state``)."""
         idx, scores, _, _ = self._rank(query_vectors, top_pages, state or self.state)
@@ -420,17 +430,17 @@ class Searcher:
         return np.unique(np.concatenate([state.index_pages[found], state.uncoded]))
 
     # ------------------------------------------------------------------ queries
-    def query(self, text: str, top_pages: int = 5, threshold: "Threshold | str | float" = DEFAULT_THRESHOLD,
-              method: str = "iou", level: str = DEFAULT_LEVEL) -> PageResults:
+    def query(self, text: str, top_pages: int = DEFAULT_TOP_PAGES, threshold: "Threshold | str | float" = DEFAULT_THRESHOLD,
+              method: str = DEFAULT_METHOD, level: str = DEFAULT_LEVEL) -> PageResults:
         return self.query_batch([text], top_pages, threshold, method, level)[0]
 
-    def query_batch(self, texts: Sequence[str], top_pages: int = 5,
-                    threshold: "Threshold | str | float" = DEFAULT_THRESHOLD, method: str = "iou",
+    def query_batch(self, texts: Sequence[str], top_pages: int = DEFAULT_TOP_PAGES,
+                    threshold: "Threshold | str | float" = DEFAULT_THRESHOLD, method: str = DEFAULT_METHOD,
                     level: str = DEFAULT_LEVEL) -> list[PageResults]:
         """Result pages per query: only pages that match it, so up to ``top_pages`` (none: ``reason``
         says why). QueryError for a query or option that cannot be searched.
 
-        ``level``: which regions a page returns, ``line``, ``block`` or ``auto`` (snappy.blocks)."""
+        ``level``: which regions a page returns, ``line``, ``block`` or ``auto`` (snappy.regions.blocks)."""
         top_pages, _, method = check_request(top_pages, threshold, method)
         level = check_level(level)
         if self.options.auto_refresh:
@@ -440,8 +450,8 @@ class Searcher:
             return [PageResults([], NO_PAGES) for _ in texts]
         return self.search_vectors(self.encode(texts), top_pages, threshold, method, state, level)
 
-    def search_vectors(self, query_vectors: Sequence[np.ndarray], top_pages: int = 5,
-                       threshold: "Threshold | str | float" = DEFAULT_THRESHOLD, method: str = "iou",
+    def search_vectors(self, query_vectors: Sequence[np.ndarray], top_pages: int = DEFAULT_TOP_PAGES,
+                       threshold: "Threshold | str | float" = DEFAULT_THRESHOLD, method: str = DEFAULT_METHOD,
                        state: SearchState | None = None, level: str = DEFAULT_LEVEL) -> list[PageResults]:
         """Like :meth:`query_batch` with encoded queries (``[t, dim]`` float32 each).
 

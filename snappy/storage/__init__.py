@@ -1,6 +1,6 @@
 """Lance storage of a snappy index: table schemas, the filesystem layer and IndexStore.
 
-Ids are in :mod:`snappy.ids`; the pages and regions rows of an indexed page in :mod:`snappy.records`.
+Ids are in :mod:`snappy.ids`; the pages and regions rows of an indexed page in :mod:`snappy.indexing.records`.
 ``IndexStore`` and its errors load Lance: they are imported on first use (``from snappy.storage
 import IndexStore`` works as usual), so a module that needs only the schemas or ``fs`` (the
 command line's settings) does not pay for Lance.

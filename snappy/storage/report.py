@@ -19,12 +19,20 @@ def index_report(store, runs: int = 5, deep: bool = False, quick: bool = False) 
 
     ``no_tables`` says why a location with run records or a lease has no table yet (else None);
     ``empty`` is True when there is nothing at all (no table, lease or run). ``text`` (not with
-    ``quick``: it reads two columns of every page) counts live pages by text source and reason."""
+    ``quick``: it reads two columns of every page) counts live pages by text source and reason.
+    ``unreported`` names each part that could not be read, and why (a field left empty otherwise
+    would read as "none")."""
     problems = check(store, deep=deep, quick=quick)
+    unreported: list[str] = []
+
+    def missing(what: str, e: BaseException) -> None:
+        log.warning("%s: cannot read %s: %s", store.uri, what, e)
+        unreported.append(f"{what}: {type(e).__name__}: {e}")
+
     try:
         stats = store.stats()
     except Exception as e:  # a table that cannot even be opened: the problems say which
-        log.warning("%s: table statistics unavailable: %s", store.uri, e)
+        missing("the table statistics", e)
         stats = {}
     lease = state(Lease(store.files).current())
     recent = runlog.recent(store.files, runs)
@@ -34,14 +42,20 @@ def index_report(store, runs: int = 5, deep: bool = False, quick: bool = False) 
         try:
             s["bytes"] = sum(f.size for f in fs.list_files(store.table_uri(name), None, store.storage_options))
         except Exception as e:
-            log.warning("%s: cannot list the files of %s: %s", store.uri, name, e)
+            missing(f"the size of {name}", e)
             s["bytes"] = None
     snap = store.snapshot() if stats else None
     try:
         failed = store.failed_documents().to_pylist() if stats else []
     except Exception as e:
-        log.warning("%s: cannot read the failed documents: %s", store.uri, e)
+        missing("the failed documents", e)
         failed = []
+    text = None
+    if not quick and "pages" in stats:
+        try:
+            text = text_sources(store)
+        except Exception as e:
+            missing("the pages' text sources", e)
     return {"index": store.uri, "intact": not problems, "problems": [str(p) for p in problems],
             "snapshot": {"seq": snap.seq, "versions": snap.versions, "run_id": snap.run_id} if snap else None,
             "writer": lease["holder_text"] if lease and lease["state"] != "released" else None,
@@ -49,22 +63,18 @@ def index_report(store, runs: int = 5, deep: bool = False, quick: bool = False) 
             "no_tables": None if stats or problems else no_tables(recent, lease),
             "empty": not stats and not problems and lease is None and not recent,
             "failed": [{k: v for k, v in f.items() if k != "checked_at"} for f in failed],
-            "text": None if quick or "pages" not in stats else text_sources(store)}
+            "text": text, "unreported": unreported}
 
 
 def text_sources(store) -> dict | None:
     """Live pages by ``text_source`` (pdf | ocr | pdf+ocr; "unrecorded": indexed before snappy kept
-    it) and by ``text_code`` (why); None when the pages cannot be read (the problems say why)."""
+    it) and by ``text_code`` (why)."""
     import pyarrow.compute as pc
 
-    try:
-        have = set(store.dataset("pages").schema.names)
-        if "text_source" not in have:  # an index no run has written to since the text layer came
-            return {"pages_by_source": {"unrecorded": store.read("pages", ["page_id"]).num_rows}, "pages_by_reason": {}}
-        t = store.read("pages", ["text_source", "text_code"])
-    except Exception as e:
-        log.warning("%s: cannot read the pages' text sources: %s", store.uri, e)
-        return None
+    have = set(store.dataset("pages").schema.names)
+    if "text_source" not in have:  # an index no run has written to since the text layer came
+        return {"pages_by_source": {"unrecorded": store.read("pages", ["page_id"]).num_rows}, "pages_by_reason": {}}
+    t = store.read("pages", ["text_source", "text_code"])
 
     def counts(col) -> dict:
         vc = pc.value_counts(pc.fill_null(t.column(col), "unrecorded").combine_chunks())

@@ -3,10 +3,10 @@
 documents: one row per source document (status ``indexed``, ``failed`` or ``pending``), keyed by doc_id.
 pages:     one row per page: size, rendered image, patch vectors (image tokens only), grid.
 regions:   one row per OCR region: boxes, text, and its sparse overlap with the page's patches.
-codebook:  the candidate stage's centroids (snappy/search/candidates.py).
+codebook:  the candidate stage's centroids (snappy/candidates/centroids.py).
 codes:     one row per page: its pooled, quantised vectors for the candidate stage.
 
-The pages and regions rows of an indexed page are built in :mod:`snappy.records`; ids in :mod:`snappy.ids`.
+The pages and regions rows of an indexed page are built in :mod:`snappy.indexing.records`; ids in :mod:`snappy.ids`.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ import pyarrow as pa
 from snappy.ids import doc_id_for
 
 DOCUMENTS, PAGES, REGIONS = "documents", "pages", "regions"
-CODEBOOK, CODES = "codebook", "codes"  # the candidate stage (snappy/search/candidates.py)
+CODEBOOK, CODES = "codebook", "codes"  # the candidate stage (snappy/candidates/centroids.py)
 INDEXED, FAILED, PENDING = "indexed", "failed", "pending"
 STATUSES = (INDEXED, FAILED, PENDING)  # pending: a transient failure of a document with no live rows yet
 KEYS = {DOCUMENTS: "doc_id", PAGES: "page_id", REGIONS: "region_id", CODEBOOK: "centroid", CODES: "page_id"}
@@ -38,7 +38,7 @@ class IndexSettings:
     encoder_id: str
     ocr_engine: str
     dpi: float
-    text_layer: str = "off"  # PDF text layer: off | auto | only (snappy.textlayer)
+    text_layer: str = "off"  # PDF text layer: off | auto | only (snappy.documents.textlayer)
 
     def to_json(self) -> str:
         d = asdict(self)
@@ -59,7 +59,7 @@ def documents_schema() -> pa.Schema:
         pa.field("content_hash", pa.string()),  # sha256 of the bytes indexed
         pa.field("page_count", pa.int32()),
         pa.field("status", pa.string()),  # see STATUSES
-        pa.field("failure", pa.string()),  # "document" | "transient" | null (see snappy.failures)
+        pa.field("failure", pa.string()),  # "document" | "transient" | null (see snappy.documents.failures)
         pa.field("error", pa.string()),  # the reason; on an "indexed" row: the last update attempt failed
         pa.field("attempts", pa.int32()),  # consecutive transient failures (reset on success)
         pa.field("gen", pa.int64()),  # the generation of this document's live pages/regions rows
@@ -88,7 +88,7 @@ def pages_schema(dim: int = DEFAULT_DIM) -> pa.Schema:
         pa.field("grid", pa.string()),  # PatchGrid JSON
         pa.field("encoder_id", pa.string()),
         pa.field("gen", pa.int64()),  # generation: live only if it equals the documents row's gen
-        # Where the page's text came from (snappy.textlayer.PageDecision): "pdf" (the text layer),
+        # Where the page's text came from (snappy.documents.textlayer.PageDecision): "pdf" (the text layer),
         # "ocr", "pdf+ocr" (OCR of image areas); why (a textlayer.CODES key), in words. Null: not recorded.
         pa.field("text_source", pa.string()),
         pa.field("text_code", pa.string()),
@@ -108,7 +108,7 @@ def regions_schema() -> pa.Schema:
         pa.field("polygon", pa.list_(pa.float32())),  # flattened [x, y]*n, or null
         pa.field("text", pa.string()),
         pa.field("confidence", pa.float32()),
-        pa.field("level", pa.string()),  # "line" (or "word") from OCR; "block": lines grouped (snappy.blocks)
+        pa.field("level", pa.string()),  # "line" (or "word") from OCR; "block": lines grouped (snappy.regions.blocks)
         pa.field("area", pa.float32()),  # px^2
         pa.field("patch_idx", pa.list_(pa.int32())),  # tokens the region overlaps
         pa.field("patch_inter", pa.list_(pa.float32())),  # intersection areas with them, px^2

@@ -4,7 +4,7 @@ A grid is a sequence of blocks in token order. Each block is a ``rows x cols``
 lattice (row-major) laid over one rectangle of the page. ColQwen and ColPali have
 one block over the whole page; Idefics3-style models have one block per tile plus
 a global block over the whole page. The per-family constructors live in
-``snappy.geometry``.
+``snappy.patches.geometry``.
 """
 from __future__ import annotations
 

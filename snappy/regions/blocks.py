@@ -42,8 +42,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
-from snappy.propagation import DEFAULT_THRESHOLD, Selection, Threshold, select
-from snappy.regions import Region
+from snappy.regions.propagation import DEFAULT_THRESHOLD, Selection, Threshold, select
+from snappy.regions.region import Region
 
 RegionLevel = Literal["line", "block", "auto"]
 REGION_LEVELS: tuple[str, ...] = ("line", "block", "auto")

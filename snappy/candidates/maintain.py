@@ -27,8 +27,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from snappy.candidate_settings import CandidateSettings
-from snappy.search.candidates import (Codebook, codes_table, default_k, default_pool_factor, list_values, nonempty,
+from snappy.candidates.settings import CandidateSettings
+from snappy.candidates.centroids import (Codebook, codes_table, default_k, default_pool_factor, list_values, nonempty,
                                      pool_page, sketch_table)
 from snappy.storage.commit import CommitBatch, live_mask
 from snappy.storage.schema import CODEBOOK, CODES, DOCUMENTS, PAGES, codes_schema

@@ -41,7 +41,7 @@ import numpy as np
 from PIL import Image, ImageOps
 from scipy.sparse.csgraph import connected_components
 
-from snappy.regions import Region
+from snappy.regions.region import Region
 
 Action = Literal["none", "full", "areas"]
 Mode = Literal["auto", "off", "only"]

@@ -44,7 +44,7 @@ import pyarrow.compute as pc
 from snappy.storage.schema import FAILED, INDEXED, PENDING, IndexSettings
 
 if TYPE_CHECKING:
-    from snappy.sources import Source
+    from snappy.documents.sources import Source
 
 
 class Action(IntEnum):
@@ -163,7 +163,7 @@ class ListedChunk:
 
     @classmethod
     def from_entries(cls, entries: Sequence) -> "ListedChunk":
-        """From ``snappy.sources.SourceEntry``-like objects (doc_id, size, etag, mtime_ns, problem)."""
+        """From ``snappy.documents.sources.SourceEntry``-like objects (doc_id, size, etag, mtime_ns, problem)."""
         return cls(doc_id=pa.array([e.doc_id for e in entries], pa.string()),
                    size=np.array([-1 if e.size is None else e.size for e in entries], np.int64),
                    etag=pa.array([e.etag for e in entries], pa.string()),

@@ -1,5 +1,5 @@
 """What the nightly run keeps for the search's candidate stage (the codebook and the codes):
-its settings, apart from the code that applies them (:mod:`snappy.search.maintain`), so that a
+its settings, apart from the code that applies them (:mod:`snappy.candidates.maintain`), so that a
 run's configuration loads without the search."""
 from __future__ import annotations
 

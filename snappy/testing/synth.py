@@ -8,7 +8,10 @@ the page as snappy renders it at ``dpi``.
 from __future__ import annotations
 
 import json
+import os
 import random
+import re
+import socket
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -423,7 +426,7 @@ def write_block_dataset(out: str | Path, n_pages: int = 18, seed: int = 0, dpi: 
     """Render :func:`block_pages` to ``out/page_NNN.png`` and write ``out/dataset.jsonl`` (snappy's
     generic eval format: one question a line, its block's box as ground truth, ``category`` = the
     block kind). Returns the JSONL path."""
-    from snappy.pages import RenderOptions, iter_pages
+    from snappy.documents.pages import RenderOptions, iter_pages
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -447,7 +450,7 @@ def write_block_dataset(out: str | Path, n_pages: int = 18, seed: int = 0, dpi: 
 # reason it fails with (a listing ``problem`` or a DocumentError reason).
 
 INDEXED, SKIPPED = "indexed", "skipped"
-BIG_FILE_SIZE = 3 << 29  # 1.5 GB, written sparse
+BIG_FILE_SIZE = 3 << 29  # 1.5 GiB (1.6 GB), written sparse
 
 
 @dataclass
@@ -624,118 +627,143 @@ def write_bad_corpus(root: str | Path, seed: int = 0) -> list[CorpusEntry]:
 
     Needs a POSIX file system (FIFOs, sockets, symlinks, sparse files, non-UTF-8 names); an
     entry the platform cannot create is left out of the returned list."""
-    import os
-    import socket
-
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    rng = random.Random(seed)
-    out: list[CorpusEntry] = []
-    bad_pdf = "not a readable PDF (corrupt or truncated)"
-    not_doc = "not a PDF or a supported image"
+    c = _BadCorpus(root, random.Random(seed), seed, good=_text_pdf("a small valid document", seed),
+                   png=_image_bytes("PNG", seed=seed), jpg=_image_bytes("JPEG", seed=seed))
+    for family in (_corrupt_pdfs, _truncated_pdfs, _encrypted_pdfs, _page_limits, _bad_images, _not_documents,
+                   _empty_files, _special_files, _too_big, _names, _never_listed):
+        family(c)  # in this order: they share one random stream
+    return c.out
 
-    def put(name: str | bytes, data: bytes, expect: str, kind: str, **kw) -> None:
-        path = os.path.join(os.fsencode(root), name if isinstance(name, bytes) else name.encode())
+
+_BAD_PDF = "not a readable PDF (corrupt or truncated)"
+_NOT_DOC = "not a PDF or a supported image"
+
+
+@dataclass
+class _BadCorpus:
+    """What the families of :func:`write_bad_corpus` share: where they write, one random stream, the entries."""
+
+    root: Path
+    rng: random.Random
+    seed: int
+    good: bytes  # a small valid PDF
+    png: bytes  # a valid PNG and JPEG, cut and corrupted by the image families
+    jpg: bytes
+    out: list[CorpusEntry] = field(default_factory=list)
+
+    def put(self, name: str | bytes, data: bytes, expect: str, kind: str, **kw) -> None:
+        path = os.path.join(os.fsencode(self.root), name if isinstance(name, bytes) else name.encode())
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "wb") as f:
             f.write(data)
-        out.append(CorpusEntry(name, expect, kind, **kw))
+        self.out.append(CorpusEntry(name, expect, kind, **kw))
 
-    good = _text_pdf("a small valid document", seed)
 
-    # corrupt PDFs: random bytes after a %PDF- header
+def _corrupt_pdfs(c: _BadCorpus) -> None:
+    """Corrupt PDFs: random bytes after a %PDF- header."""
     for s in range(20):
-        r = random.Random(seed * 1000 + s)
+        r = random.Random(c.seed * 1000 + s)
         body = bytes(r.getrandbits(8) for _ in range(r.choice((16, 200, 2000, 20000))))
-        put(f"corrupt/random-{s:02d}.pdf", f"%PDF-1.{s % 8}\n".encode() + body, bad_pdf, "corrupt-pdf")
-    put("corrupt/header-only.pdf", b"%PDF-1.7\n", bad_pdf, "corrupt-pdf")
-    put("corrupt/garbage-objects.pdf", b"%PDF-1.7\n1 0 obj garbage, the rest of this file is missing", bad_pdf,
+        c.put(f"corrupt/random-{s:02d}.pdf", f"%PDF-1.{s % 8}\n".encode() + body, _BAD_PDF, "corrupt-pdf")
+    c.put("corrupt/header-only.pdf", b"%PDF-1.7\n", _BAD_PDF, "corrupt-pdf")
+    c.put("corrupt/garbage-objects.pdf", b"%PDF-1.7\n1 0 obj garbage, the rest of this file is missing", _BAD_PDF,
         "corrupt-pdf")
 
-    # truncated PDFs: pdfium rebuilds a broken xref table only when the trailer survives
-    import re as _re
 
-    full = SynthDoc("t", [text_page(LETTER, ["Truncation test page one."], rng),
-                          text_page(LETTER, ["Truncation test page two."], rng)]).write_pdf_bytes()
+def _truncated_pdfs(c: _BadCorpus) -> None:
+    """Truncated PDFs: pdfium rebuilds a broken xref table only when the trailer survives."""
+    full = SynthDoc("t", [text_page(LETTER, ["Truncation test page one."], c.rng),
+                          text_page(LETTER, ["Truncation test page two."], c.rng)]).write_pdf_bytes()
     xref = full.rindex(b"\nxref") + 1
     trailer = full.rindex(b"trailer")
     startxref = full.rindex(b"startxref")
     eof = full.rindex(b"%%EOF")
-    objs = [m.start() for m in _re.finditer(rb"\d+ 0 obj", full)]
+    objs = [m.start() for m in re.finditer(rb"\d+ 0 obj", full)]
     cuts = {"header": 12, "mid-xref": (xref + trailer) // 2, "mid-trailer": trailer + 12}
     cuts.update({f"before-obj-{k + 1}": o for k, o in enumerate(objs) if k > 0})
     cuts.update({f"at-{p}pct": len(full) * p // 100 for p in (25, 50, 75)})
     cuts["before-xref"] = xref
     for label, cut in cuts.items():
-        put(f"truncated/{label}.pdf", full[:cut], bad_pdf, "truncated-pdf")
+        c.put(f"truncated/{label}.pdf", full[:cut], _BAD_PDF, "truncated-pdf")
     for label, cut in {"before-startxref": startxref, "before-eof": eof, "no-final-newline": len(full) - 1}.items():
-        put(f"truncated/{label}.pdf", full[:cut], INDEXED, "truncated-pdf (repaired by pdfium)", pages=2)
+        c.put(f"truncated/{label}.pdf", full[:cut], INDEXED, "truncated-pdf (repaired by pdfium)", pages=2)
     wrong = full[:startxref] + b"startxref\n7\n%%EOF\n"
-    put("truncated/wrong-startxref.pdf", wrong, INDEXED, "damaged-pdf (repaired by pdfium)", pages=2)
+    c.put("truncated/wrong-startxref.pdf", wrong, INDEXED, "damaged-pdf (repaired by pdfium)", pages=2)
 
-    # encrypted PDFs: a user password blocks opening; an owner-only password does not
-    put("encrypted/user-password-40bit.pdf", _encrypted_pdf("secret", "owner", 40),
-        "PDF is encrypted (a password is required)", "encrypted-pdf")
-    put("encrypted/user-password-128bit.pdf", _encrypted_pdf("secret", "owner", 128),
-        "PDF is encrypted (a password is required)", "encrypted-pdf")
-    put("encrypted/same-user-and-owner.pdf", _encrypted_pdf("same", "same", 128),
-        "PDF is encrypted (a password is required)", "encrypted-pdf")
-    put("encrypted/owner-password-only.pdf", _encrypted_pdf("", "owner", 128), INDEXED, "encrypted-pdf", pages=1)
 
-    # page counts and page boxes
-    put("pages/zero-pages.pdf", minimal_pdf([]), "PDF has no pages", "zero-pages")
+def _encrypted_pdfs(c: _BadCorpus) -> None:
+    """Encrypted PDFs: a user password blocks opening; an owner-only password does not."""
+    c.put("encrypted/user-password-40bit.pdf", _encrypted_pdf("secret", "owner", 40),
+        "PDF is encrypted (a password is required)", "encrypted-pdf")
+    c.put("encrypted/user-password-128bit.pdf", _encrypted_pdf("secret", "owner", 128),
+        "PDF is encrypted (a password is required)", "encrypted-pdf")
+    c.put("encrypted/same-user-and-owner.pdf", _encrypted_pdf("same", "same", 128),
+        "PDF is encrypted (a password is required)", "encrypted-pdf")
+    c.put("encrypted/owner-password-only.pdf", _encrypted_pdf("", "owner", 128), INDEXED, "encrypted-pdf", pages=1)
+
+
+def _page_limits(c: _BadCorpus) -> None:
+    """Page counts and page boxes."""
+    c.put("pages/zero-pages.pdf", minimal_pdf([]), "PDF has no pages", "zero-pages")
     # pdfium counts a /Pages node without /Kids as one page, which then fails to load
-    put("pages/zero-pages-no-kids.pdf", minimal_pdf([], kids=False), "page 1 cannot be loaded", "zero-pages")
-    put("pages/5000-pages.pdf", minimal_pdf([(100, 100)] * 5000), "5000 pages, over max_pages=2000", "many-pages")
-    put("pages/2001-pages.pdf", minimal_pdf([(100, 100)] * 2001), "2001 pages, over max_pages=2000", "many-pages")
-    put("pages/wide-page.pdf", minimal_pdf([(24000, 30)]), "page 1 is 50000x63 px, over max_side=20000",
+    c.put("pages/zero-pages-no-kids.pdf", minimal_pdf([], kids=False), "page 1 cannot be loaded", "zero-pages")
+    c.put("pages/5000-pages.pdf", minimal_pdf([(100, 100)] * 5000), "5000 pages, over max_pages=2000", "many-pages")
+    c.put("pages/2001-pages.pdf", minimal_pdf([(100, 100)] * 2001), "2001 pages, over max_pages=2000", "many-pages")
+    c.put("pages/wide-page.pdf", minimal_pdf([(24000, 30)]), "page 1 is 50000x63 px, over max_side=20000",
         "huge-page", render={"dpi": 150.0})
-    put("pages/long-strip.pdf", minimal_pdf([(2000, 20)]), "over max_aspect=50", "aspect")
-    put("pages/tall-strip.pdf", minimal_pdf([(20, 2000)]), "over max_aspect=50", "aspect")
-    put("pages/count-lies.pdf", minimal_pdf([]).replace(b"/Count 0", b"/Count 5"),
+    c.put("pages/long-strip.pdf", minimal_pdf([(2000, 20)]), "over max_aspect=50", "aspect")
+    c.put("pages/tall-strip.pdf", minimal_pdf([(20, 2000)]), "over max_aspect=50", "aspect")
+    c.put("pages/count-lies.pdf", minimal_pdf([]).replace(b"/Count 0", b"/Count 5"),
         "page 1 cannot be loaded (corrupt page)", "zero-pages")  # pdfium trusts /Count
-    put("pages/second-page-huge.pdf", minimal_pdf([(300, 300), (40000, 40000)]), "page 2 is", "huge-page")
-    put("pages/tiny-page.pdf", minimal_pdf([(0.5, 0.5)]), INDEXED, "tiny-page", pages=1,  # renders 1x1 px
+    c.put("pages/second-page-huge.pdf", minimal_pdf([(300, 300), (40000, 40000)]), "page 2 is", "huge-page")
+    c.put("pages/tiny-page.pdf", minimal_pdf([(0.5, 0.5)]), INDEXED, "tiny-page", pages=1,  # renders 1x1 px
         pipeline="its only page is blank")
-    put("pages/blank-pages.pdf", minimal_pdf([(300, 400)] * 3), INDEXED, "blank-pdf", pages=3,
+    c.put("pages/blank-pages.pdf", minimal_pdf([(300, 400)] * 3), INDEXED, "blank-pdf", pages=3,
         pipeline="all 3 pages are blank")
 
-    # images: limits are checked from the header, before any pixel is decoded
-    put("images/bomb-100000.png", header_png(100_000, 100_000, full=False), "decompression bomb", "bomb")
-    put("images/bomb-30000.png", header_png(30_000, 30_000, full=False), "decompression bomb", "bomb")
-    put("images/huge-13000.png", header_png(13_000, 13_000), "13000x13000 = 169000000 pixels, over max_pixels",
+
+def _bad_images(c: _BadCorpus) -> None:
+    """Images: limits are checked from the header, before any pixel is decoded."""
+    c.put("images/bomb-100000.png", header_png(100_000, 100_000, full=False), "decompression bomb", "bomb")
+    c.put("images/bomb-30000.png", header_png(30_000, 30_000, full=False), "decompression bomb", "bomb")
+    c.put("images/huge-13000.png", header_png(13_000, 13_000), "13000x13000 = 169000000 pixels, over max_pixels",
         "huge-image")
-    put("images/wide-25000.png", header_png(25_000, 10, full=False), "over max_side=20000", "huge-image")
-    png = _image_bytes("PNG", seed=seed)
-    for cut, expect in ((6, f"{not_doc} (starts with"), (16, "not a readable image (PNG header"),
+    c.put("images/wide-25000.png", header_png(25_000, 10, full=False), "over max_side=20000", "huge-image")
+    png = c.png
+    for cut, expect in ((6, f"{_NOT_DOC} (starts with"), (16, "not a readable image (PNG header"),
                         (30, "not a readable image (PNG header is truncated or corrupt)"),
                         (45, "PNG image is truncated or corrupt"),
                         (60, "PNG image is truncated or corrupt"), (200, "PNG image is truncated or corrupt"),
                         (len(png) // 2, "PNG image is truncated or corrupt")):
-        put(f"images/truncated-{cut}.png", png[:cut], expect, "truncated-png")
+        c.put(f"images/truncated-{cut}.png", png[:cut], expect, "truncated-png")
     flipped = bytearray(png)
     flipped[png.index(b"IDAT") + 40] ^= 0xFF
-    put("images/flipped-byte.png", bytes(flipped), "PNG image is truncated or corrupt", "corrupt-png")
-    jpg = _image_bytes("JPEG", seed=seed)
+    c.put("images/flipped-byte.png", bytes(flipped), "PNG image is truncated or corrupt", "corrupt-png")
+    jpg = c.jpg
     for cut, expect in ((3, "not a readable image (JPEG header is truncated or corrupt)"),
                         (20, "not a readable image (JPEG header is truncated or corrupt)"),
                         (100, "not a readable image (JPEG header cannot be read"),
                         (len(jpg) // 2, "JPEG image is truncated or corrupt"),
                         (len(jpg) - 40, "JPEG image is truncated or corrupt")):
-        put(f"images/truncated-{cut}.jpg", jpg[:cut], expect, "truncated-jpeg")
+        c.put(f"images/truncated-{cut}.jpg", jpg[:cut], expect, "truncated-jpeg")
     tif = _tiff_bytes()
     off3, _ = _tiff_frame_offset(tif, 2)
-    put("images/truncated-frame-3.tiff", tif[:off3 + 100], "TIFF frame 3 cannot be decoded", "truncated-tiff")
+    c.put("images/truncated-frame-3.tiff", tif[:off3 + 100], "TIFF frame 3 cannot be decoded", "truncated-tiff")
     tif = bytearray(_tiff_bytes("tiff_deflate"))
     off2, n2 = _tiff_frame_offset(bytes(tif), 1)
     tif[off2:off2 + min(n2, 400)] = bytes(min(n2, 400))
-    put("images/corrupt-frame-2.tif", bytes(tif), "TIFF frame 2 cannot be decoded", "corrupt-tiff")
-    put("images/riff-junk.webp", b"RIFF\x10\x00\x00\x00WEBPVP8 junk", "not a readable image (WebP header", "corrupt-webp")
-    put("images/bm-junk.bmp", b"BM" + bytes(rng.getrandbits(8) for _ in range(60)), "not a readable image", "corrupt-bmp")
-    put("images/good-3-frames.tiff", _tiff_bytes(), INDEXED, "tiff", pages=3)
+    c.put("images/corrupt-frame-2.tif", bytes(tif), "TIFF frame 2 cannot be decoded", "corrupt-tiff")
+    c.put("images/riff-junk.webp", b"RIFF\x10\x00\x00\x00WEBPVP8 junk", "not a readable image (WebP header", "corrupt-webp")
+    c.put("images/bm-junk.bmp", b"BM" + bytes(c.rng.getrandbits(8) for _ in range(60)), "not a readable image", "corrupt-bmp")
+    c.put("images/good-3-frames.tiff", _tiff_bytes(), INDEXED, "tiff", pages=3)
 
-    # non-PDF content named .pdf (or .png)
-    zipped = b"PK\x03\x04\x14\x00\x00\x00\x08\x00" + bytes(rng.getrandbits(8) for _ in range(200))
+
+def _not_documents(c: _BadCorpus) -> None:
+    """Non-PDF content named .pdf (or .png)."""
+    png, jpg = c.png, c.jpg
+    zipped = b"PK\x03\x04\x14\x00\x00\x00\x08\x00" + bytes(c.rng.getrandbits(8) for _ in range(200))
     for name, data, what in (
             ("html.pdf", b"<!DOCTYPE html>\n<html><body><h1>404 Not Found</h1></body></html>\n", "HTML"),
             ("html-lower.pdf", b"\n  <html><head><title>login</title></head></html>", "HTML"),
@@ -751,37 +779,41 @@ def write_bad_corpus(root: str | Path, seed: int = 0) -> list[CorpusEntry]:
             ("one-byte.pdf", b"x", "plain text"), ("whitespace.pdf", b"  \n\t\n ", "whitespace"),
             ("binary.pdf", bytes(range(256)) * 4, ""), ("html.png", b"<html><body>error</body></html>", "HTML"),
             ("text.jpg", b"JFIF? no, just text", "plain text"), ("zip.png", zipped, "ZIP")):
-        put(f"not-pdf/{name}", data, f"{not_doc} (starts with" if not what else what, "not-a-document")
-    put("not-pdf/png-named.pdf", png, INDEXED, "image-named-pdf", pages=1)
-    put("not-pdf/jpeg-named.pdf", jpg, INDEXED, "image-named-pdf", pages=1)
-    put("not-pdf/pdf-named.png", good, INDEXED, "pdf-named-png", pages=1)
+        c.put(f"not-pdf/{name}", data, f"{_NOT_DOC} (starts with" if not what else what, "not-a-document")
+    c.put("not-pdf/png-named.pdf", png, INDEXED, "image-named-pdf", pages=1)
+    c.put("not-pdf/jpeg-named.pdf", jpg, INDEXED, "image-named-pdf", pages=1)
+    c.put("not-pdf/pdf-named.png", c.good, INDEXED, "pdf-named-png", pages=1)
 
-    # empty files
+
+def _empty_files(c: _BadCorpus) -> None:
+    """Empty files."""
     for name in ("empty.pdf", "empty.png", "empty.jpg", "empty.tiff", "EMPTY.PDF", "empty.webp"):
-        put(f"empty/{name}", b"", "empty file", "empty")
+        c.put(f"empty/{name}", b"", "empty file", "empty")
 
-    # not regular files
-    special = root / "special"
+
+def _special_files(c: _BadCorpus) -> None:
+    """Not regular files: folders, FIFOs, a socket, devices, symbolic links."""
+    special = c.root / "special"
     special.mkdir(exist_ok=True)
     (special / "folder.pdf").mkdir(exist_ok=True)
-    out.append(CorpusEntry("special/folder.pdf", "is a directory, not a document", "directory"))
-    put("special/folder.pdf/inside.pdf", good, INDEXED, "inside-directory-named-pdf", pages=1)
+    c.out.append(CorpusEntry("special/folder.pdf", "is a directory, not a document", "directory"))
+    c.put("special/folder.pdf/inside.pdf", c.good, INDEXED, "inside-directory-named-pdf", pages=1)
     (special / "Folder.PNG").mkdir(exist_ok=True)
-    out.append(CorpusEntry("special/Folder.PNG", "is a directory, not a document", "directory"))
+    c.out.append(CorpusEntry("special/Folder.PNG", "is a directory, not a document", "directory"))
     if hasattr(os, "mkfifo"):
         for name in ("pipe.pdf", "pipe.png"):
             os.mkfifo(special / name)
-            out.append(CorpusEntry(f"special/{name}", "not a regular file (FIFO)", "fifo"))
+            c.out.append(CorpusEntry(f"special/{name}", "not a regular file (FIFO)", "fifo"))
     try:
         with socket.socket(socket.AF_UNIX) as s:
             s.bind(str(special / "socket.pdf"))
-        out.append(CorpusEntry("special/socket.pdf", "not a regular file (socket)", "socket"))
+        c.out.append(CorpusEntry("special/socket.pdf", "not a regular file (socket)", "socket"))
     except (OSError, AttributeError):  # AF_UNIX path too long, or no AF_UNIX
         pass
     links = {
         "devnull.pdf": ("/dev/null", "not a regular file (character device)", "device"),
         "dangling.pdf": ("no-such-target.pdf", "broken symbolic link (target missing)", "dangling-symlink"),
-        "dangling-abs.pdf": (str(root / "nowhere" / "gone.pdf"), "broken symbolic link (target missing)",
+        "dangling-abs.pdf": (str(c.root / "nowhere" / "gone.pdf"), "broken symbolic link (target missing)",
                              "dangling-symlink"),
         "loop-self.pdf": ("loop-self.pdf", "symbolic link loop", "symlink-loop"),
         "loop-a.pdf": ("loop-b.pdf", "symbolic link loop", "symlink-loop"),
@@ -791,23 +823,28 @@ def write_bad_corpus(root: str | Path, seed: int = 0) -> list[CorpusEntry]:
     }
     for name, (target, expect, kind) in links.items():
         os.symlink(target, special / name)
-        out.append(CorpusEntry(f"special/{name}", expect, kind, pages=1 if expect == INDEXED else None))
+        c.out.append(CorpusEntry(f"special/{name}", expect, kind, pages=1 if expect == INDEXED else None))
 
-    # a 1.5 GB file (sparse: no disk used), over the default max_bytes
+
+def _too_big(c: _BadCorpus) -> None:
+    """Files over the default max_bytes (sparse: no disk used)."""
+    special = c.root / "special"
     with open(special / "big.pdf", "wb") as f:
         f.write(b"%PDF-1.4\n")
         f.truncate(BIG_FILE_SIZE)
-    out.append(CorpusEntry("special/big.pdf", "1.5 GB file, over max_bytes=1.0 GB", "too-big"))
+    c.out.append(CorpusEntry("special/big.pdf", "1.6 GB file, over max_bytes=1.1 GB", "too-big"))
     with open(special / "big-2g.tiff", "wb") as f:
         f.write(b"II*\x00")
         f.truncate(2 << 30)
-    out.append(CorpusEntry("special/big-2g.tiff", "2.0 GB file, over max_bytes=1.0 GB", "too-big"))
+    c.out.append(CorpusEntry("special/big-2g.tiff", "2.1 GB file, over max_bytes=1.1 GB", "too-big"))
 
-    # names: not valid UTF-8 (valid documents index fine), odd but valid
+
+def _names(c: _BadCorpus) -> None:
+    """Names: not valid UTF-8 (valid documents index fine), odd but valid."""
     for raw in (b"latin1-\xe9t\xe9.pdf", b"bad-\xff\xfe.pdf", b"cp1252-\x93quoted\x94.pdf", b"\xc3(half-utf8.pdf"):
-        put(b"names/" + raw, good, INDEXED, "non-utf8-name", pages=1)
-    put(b"names/\xe9-corrupt.pdf", b"%PDF-1.4\n" + bytes(300), bad_pdf, "non-utf8-name")
-    put(b"names/latin1-dir-\xe9/inside.pdf", good, INDEXED, "non-utf8-folder", pages=1)
+        c.put(b"names/" + raw, c.good, INDEXED, "non-utf8-name", pages=1)
+    c.put(b"names/\xe9-corrupt.pdf", b"%PDF-1.4\n" + bytes(300), _BAD_PDF, "non-utf8-name")
+    c.put(b"names/latin1-dir-\xe9/inside.pdf", c.good, INDEXED, "non-utf8-folder", pages=1)
     odd = ["with space.pdf", " leading-space.pdf", "trailing-space .pdf", "unicode-café-日本語.pdf",
            "emoji-\U0001F600.pdf", "percent%20encoded.pdf", "percent%.pdf", "hash#fragment.pdf",
            "question?mark.pdf", "plus+sign.pdf", "amp&eq=.pdf", "quote'double\".pdf", "back\\slash.pdf",
@@ -815,12 +852,13 @@ def write_bad_corpus(root: str | Path, seed: int = 0) -> list[CorpusEntry]:
            "-dash-first.pdf", "x" * 240 + ".pdf", "é" * 120 + ".pdf", "deep/a/b/c/d/e/f/g/nested.pdf",
            "dots..in..name.pdf", "no-dot-before-suffixpdf.pdf", "\u202eright-to-left.pdf", "nfd-cafe\u0301.pdf"]
     for name in odd:
-        put(f"names/{name}", good, INDEXED, "odd-name", pages=1)
+        c.put(f"names/{name}", c.good, INDEXED, "odd-name", pages=1)
 
-    # never listed: hidden, not a document suffix
+
+def _never_listed(c: _BadCorpus) -> None:
+    """Never listed: hidden, not a document suffix."""
     for name in (".hidden.pdf", ".hidden-dir/inside.pdf", "notes.txt", "archive.pdf.bak", "no-suffix"):
-        put(f"skipped/{name}", good, SKIPPED, "not-listed")
-    return out
+        c.put(f"skipped/{name}", c.good, SKIPPED, "not-listed")
 
 
 def bad_s3_objects(seed: int = 0) -> list[tuple[str, bytes, str]]:
@@ -860,10 +898,10 @@ def bad_s3_objects(seed: int = 0) -> list[tuple[str, bytes, str]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m snappy.synth blocks OUT [--pages N] [--seed S] [--dpi D]``: the block-level eval set."""
+    """``python -m snappy.testing.synth blocks OUT [--pages N] [--seed S] [--dpi D]``: the block-level eval set."""
     import argparse
 
-    p = argparse.ArgumentParser(prog="python -m snappy.synth", description="Generated documents with known boxes.")
+    p = argparse.ArgumentParser(prog="python -m snappy.testing.synth", description="Generated documents with known boxes.")
     sub = p.add_subparsers(dest="what", required=True)
     b = sub.add_parser("blocks", help="pages whose truth is a block or a line, as an eval JSONL + PNGs")
     b.add_argument("out")

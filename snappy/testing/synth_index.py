@@ -18,12 +18,12 @@ import pyarrow as pa
 from PIL import Image
 
 from snappy.encoders.base import Encoder, PageEmbedding
-from snappy.grid import PatchGrid
-from snappy.pages import Page
-from snappy.regions import Region
+from snappy.patches.grid import PatchGrid
+from snappy.documents.pages import Page
+from snappy.regions.region import Region
 from snappy.ids import doc_id_for, page_id_for
-from snappy.records import page_record, region_records
-from snappy.storage.schema import PAGES, REGIONS, IndexSettings, document_record, to_table, vectors_array
+from snappy.indexing.records import page_record, region_table
+from snappy.storage.schema import PAGES, IndexSettings, document_record, to_table, vectors_array
 from snappy.storage.tables import IndexStore
 
 
@@ -78,10 +78,10 @@ def write_index(uri: str, docs: Sequence[SynthDocSpec], encoder: Encoder | None 
             page = Page(image=image, number=n, width_pt=float(spec.size[0]), height_pt=float(spec.size[1]),
                         dpi=72.0, source=d.uri)
             page_rows.append(page_record(doc_id, page, emb, encoder.encoder_id))
-            region_rows.extend(region_records(doc_id, n, regions, emb.grid))
+            region_rows.append(region_table(doc_id, n, regions, emb.grid))
     store = IndexStore(uri, storage_options)
     store.upsert(doc_rows, to_table(PAGES, page_rows, dim) if page_rows else None,
-                 to_table(REGIONS, region_rows) if region_rows else None, dim=dim)
+                 pa.concat_tables(region_rows) if region_rows else None, dim=dim)
     return store
 
 

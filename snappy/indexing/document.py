@@ -20,17 +20,18 @@ import time
 from dataclasses import dataclass, field
 from typing import Sequence
 
+import pyarrow as pa
 from PIL import Image
 
-from snappy import textlayer
+from snappy.documents import textlayer
 from snappy.encoders.base import Encoder, PageEmbedding
 from snappy.ocr.base import OcrEngine
 from snappy.errors import DocumentError
-from snappy.pages import Page, RenderOptions, iter_pages
-from snappy.regions import Region
+from snappy.documents.pages import Page, RenderOptions, iter_pages
+from snappy.regions.region import Region
 from snappy.ids import content_hash, doc_id_for
-from snappy.records import page_record, region_records
-from snappy.storage.schema import IndexSettings, document_record, encode_image
+from snappy.indexing.records import page_record, region_table
+from snappy.storage.schema import IndexSettings, document_record, encode_image, regions_schema
 
 log = logging.getLogger(__name__)
 
@@ -54,17 +55,17 @@ def embed_pages(encoder: Encoder, images: Sequence[Image.Image],
 
 
 def page_rows(doc_id: str, page: Page, regions: Sequence[Region], embedding: PageEmbedding, encoder_id: str,
-              image_quality: int = 85) -> tuple[dict, list[dict]]:
+              image_quality: int = 85) -> tuple[dict, pa.Table]:
     """The pages row and the regions rows (overlaps precomputed) of one page."""
     row = page_record(doc_id, page, embedding, encoder_id, encode_image(page.image, image_quality))
-    return row, region_records(doc_id, page.number, regions, embedding.grid)
+    return row, region_table(doc_id, page.number, regions, embedding.grid)
 
 
 @dataclass
 class IndexedDocument:
     document: dict  # documents row (status "indexed" or "failed")
     pages: list[dict] = field(default_factory=list)
-    regions: list[dict] = field(default_factory=list)
+    regions: pa.Table = field(default_factory=lambda: regions_schema().empty_table())
     seconds: dict[str, float] = field(default_factory=dict)  # render / ocr / embed / records
 
     @property
@@ -104,7 +105,7 @@ def index_document(uri: str, data: bytes, encoder: Encoder, ocr: OcrEngine, sett
             for page, r, e in zip(batch, regs, embs):
                 prow, rrows = page_rows(doc_id_for(uri), page, r, e, encoder.encoder_id, image_quality)
                 pages.append(prow)
-                regions.extend(rrows)
+                regions.append(rrows)
             secs["records"] += time.perf_counter() - t
             n += len(batch)
     except DocumentError as e:
@@ -112,4 +113,4 @@ def index_document(uri: str, data: bytes, encoder: Encoder, ocr: OcrEngine, sett
         return IndexedDocument(document_record(uri, settings, size=size, digest=digest, error=e.reason),
                                seconds=secs)
     record = document_record(uri, settings, size=size, digest=digest, page_count=n)
-    return IndexedDocument(record, pages, regions, secs)
+    return IndexedDocument(record, pages, pa.concat_tables(regions) if regions else regions_schema().empty_table(), secs)

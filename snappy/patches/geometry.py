@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from snappy.grid import GridBlock, PatchGrid
+from snappy.patches.grid import GridBlock, PatchGrid
 
 QWEN_FAMILIES = ("colqwen2", "colqwen2.5", "colqwen3")
 IDEFICS3_FAMILIES = ("colidefics3", "colsmol", "colmodernvbert")
@@ -126,6 +126,9 @@ def idefics3_resized_size(
     Mirrors ``Idefics3ImageProcessor._preprocess``: ``resize`` (longest edge, then below the
     4096 px cap) followed by ``resize_for_vision_encoder`` (round up to whole tiles).
     """
+    from snappy._compat import ensure_torchvision_importable
+
+    ensure_torchvision_importable()
     from transformers.models.idefics3 import image_processing_idefics3 as ip_mod
 
     w, h = _page(page_size)

@@ -31,26 +31,16 @@ import time
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Mapping
 
+from rich.filesize import decimal
+
 from snappy.errors import DocumentError, SourceReadError, s3_reason
-from snappy.localfile import _display, _not_regular, _strerror, open_local_fd
-from snappy.pages import DOCUMENT_SUFFIXES, RenderOptions
+from snappy.documents.localfile import _display, _not_regular, _strerror, open_local_fd
+from snappy.documents.pages import DOCUMENT_SUFFIXES, RenderOptions
 from snappy.storage import fs
 
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20  # read/hash granularity (1 MiB)
-
-
-def human_size(n: int | float) -> str:
-    """``1610612736`` -> ``"1.5 GB"`` (binary multiples, one decimal)."""
-    n = float(n)
-    if n < 1024:
-        return f"{int(n)} bytes"
-    for unit in ("KB", "MB", "GB", "TB", "PB"):
-        n /= 1024.0
-        if n < 1024 or unit == "PB":
-            return f"{n:.1f} {unit}"
-    raise AssertionError  # unreachable
 
 
 @dataclass(frozen=True)
@@ -85,9 +75,6 @@ class SourceEntry:
                 "raw_path": None if self.raw_path is None else self.raw_path.hex()}
 
 
-SourceDocument = SourceEntry  # the former name
-
-
 @dataclass(frozen=True)
 class ReadLimits:
     max_bytes: int | None = 1 << 30  # larger documents are a DocumentError, raised before reading
@@ -111,7 +98,7 @@ class DocumentBytes:
         return self.data if self.data is not None else self.path  # type: ignore[return-value]
 
     def iter_pages(self, opts: RenderOptions = RenderOptions()):
-        from snappy.pages import iter_pages
+        from snappy.documents.pages import iter_pages
 
         return iter_pages(self.content, opts, source=self.uri)
 
@@ -302,7 +289,7 @@ class Source:
 
     def _over_max(self, uri: str, size: int, limits: ReadLimits) -> None:
         if limits.max_bytes is not None and size > limits.max_bytes:
-            raise DocumentError(uri, f"{human_size(size)} file, over max_bytes={human_size(limits.max_bytes)}")
+            raise DocumentError(uri, f"{decimal(size)} file, over max_bytes={decimal(limits.max_bytes)}")
 
     def _open_local(self, path: str | bytes, uri: str, limits: ReadLimits) -> DocumentBytes:
         fd, st = open_local_fd(path, uri)
@@ -410,8 +397,4 @@ class Source:
     def _make_client(self, timeout_s: float | None = None, attempts: int = 5):
         return fs.s3_client(self.options, timeout_s, attempts)
 
-    def contains(self, uri: str) -> bool:
-        """Whether ``uri`` lies under this source's root (used to scope pruning)."""
-        root = self.root.rstrip("/")
-        return uri == root or uri.startswith(root + "/")
 

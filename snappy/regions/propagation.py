@@ -18,11 +18,12 @@ from typing import Literal, NamedTuple
 import numpy as np
 import scipy.sparse as sp
 
-from snappy.regions import box_areas
+from snappy.regions.region import box_areas
 
 Reduce = Literal["max", "mean", "sum"]
 Method = Literal["iou", "ior", "mean", "max"]
 METHODS: tuple[str, ...] = ("iou", "ior", "mean", "max")
+DEFAULT_METHOD: Method = "iou"  # the paper's
 
 
 def intersection_areas(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -57,23 +58,6 @@ class RegionOverlap:
         return cls(intersection_matrix(region_boxes, patch_boxes), box_areas(region_boxes, np.float32),
                    box_areas(patch_boxes, np.float32))
 
-    @classmethod
-    def from_lists(cls, patch_idx: list[np.ndarray], patch_inter: list[np.ndarray],
-                   region_area: np.ndarray, patch_area: np.ndarray) -> "RegionOverlap":
-        """Rebuild from per-region (patch indices, intersection areas), as stored in the index."""
-        lengths = np.fromiter((len(i) for i in patch_idx), dtype=np.int64, count=len(patch_idx))
-        indptr = np.concatenate([[0], np.cumsum(lengths)])
-        indices = np.concatenate(patch_idx).astype(np.int32) if len(patch_idx) else np.zeros(0, np.int32)
-        data = np.concatenate(patch_inter).astype(np.float32) if len(patch_inter) else np.zeros(0, np.float32)
-        inter = sp.csr_matrix((data, indices, indptr), shape=(len(patch_idx), len(patch_area)))
-        return cls(inter, np.asarray(region_area, np.float32), np.asarray(patch_area, np.float32))
-
-    def to_lists(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """Per region: (patch indices int32, intersection areas float32)."""
-        ip, ix, d = self.inter.indptr, self.inter.indices, self.inter.data
-        return ([ix[ip[i]:ip[i + 1]].astype(np.int32) for i in range(self.n_regions)],
-                [d[ip[i]:ip[i + 1]].astype(np.float32) for i in range(self.n_regions)])
-
     @property
     def n_regions(self) -> int:
         return self.inter.shape[0]
@@ -105,7 +89,7 @@ def entry_weights(rows: np.ndarray, inter: np.ndarray, region_area: np.ndarray, 
     of the region the patch covers); ``mean`` / ``max``: equal. Denominators are guarded (a
     degenerate box never divides by zero); a weight that is not positive is 0, and a region whose
     weights are all 0 keeps them 0. The one implementation: :class:`RegionOverlap` (sparse matrices)
-    and ``snappy.search.regions`` (flat arrays of many pages) both call it.
+    and ``snappy.search.region_rows`` (flat arrays of many pages) both call it.
     """
     a = np.asarray(inter, np.float64)
     region_area = np.asarray(region_area, np.float64)

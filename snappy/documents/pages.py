@@ -20,7 +20,7 @@ from typing import Iterator
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from snappy.errors import DocumentError, SourceReadError, clean_message
-from snappy.localfile import _display, open_local_fd
+from snappy.documents.localfile import _display, open_local_fd
 
 PDF_SUFFIXES = {".pdf"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp"}
@@ -39,7 +39,7 @@ class RenderOptions:
     max_side: int | None = 20_000  # px, either side of a rendered page / image
     max_aspect: float | None = 50.0  # long side / short side
     max_render_s: float | None = 1800.0  # rendering time per document, checked between pages
-    # PDF text layer (snappy.textlayer) read while each page is open: "off" (nothing read), "auto"
+    # PDF text layer (snappy.documents.textlayer) read while each page is open: "off" (nothing read), "auto"
     # (regions + what OCR the page still needs), "only" (regions, never OCR). Images have no text layer.
     text_layer: str = "off"
 
@@ -58,7 +58,7 @@ class Page:
     dpi: float
     source: str
     # With RenderOptions.text_layer != "off": the text-layer line regions (page pixels) and the
-    # snappy.textlayer.PageDecision (what OCR the page still needs); None when not read.
+    # snappy.documents.textlayer.PageDecision (what OCR the page still needs); None when not read.
     regions: list | None = None
     decision: object | None = None
 
@@ -75,13 +75,13 @@ class Page:
         return self.image.size
 
     def checked(self, check) -> "Page":
-        """This page once its document's text-layer OCR check (a ``snappy.textlayer.LayerCheck``, or
+        """This page once its document's text-layer OCR check (a ``snappy.documents.textlayer.LayerCheck``, or
         None) is known: unchanged, or, when the layer reads wrong, sent to OCR (``textlayer.after_check``)."""
         if self.decision is None or check is None or check.ok is not False:
             return self
         from dataclasses import replace
 
-        from snappy.textlayer import after_check
+        from snappy.documents.textlayer import after_check
 
         regions, decision = after_check(self.regions, self.decision, check)
         return replace(self, regions=regions, decision=decision)
@@ -231,23 +231,6 @@ def _clean(e: BaseException) -> str:
 
 
 # ---------------------------------------------------------------------- entry points
-def count_pages(data: bytes | str | os.PathLike, source: str | None = None) -> int:
-    """Page count without rendering."""
-    with _opened(data, source) as (src, head, source):
-        if _is_pdf(head):
-            pdf, _ = _open_pdf(src, source)
-            try:
-                return len(pdf)
-            finally:
-                pdf.close()
-        img = _open_image(src, head, source)
-        try:
-            return _frame_count(img, source)
-        finally:
-            img.close()
-            img._snappy_fp.close()
-
-
 def iter_pages(data: bytes | str | os.PathLike, opts: RenderOptions = RenderOptions(),
                source: str | None = None) -> Iterator[Page]:
     """Yield the pages of a PDF or image file (given as a path or its bytes).
@@ -265,6 +248,7 @@ def iter_pages(data: bytes | str | os.PathLike, opts: RenderOptions = RenderOpti
 
 def load_pages(data: bytes | str | os.PathLike, opts: RenderOptions = RenderOptions(),
                source: str | None = None) -> list[Page]:
+    """All pages of a document at once (:func:`iter_pages` renders them one at a time)."""
     return list(iter_pages(data, opts, source))
 
 
@@ -351,7 +335,7 @@ def _pdf_pages(src: bytes | _File, opts: RenderOptions, source: str) -> Iterator
 
     text_layer = opts.text_layer
     if text_layer != "off":
-        from snappy.textlayer import MODES
+        from snappy.documents.textlayer import MODES
 
         if text_layer not in MODES:
             raise ValueError(f"unknown text layer mode {text_layer!r}; expected one of {', '.join(MODES)}")
@@ -391,7 +375,7 @@ def _pdf_pages(src: bytes | _File, opts: RenderOptions, source: str) -> Iterator
 def _read_text_layer(page, image, mode: str, source: str, number: int):
     """(regions, decision) of an open page; a text layer pdfium cannot read means OCR the page
     (the page itself rendered: never a document error)."""
-    from snappy.textlayer import PageDecision, text_layer_regions
+    from snappy.documents.textlayer import PageDecision, text_layer_regions
 
     try:
         return text_layer_regions(page, image, mode)
@@ -405,7 +389,7 @@ def _read_text_layer(page, image, mode: str, source: str, number: int):
 
 def image_decision(mode: str):
     """The decision for a page with no text layer (an image file): OCR it whole, unless "only"."""
-    from snappy.textlayer import PageDecision
+    from snappy.documents.textlayer import PageDecision
 
     if mode == "only":
         return PageDecision("none", "image: no text layer; text layer only", code="only")

@@ -2,7 +2,7 @@
 
 :class:`Committer` takes the small reports the Ray pipeline streams back to the driver (pages,
 documents, written fragments), settles each document once all its pages are in
-(:mod:`snappy.settle`), and commits at least every ``Cadence.every_docs`` settled documents or
+(:mod:`snappy.indexing.settle`), and commits at least every ``Cadence.every_docs`` settled documents or
 ``Cadence.every_s`` seconds (:mod:`snappy.storage.commit`: readers see whole documents or none).
 No Ray here: ``pipelines/index.py`` feeds it; ``tests/test_committer.py`` drives it by hand.
 """
@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from snappy.plan import KnownDocuments, Plan, doc_keys
-from snappy.settle import DocumentTracker, document_row, rejected_row
+from snappy.indexing.plan import KnownDocuments, Plan, doc_keys
+from snappy.indexing.settle import DocumentTracker, document_row, rejected_row
 from snappy.storage.commit import CommitBatch, sql_list
 from snappy.storage.schema import CODES, DOCUMENTS, PAGES, REGIONS, SCHEMAS, IndexSettings
 

@@ -3,7 +3,7 @@
 The index stores, for every region, the patches it overlaps and the intersection areas
 (``patch_idx``, ``patch_inter``; computed once at index time). What scoring needs beyond that does
 not depend on the query either: the normalised weights of each method (``iou``: intersection over
-union with each patch, divided by the region's total; :func:`snappy.propagation.entry_weights`). :class:`RegionStore` fetches the regions of
+union with each patch, divided by the region's total; :func:`snappy.regions.propagation.entry_weights`). :class:`RegionStore` fetches the regions of
 result pages in one read per query batch, computes those weights for all of them at once (flat
 arrays, no per-page sparse matrices), and keeps them in an LRU cache, so a page seen again costs
 one gather and one segment sum: ``score[r] = sum_j w[j] * s[idx[j]]`` over region ``r``'s entries.
@@ -19,10 +19,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import scipy.sparse as sp
 
-from snappy.blocks import PageLevels, select_level
-from snappy.grid import PatchGrid
-from snappy.propagation import METHODS, RegionOverlap, entry_weights
-from snappy.regions import box_areas
+from snappy.regions.blocks import PageLevels, select_level
+from snappy.patches.grid import PatchGrid
+from snappy.regions.propagation import METHODS, RegionOverlap, entry_weights
+from snappy.regions.region import box_areas
 
 REGION_COLUMNS = ["region_id", "page_id", "region_index", "bbox", "bbox_norm", "text", "confidence", "level",
                   "parent", "area", "patch_idx", "patch_inter"]
@@ -44,7 +44,7 @@ class PageRegions:
     patch_area: float = 0.0  # the page's patch area, px^2 (0: unknown)
 
     def select(self, region_scores: np.ndarray, threshold, level: str = "line"):
-        """The rows to return for these scores (:func:`snappy.blocks.select_level`)."""
+        """The rows to return for these scores (:func:`snappy.regions.blocks.select_level`)."""
         if self._levels is None:
             levels = self.levels if self.levels is not None else np.full(self.n_regions, "line", dtype=object)
             self._levels = PageLevels.build(levels, self.parent, self.area, self.patch_area)

@@ -1,0 +1,1 @@
+"""Generated documents and small hand-made indexes (tests, benchmarks, samples)."""

@@ -63,7 +63,7 @@ class BlockOptions:
     block_ratio: float = 0.85  # auto: a block whose lead over the page mean is >= this x its best line's: whole
     line_ratio: float = 0.6  # auto: below this x its best line's lead, a block answers with its lines
     shrink: float = 0.5  # auto: a region of a patches' area keeps a/(a+shrink) of its lead over the page mean
-    support: float = 0.7  # auto: two or more lines with this share of the best line's lead: block and line too
+    support: float = 0.35  # auto: two or more lines with this share of the best line's lead: block and line too
 
 
 _NUMERIC = re.compile(r"^[\W\d_]*\d[\W\d_]*$")  # digits with punctuation/currency only: "80.90", "$1,200"

@@ -237,7 +237,7 @@ class _FixedScorer:
         return PageAnalysis(self.lines, region_scores(ps, ov, "iou"), ov, patches, self.size, None, ps, "iou")
 
 
-def test_default_selection_ceilings_per_level_and_questions_without_words():
+def test_default_selection_ceilings_per_level_and_questions_without_words(tmp_path):
     from snappy.regions.blocks import DEFAULT_LEVEL, parse_selection
     from snappy.eval.datasets import EvalSample, EvidencePage
     from snappy.eval.runner import plan_selections, run_selections, selection_level, summarize_records
@@ -264,3 +264,11 @@ def test_default_selection_ceilings_per_level_and_questions_without_words():
     assert s["no_words"] == [{"sample_id": "dash", "question": " - : "}]
     assert s["ceilings"]["line"]["hit_rate"]["0.5"] == pytest.approx(0.5)
     assert s["ceilings"]["auto"]["hit_rate"]["0.5"] == 1.0
+    # rescored from its records (`snappy eval -p samples.jsonl`): the same questions scored, kept in lines
+    from snappy.eval.predictions import evaluate_predictions, load_predictions
+
+    path = tmp_path / "samples.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in res["default"].records))
+    again = evaluate_predictions(load_predictions(path))
+    assert again["n_scored"] == 2 and again["n_failed"] == 0
+    assert again["precision"]["kept_fraction"] == pytest.approx(s["systems"]["method"]["precision"]["kept_fraction"])

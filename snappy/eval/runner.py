@@ -449,6 +449,8 @@ def _sample_record(sample: EvalSample, analyses: Sequence[PageAnalysis], cfg: Ev
                 "curve": res["curve"], "oracle_curve": res.get("oracle_curve"),
                 "peak": round(why.peak, 4) if why else 0.0, "no_selection": why.reason if why else "no regions",
                 "ceilings": _level_ceilings(page.gt_boxes, a, cfg.method),
+                # the page's lines when the regions are blocks or lines and blocks (kept fractions in lines)
+                "line_bboxes": None if view.lines is None else view.lines.round(2).tolist(),
             })
     except Exception as e:
         return _failed(rec, sample, e)

@@ -78,6 +78,7 @@ def run(datasets: list[str], ocr: str, cache: Path, thresholds: list[str], encod
                 sy = summ["systems"]
                 rows[key] = {"n": summ["n_scored"], "no_words": len(summ["no_words"]),
                              "ceiling": _fig(sy.get("ceiling"), "hit@0.5"),
+                             "ceiling_prec": _fig(sy.get("ceiling"), "area_precision"),
                              "oracle_hit": _fig(sy.get("oracle"), "hit@0.5"),
                              "oracle_prec": _fig(sy.get("oracle"), "area_precision"),
                              "oracle_kept": _fig(sy.get("oracle"), "kept_fraction"),

@@ -19,6 +19,12 @@ Sources (repository, commit, paths, licence):
   Questions: each ``*_value`` whose ``*_key`` is on the page is asked by the key's text ("TOTAL" ->
   the total's box: a value beside its label); a store address is asked by its words and its truth
   is every address box (an address given one box per line); product items by their own text.
+- ``irsforms`` (form layouts; the answer is one field's value): conmecto/instead-assignment @
+  8ce0906, ``test-scripts/{fw4,fw9,f1040,fw2}.pdf`` (IRS forms W-4, W-9, 1040, W-2: US government
+  works, public domain). Real layouts, **not scans**: each page is rendered at 150 dpi, every text
+  field (AcroForm widget at least 60 x 8 pt) gets a made-up value drawn into its box, and a question
+  asks for a field by the printed label beside or above it (up to 4 words read from the text layer);
+  its truth is the drawn value's box. W-2 is limited to its first 2 pages (the others repeat them).
 
 Usage::
 
@@ -39,6 +45,8 @@ import subprocess
 from collections import Counter
 from pathlib import Path
 
+IRS_COMMIT = "8ce0906"
+IRS_FORMS = {"fw4": None, "fw9": None, "f1040": None, "fw2": 2}  # form -> pages used (None: all)
 PUBLAYNET_COMMIT = "a9a8113"
 PUBLAYNET_KINDS = {1: "text", 2: "title", 3: "list"}  # blocks with words; tables and figures are left out
 MMOCR_HEAD = "966296f26ac34cf0e96d40ab4a0a94c9a697909a"
@@ -141,6 +149,77 @@ def wildreceipt(mirror: str, out: Path) -> Path:
     return _write(out, rows)
 
 
+def _label_words(textpage, l: float, b: float, r: float, t: float) -> list[str]:
+    """Up to 4 words of the printed label left of a field (same row), else just above it (PDF points)."""
+    h = t - b
+    for box in ((max(l - 220, 0), b - 0.2 * h, l - 1, t + 0.2 * h), (l, t, r, t + max(h, 10))):
+        words = [w for w in WORD.findall(textpage.get_text_bounded(*box)) if len(w) >= 3 and w.isalpha()]
+        if words:
+            return words[-4:]
+    return []
+
+
+def irsforms(mirror: str, out: Path, dpi: float = 150.0, per_page: int = 6, seed: int = 0) -> Path:
+    import random
+
+    import matplotlib
+    import pypdfium2 as pdfium
+    import pypdfium2.raw as raw
+    from PIL import ImageDraw, ImageFont
+
+    rng = random.Random(seed)
+    font_path = Path(matplotlib.__file__).parent / "mpl-data/fonts/ttf/DejaVuSans.ttf"
+    scale = dpi / 72.0
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for form, n_pages in IRS_FORMS.items():
+        pdf = pdfium.PdfDocument(git_show(mirror, IRS_COMMIT, f"test-scripts/{form}.pdf"))
+        pdf.init_forms()
+        fh = pdf.formenv.raw
+        for i in range(min(len(pdf), n_pages or len(pdf))):
+            page = pdf[i]
+            x0, _, _, y1 = page.get_bbox()
+            fields = []
+            for k in range(raw.FPDFPage_GetAnnotCount(page.raw)):
+                a = raw.FPDFPage_GetAnnot(page.raw, k)
+                if (raw.FPDFAnnot_GetSubtype(a) == raw.FPDF_ANNOT_WIDGET
+                        and raw.FPDFAnnot_GetFormFieldType(fh, a) == raw.FPDF_FORMFIELD_TEXTFIELD):
+                    rect = raw.FS_RECTF()
+                    raw.FPDFAnnot_GetRect(a, rect)
+                    if rect.right - rect.left >= 60 and rect.top - rect.bottom >= 8:
+                        fields.append((rect.left, rect.bottom, rect.right, rect.top))
+                raw.FPDFPage_CloseAnnot(a)
+            if not fields:
+                continue
+            image = page.render(scale=scale, may_draw_forms=True).to_pil().convert("RGB")
+            draw = ImageDraw.Draw(image)
+            textpage = page.get_textpage()
+            name = f"{form}_{i + 1}.png"
+            asked = []
+            for (l, b, r, t) in fields:
+                px = ((l - x0) * scale, (y1 - t) * scale, (r - x0) * scale, (y1 - b) * scale)
+                size = max(8, int(0.6 * (px[3] - px[1])))
+                font = ImageFont.truetype(str(font_path), size)
+                value = rng.choice([f"{rng.randint(10, 99999)}", f"{rng.randint(1, 12)}/{rng.randint(1, 28)}/2024",
+                                    " ".join(w.title() for w in rng.sample(_VALUE_WORDS, 2))])
+                org = (px[0] + 4, px[1] + (px[3] - px[1] - size) / 2)
+                box = draw.textbbox(org, value, font=font)
+                if box[2] > px[2]:  # does not fit: leave the field empty
+                    continue
+                draw.text(org, value, fill=(20, 20, 90), font=font)
+                q = _label_words(textpage, l, b, r, t)
+                if len(q) >= 1:
+                    asked.append({"query": " ".join(q), "boxes": [[round(v, 1) for v in box]]})
+            image.save(out / name)
+            for k, q in enumerate(rng.sample(asked, min(per_page, len(asked)))):
+                rows.append({"id": f"{name[:-4]}_{k}", "image": name, "category": "form field", **q})
+    return _write(out, rows)
+
+
+_VALUE_WORDS = ["harbor", "maple", "quartz", "linden", "cobalt", "meadow", "juniper", "falcon", "granite", "willow",
+                "summit", "orchard", "beacon", "cedar", "marlow", "thistle"]
+
+
 def _write(out: Path, rows: list[dict]) -> Path:
     path = out / "dataset.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
@@ -150,7 +229,7 @@ def _write(out: Path, rows: list[dict]) -> Path:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("source", choices=("publaynet", "wildreceipt"))
+    p.add_argument("source", choices=("publaynet", "wildreceipt", "irsforms"))
     p.add_argument("mirror", help="the source repository's git directory (bare mirror)")
     p.add_argument("out", type=Path)
     p.add_argument("--ocr", default="paddle", help="publaynet: the engine that reads the words for the queries")
@@ -158,6 +237,8 @@ def main() -> None:
     a = p.parse_args()
     if a.source == "publaynet":
         publaynet(a.mirror, a.out, a.ocr, a.per_page)
+    elif a.source == "irsforms":
+        irsforms(a.mirror, a.out)
     else:
         wildreceipt(a.mirror, a.out)
 

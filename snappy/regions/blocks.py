@@ -60,7 +60,7 @@ class BlockOptions:
     min_y_overlap: float = 0.5  # vertical overlap / smaller height, within a row
     phrase_gap: float = 1.2  # horizontal gap / line height up to which row neighbours read as one phrase
     indent: float = 1.0  # a line starting and ending this many median heights right of the one above opens a paragraph
-    block_ratio: float = 0.85  # auto: a block whose lead over the page mean is >= this x its best line's: whole
+    block_ratio: float = 0.95  # auto: a block whose lead over the page mean is >= this x its best line's: whole
     line_ratio: float = 0.6  # auto: below this x its best line's lead, a block answers with its lines
     shrink: float = 0.5  # auto: a region of a patches' area keeps a/(a+shrink) of its lead over the page mean
     support: float = 0.35  # auto: two or more lines with this share of the best line's lead: block and line too

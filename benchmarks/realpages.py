@@ -31,6 +31,7 @@ Usage::
     # mirrors: the `fetch` tool or `git clone --mirror https://github.com/OWNER/NAME`
     python benchmarks/realpages.py publaynet /work/.mirror/ibm-aur-nlp+PubLayNet/repo OUT/papers
     python benchmarks/realpages.py wildreceipt /work/.mirror/open-mmlab+mmocr/repo OUT/receipts
+    python benchmarks/realpages.py irsforms /work/.mirror/conmecto+instead-assignment/repo OUT/forms
     snappy eval --dataset OUT/papers/dataset.jsonl --ocr paddle --encoder lexical \\
         --thresholds line:gap,block:gap,default --out runs/papers
 """

@@ -454,10 +454,10 @@ def regions(repeat: int) -> dict:
     out = {"regions": 100, "grid": "24x31", "query_tokens": 20, "blocks": pb.n_regions - 100,
            "cached_us_per_page (scores only)": per_call_us(lambda: pr.scores(ps), repeat),
            "cached_us_per_page (scores + p50 selection)": per_call_us(lambda: select_regions(pr.scores(ps), thr), repeat),
-           "cached_us_per_page (lines + blocks: scores + the default selection, block level, gap rule)":
+           "cached_us_per_page (lines + blocks: scores + block level, gap rule)":
                per_call_us(lambda: pb.select(pb.scores(ps), gap, "block"), repeat),
-           "cached_us_per_page (lines + blocks: scores + p50 selection, level auto)":
-               per_call_us(lambda: pb.select(pb.scores(ps), thr, "auto"), repeat),
+           "cached_us_per_page (lines + blocks: scores + the default selection, auto level, gap rule)":
+               per_call_us(lambda: pb.select(pb.scores(ps), gap, "auto"), repeat),
            "first_time_us_per_page (weights built from the stored rows, 10 pages at once)":
                per_call_us(lambda: build_page_regions(table, grids), max(repeat // 50, 5)) / pages,
            "before: overlap_from_table + region_scores per query and page":

@@ -173,7 +173,7 @@ def query(
     top_pages: int = typer.Option(DEFAULT_TOP_PAGES, "--top-pages", "-k", help=f"result pages (1..{MAX_TOP_PAGES})"),
     threshold: str = typer.Option(DEFAULT_THRESHOLD, help="region selection: p50 | adaptive[:k] | top3 | gap[:share] | 0.4"),
     method: str = typer.Option(DEFAULT_METHOD, help="region scoring: iou | ior | mean | max"),
-    level: str = typer.Option(DEFAULT_LEVEL, help="regions returned: line | block | auto (blocks whose lines are selected)"),
+    level: str = typer.Option(DEFAULT_LEVEL, help="regions returned: line | block | auto (per block: the block, its lines or both, from the evidence)"),
     encoder: Optional[str] = typer.Option(None, help="query encoder (default: the one the index was built with)"),
     as_json: bool = typer.Option(False, "--json", help="print the result pages as JSON"),
     patch_scores: bool = typer.Option(False, "--patch-scores", help="include per-patch scores and grids in --json"),

@@ -4,7 +4,7 @@
     curl -s localhost:8000/query -H 'content-type: application/json' \\
          -d '{"query": "total amount due", "top_pages": 3, "threshold": "p50"}'
 
-- ``POST /query`` {query, top_pages=5, threshold="gap", method="iou", level="block"} -> the same JSON list as
+- ``POST /query`` {query, top_pages=5, threshold="gap", method="iou", level="auto"} -> the same JSON list as
   ``snappy query --json``: only pages that match the query; an empty list names why in the
   ``X-Snappy-Reason`` header. The snapshot it was answered from is in the ``X-Snappy-Snapshot`` header.
   A request that cannot be searched gets 400 with ``{"error": reason, "field": ...}``; a body over

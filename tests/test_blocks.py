@@ -27,9 +27,14 @@ def test_grouping_recovers_every_asked_block(layout):
         if BLOCK_LAYOUTS[p % len(BLOCK_LAYOUTS)] != layout:
             continue
         lines, groups = _truth_lines(page)
-        labels = group_lines(np.array([r.bbox for r in lines]))
+        labels = group_lines(np.array([r.bbox for r in lines]), texts=[r.text for r in lines])
         for q in (q for q in questions if q.page == p):
             members = [i for i, g in enumerate(groups) if g == q.block]
+            if q.kind == "table_row":  # a table's cells stay units of their own: no row, no column
+                assert len(set(labels[members])) == len(members), f"row {q.block} joined its cells"
+                assert all((labels == labels[i]).sum() == 1 for i in members), f"row {q.block}: a cell stacked"
+                checked += 1
+                continue
             block = set(labels[members])
             assert len(block) == 1, f"{layout}: block {q.block} split into {block}"
             others = [i for i in range(len(lines)) if labels[i] in block and groups[i] != q.block]
@@ -48,16 +53,97 @@ def test_blocks_have_union_boxes_reading_order_text_and_parents():
              Region((50, 340, 450, 360), size, "left 1"), Region((50, 366, 450, 386), size, "left 2"),
              Region((520, 340, 900, 360), size, "right 1"), Region((520, 366, 900, 386), size, "right 2")]
     blocks, labels = blocks_from_lines(lines)
-    assert [b.text for b in blocks] == ["A Heading", "para one para two para three", "cell a cell b cell c",
+    assert [b.text for b in blocks] == ["A Heading", "para one para two para three", "cell a", "cell b", "cell c",
                                         "left 1 left 2", "right 1 right 2"]
     assert blocks[1].bbox == (50, 100, 900, 172) and all(b.level == "block" for b in blocks)
     stored, parent = with_blocks(lines)  # blocks of two or more lines are stored; the heading is one line
-    assert len(stored) == len(lines) + 4 and list(parent[len(lines):]) == [-1] * 4 and parent[0] == -1
+    assert len(stored) == len(lines) + 3 and list(parent[len(lines):]) == [-1] * 3 and parent[0] == -1
     assert [stored[p].text for p in parent[1:4]] == ["para one para two para three"] * 3
+    assert list(parent[4:7]) == [-1] * 3  # cells of a row are lines by themselves
     line_rows, block_rows, line_block = split_levels([r.level for r in stored], parent)
-    assert list(line_rows) == list(range(len(lines))) and list(line_block) == [-1] + list(labels[1:] - 1)
+    assert list(line_rows) == list(range(len(lines))) and list(line_block[:4]) == [-1, 0, 0, 0]
     pl = PageLevels.build([r.level for r in stored], parent, [r.area for r in stored])
-    assert list(pl.unit_rows) == [0] + list(range(len(lines), len(lines) + 4))  # the block level's rows
+    assert list(pl.unit_rows) == [0, 4, 5, 6] + list(range(len(lines), len(lines) + 3))  # the block level's rows
+
+
+# ------------------------------------------------------------------ grouping cases (forms, receipts, tables)
+
+SIZE = (1200, 1600)
+
+
+def _labels(rows):
+    """Block labels of ``(box, text)`` lines, and a lookup: text -> set of texts in its block."""
+    boxes = np.array([b for b, _ in rows], float)
+    texts = [t for _, t in rows]
+    lab = group_lines(boxes, texts=texts)
+    return {t: {u for u, m in zip(texts, lab) if m == lab[i]} for i, t in enumerate(texts)}
+
+
+def test_a_form_row_keeps_its_fields_apart_and_pairs_each_label_with_its_value():
+    # "FAX NUMBER: ...  PHONE NUMBER: ..." on one row, a plain two-cell row under it
+    g = _labels([((50, 100, 230, 122), "FAX NUMBER:"), ((250, 100, 420, 122), "(212) 555-0198"),
+                 ((620, 100, 830, 122), "PHONE NUMBER:"), ((850, 100, 1020, 122), "(212) 555-0142"),
+                 ((50, 160, 150, 182), "DATE"), ((400, 160, 560, 182), "12 March 1998")])
+    assert g["FAX NUMBER:"] == {"FAX NUMBER:", "(212) 555-0198"}  # a key/value pair
+    assert g["PHONE NUMBER:"] == {"PHONE NUMBER:", "(212) 555-0142"}  # the row's other field stays apart
+    assert g["DATE"] == {"DATE"} and g["12 March 1998"] == {"12 March 1998"}  # no colon, far apart: two cells
+
+
+def test_a_line_split_by_the_detector_reads_as_one_phrase():
+    g = _labels([((50, 100, 300, 122), "Total amount due"), ((318, 100, 420, 122), "this month")])
+    assert g["Total amount due"] == {"Total amount due", "this month"}
+
+
+def test_key_value_pair_block_and_its_value_line_are_both_answers():
+    size = (1000, 1400)
+    lines = [Region((50, 100, 160, 120), size, "Fax:"), Region((300, 100, 480, 120), size, "555 0142"),
+             Region((50, 300, 900, 320), size, "body one"), Region((50, 326, 900, 346), size, "body two")]
+    stored, parent = with_blocks(lines)
+    assert [r.text for r in stored[4:]] == ["Fax: 555 0142", "body one body two"]
+    pl = PageLevels.build([r.level for r in stored], parent, [r.area for r in stored])
+    # the evidence sits on the value: the value line, not the pair, is returned (with the pair in between)
+    scores = np.array([0.1, 0.9, 0.0, 0.0, 0.5, 0.0])
+    assert list(select_level(scores, pl, threshold="gap", level="auto").kept) == [1]
+    scores = np.array([0.8, 0.9, 0.0, 0.0, 0.85, 0.0])  # the question is about the pair: the pair
+    assert 4 in select_level(scores, pl, threshold="gap", level="auto").kept
+
+
+def test_a_receipt_price_column_is_not_stacked_but_item_lines_of_one_entry_are():
+    rows = []
+    for k, (item, price) in enumerate([("Chicken burger", "80.90"), ("Iced lemon tea", "100.00"),
+                                       ("Service charge", "19.10")]):
+        y = 200 + 30 * k
+        rows += [((60, y, 300, y + 22), item), ((900, y, 990, y + 22), price)]
+    g = _labels(rows)
+    assert all(g[p] == {p} for p in ("80.90", "100.00", "19.10"))  # numbers never stack into a paragraph
+    assert all(g[i] == {i} for i in ("Chicken burger", "Iced lemon tea"))  # an item and its price stay apart too
+
+
+def test_a_numeric_table_column_is_not_a_paragraph():
+    rows = [((500, 100 + 26 * k, 560, 120 + 26 * k), f"{k * 7.5:.2f}") for k in range(6)]
+    g = _labels(rows)
+    assert all(len(v) == 1 for v in g.values())
+
+
+def test_a_multi_line_address_and_a_paragraph_still_group():
+    g = _labels([((60, 100, 200, 122), "Mailing address:"),
+                 ((400, 100, 640, 122), "221 Baker Street"), ((400, 128, 600, 150), "London NW1 6XE"),
+                 ((400, 156, 620, 178), "United Kingdom"),
+                 ((60, 300, 1100, 322), "The committee met on Tuesday to review the"),
+                 ((60, 328, 1100, 350), "budget for the coming year and approved the"),
+                 ((60, 356, 700, 378), "proposal without amendment.")])
+    assert g["221 Baker Street"] == {"221 Baker Street", "London NW1 6XE", "United Kingdom"}
+    assert len(g["proposal without amendment."]) == 3
+
+
+def test_table_rows_keep_their_cells_apart():
+    rows = []
+    for r in range(5):
+        y = 200 + 40 * r
+        rows += [((60, y, 180, y + 20), f"Item{r}"), ((400, y, 470, y + 20), f"{r * 13}"),
+                 ((700, y, 760, y + 20), f"{r * 7}.5")]
+    lab = group_lines(np.array([b for b, _ in rows], float), texts=[t for _, t in rows])
+    assert len(set(lab.tolist())) == len(rows)
 
 
 def test_grouping_of_nothing_and_of_one_line():
@@ -114,12 +200,56 @@ def test_levels():
     scores = np.array([0.9, 0.8, 0.1, 0.5, 0.0, 0.0, 0.0, 0.6, 0.12])
     assert list(select_level(scores, levels, parent, areas, "top3", "line").kept) == [0, 1, 3]
     assert list(select_level(scores, levels, parent, areas, "top1", "block").kept) == [7]
-    # auto: p1+p2 cover 2/3 of block p's line area -> the block, at p1's rank; q1 alone (1/4) stays a line
-    assert list(select_level(scores, levels, parent, areas, "top3", "auto").kept) == [7, 3]
     # a page stored without blocks: every level answers with lines
     assert list(select_level(scores[:7], levels[:7], None, areas[:7], "top2", "block").kept) == [0, 1]
+    assert list(select_level(scores[:7], levels[:7], None, areas[:7], "top2", "auto").kept) == [0, 1]
     with pytest.raises(ValueError, match="level"):
         select_level(scores, levels, parent, areas, "top1", "page")
+
+
+def _two_paragraphs():
+    size = (1000, 1400)
+    lines = [Region((50, 100 + 26 * k, 900, 120 + 26 * k), size, f"p{k}") for k in range(4)] + \
+            [Region((50, 300 + 26 * k, 900, 320 + 26 * k), size, f"q{k}") for k in range(4)]
+    stored, parent = with_blocks(lines)
+    assert [r.level for r in stored[8:]] == ["block", "block"]
+    return PageLevels.build([r.level for r in stored], parent, [r.area for r in stored])
+
+
+def test_auto_returns_the_block_when_the_evidence_covers_it():
+    pl = _two_paragraphs()
+    scores = np.array([0.8, 0.82, 0.79, 0.81, 0.1, 0.1, 0.12, 0.1, 0.805, 0.105])
+    assert list(select_level(scores, pl, threshold="gap", level="auto").kept) == [8]
+
+
+def test_auto_returns_the_line_when_the_evidence_sits_on_one_line():
+    pl = _two_paragraphs()
+    scores = np.array([0.1, 0.1, 0.1, 0.1, 0.1, 0.9, 0.1, 0.1, 0.1, 0.3])
+    assert list(select_level(scores, pl, threshold="gap", level="auto").kept) == [5]
+
+
+def test_auto_returns_block_and_best_line_in_between():
+    pl = _two_paragraphs()
+    # two of four lines carry the evidence: the block's lead over the mean is 0.7 of its best line's
+    scores = np.array([0.1, 0.1, 0.1, 0.1, 0.1, 0.9, 0.8, 0.4, 0.1, 0.73])
+    kept = select_level(scores, pl, threshold="gap", level="auto").kept
+    assert set(kept.tolist()) == {5, 9}
+
+
+def test_auto_is_scale_aware_a_tiny_fragment_does_not_outrank_the_paragraph():
+    size = (1000, 1400)
+    lines = [Region((50, 100 + 26 * k, 900, 120 + 26 * k), size, f"p{k}") for k in range(3)] + \
+            [Region((50, 400 + 26 * k, 900, 420 + 26 * k), size, f"q{k}") for k in range(6)] + \
+            [Region((940, 1350, 960, 1365), size, "7")]  # a page number: a fraction of a patch
+    stored, parent = with_blocks(lines)
+    assert [r.text for r in stored[10:]] == ["p0 p1 p2", "q0 q1 q2 q3 q4 q5"]
+    areas = [r.area for r in stored]
+    scores = np.array([0.6, 0.62, 0.58] + [0.1] * 6 + [0.9] + [0.6, 0.1])  # the number sits in a hot patch
+    plain = select_level(scores, [r.level for r in stored], parent, areas, "top1", "auto")
+    assert list(plain.kept) == [9]  # without the patch size, raw scores rule
+    pl = PageLevels.build([r.level for r in stored], parent, areas, patch_area=28 * 28)
+    kept = select_level(scores, pl, threshold="top1", level="auto").kept.tolist()
+    assert 9 not in kept and 10 in kept  # the paragraph (with its best line), not the page number
 
 
 def test_selection_specs_name_a_level_and_a_rule():
@@ -162,3 +292,14 @@ def test_an_index_written_before_blocks_is_migrated_and_answers_every_level(tmp_
     by_uri = {p.uri: p for p in pages}
     assert [(r.level, r.text) for r in by_uri["mem://new.pdf"].regions] == [
         ("block", "quarterly revenue grew by twelve percent in the northern region")]
+
+
+def test_paragraphs_set_without_a_gap_split_at_the_indent():
+    rows = [((60, 100, 1100, 122), "The first paragraph runs across the whole"),
+            ((60, 126, 1100, 148), "column and ends on a short"),
+            ((60, 152, 500, 174), "last line."),
+            ((110, 178, 1100, 200), "The second paragraph opens with an indent and"),
+            ((60, 204, 1100, 226), "continues flush left.")]
+    g = _labels(rows)
+    assert g["last line."] == {r[1] for r in rows[:3]}
+    assert g["continues flush left."] == {r[1] for r in rows[3:]}

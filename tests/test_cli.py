@@ -51,13 +51,12 @@ def test_query_json_schema(index_dir):
     assert top["regions"][0]["text"] == "Total amount due 1234 EUR"
     assert top["regions"][0]["bbox"] == [420.0, 500.0, 750.0, 540.0]
     assert "patch_scores" not in top
-    # the default: blocks (the invoice page's two lines share a row: one block), gap rule
+    # the default: auto level, gap rule. The invoice page's two lines form one block, but the evidence sits
+    # on the second: its line is returned
     r = runner.invoke(app, ["query", index_dir, "total amount due", "--top-pages", "1", "--json"])
     (top,) = json.loads(r.stdout)
-    assert [(g["text"], g["level"]) for g in top["regions"]] == [
-        ("Invoice number 4521 issued in March Total amount due 1234 EUR", "block")]
-    assert top["regions"][0]["bbox"] == [50.0, 500.0, 750.0, 540.0] and top["reason"] is None
-    assert top["peak"] == 0  # the page's only block: nothing to stand out from
+    assert [(g["text"], g["level"]) for g in top["regions"]] == [("Total amount due 1234 EUR", "line")]
+    assert top["regions"][0]["bbox"] == [420.0, 500.0, 750.0, 540.0] and top["reason"] is None
 
 
 def test_query_patch_scores_and_overlay(index_dir, tmp_path):
@@ -90,7 +89,7 @@ def test_inspect(index_dir, tmp_path):
     assert r.exit_code == 0, r.output
     info = json.loads(r.stdout)
     t = info["tables"]
-    # 7 OCR lines + 1 block (the invoice page's two lines share a row)
+    # 7 OCR lines + 1 block (the invoice page's two lines, a word space apart, read as one phrase)
     assert (t["documents"]["rows"], t["pages"]["rows"], t["regions"]["rows"]) == (3, 3, 8)
     assert all(t[n]["version"] == 1 and t[n]["bytes"] > 0 for n in ("documents", "pages", "regions"))
     assert t["documents"]["status"] == {"indexed": 2, "failed": 1}

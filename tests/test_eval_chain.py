@@ -185,6 +185,37 @@ def test_index_scorer_matches_the_chain(chain_run, synth_set, ocr_corpus, tmp_pa
         s["systems"]["method"]["mean_iou"])
 
 
+def test_default_selection_is_what_the_searcher_returns_by_default(chain_run, synth_set, ocr_corpus, tmp_path):
+    """`snappy eval --thresholds default` on indexed pages selects the regions `Searcher.query` returns
+    with its defaults (level, rule, method), block for block and line for line."""
+    import numpy as np
+
+    from snappy.eval.runner import IndexScorer, plan_selections, run_selections
+    from snappy.search import Searcher
+    from snappy.testing.synth_index import SynthDocSpec, SynthPageSpec, write_index
+
+    samples = chain_run[0]
+    path, _ = synth_set
+    docs = [SynthDocSpec(str(path.parent / f"{doc}_{number}.png"),
+                         [SynthPageSpec(page.size, [(r.bbox, r.text) for r in regions])])
+            for (doc, number), (page, regions) in ocr_corpus.items()]
+    write_index(str(tmp_path / "idx"), docs, LexicalEncoder())
+    searcher = Searcher(str(tmp_path / "idx"), encoder=LexicalEncoder())
+    cfgs = plan_selections(["default"])
+    (res,) = run_selections(samples, IndexScorer(searcher), cfgs, None, None, progress=False).values()
+    compared = 0
+    for sample, rec in zip(samples, res.records):
+        page = sample.pages[0]
+        hits = [p for p in searcher.query(sample.query, top_pages=len(docs)) if p.uri == str(page.image)]
+        if not hits:
+            continue
+        got = np.asarray([r.bbox for r in hits[0].regions], float).reshape(-1, 4)
+        want = np.asarray(rec["pages"][0]["pred_bboxes"], float).reshape(-1, 4)
+        np.testing.assert_allclose(got, want, atol=0.01, err_msg=sample.sample_id)
+        compared += 1
+    assert compared >= len(samples) - 1
+
+
 @pytest.mark.slow
 def test_cli_runs_on_ray_actors_and_resumes(synth_set, tmp_path):
     """`snappy eval --ray-actors 2`: the same records as a local run, streamed into samples.jsonl."""

@@ -180,3 +180,95 @@ def test_generic_jsonl_from_s3(tmp_path, monkeypatch):
 
         with pytest.raises(DatasetError, match="s3://evalset/set/data.jsonl: cannot look up S3 object"):
             exists("s3://evalset/set/data.jsonl", Forbidden())  # an error, not "does not exist"
+
+
+# ------------------------------------------------------------------ levels in the eval
+
+
+def _block_page():
+    """Six lines: a three-line paragraph, then three lone lines (one of them the answer)."""
+    from snappy.regions.region import Region
+
+    size = (1000, 1000)
+    lines = [Region((50, 100 + 26 * k, 900, 120 + 26 * k), size, f"para {k}") for k in range(3)] + \
+            [Region((50, 400 + 60 * k, 600, 420 + 60 * k), size, f"lone {k}") for k in range(3)]
+    return size, lines
+
+
+def test_kept_fraction_counts_line_equivalents_across_levels():
+    from snappy.regions.blocks import with_blocks
+    from snappy.regions.region import boxes_array
+
+    _, lines = _block_page()
+    stored, _ = with_blocks(lines)
+    boxes, lb = boxes_array(stored), boxes_array(lines)
+    assert stored[6].level == "block" and len(stored) == 7
+    gt = lb[[4]]
+    # one block of three lines, among six lines: half the page's lines, whatever the level says
+    s = score_page(gt, boxes[[6]], boxes, np.array([6]), lines=lb)
+    assert s.kept_fraction == pytest.approx(0.5) and s.n_selected == 1
+    assert score_page(gt, lb[[4]], lb, np.array([4])).kept_fraction == pytest.approx(1 / 6)
+    # random lines at the method's kept fraction: as many lines as the block covers
+    scores = np.array([0.9, 0.9, 0.9, 0.1, 0.1, 0.1, 0.9], np.float32)
+    res = evaluate_page(gt, boxes, scores, EvalConfig(threshold="top1", random_repeats=50, curve=("top1",)),
+                        np.random.default_rng(0), lines=lb,
+                        select=lambda sc, spec: np.array([6]))
+    assert res["scores"]["method"]["kept_fraction"] == pytest.approx(0.5)
+    assert res["scores"]["random"]["n_selected"] == 3 and res["scores"]["random"]["kept_fraction"] == pytest.approx(0.5)
+
+
+class _FixedScorer:
+    """A page scorer over given lines whose patch map is the truth box (for level tests)."""
+
+    name = "fixed"
+
+    def __init__(self, lines, size):
+        self.lines, self.size = lines, size
+
+    def analyse(self, page, query, sample):
+        from snappy.regions.propagation import RegionOverlap, region_scores
+        from snappy.regions.region import boxes_array
+        from snappy.eval.runner import PageAnalysis
+
+        xs, ys = np.meshgrid(np.arange(0, self.size[0], 50), np.arange(0, self.size[1], 50))
+        patches = np.stack([xs.ravel(), ys.ravel(), xs.ravel() + 50, ys.ravel() + 50], 1).astype(float)
+        ps = bl.oracle_patch_scores(patches, page.gt_boxes)
+        ov = RegionOverlap.build(patches, boxes_array(self.lines))
+        return PageAnalysis(self.lines, region_scores(ps, ov, "iou"), ov, patches, self.size, None, ps, "iou")
+
+
+def test_default_selection_ceilings_per_level_and_questions_without_words(tmp_path):
+    from snappy.regions.blocks import DEFAULT_LEVEL, parse_selection
+    from snappy.eval.datasets import EvalSample, EvidencePage
+    from snappy.eval.runner import plan_selections, run_selections, selection_level, summarize_records
+    from snappy.regions.propagation import DEFAULT_THRESHOLD, Threshold
+
+    assert parse_selection("default") == (DEFAULT_LEVEL, Threshold.parse(DEFAULT_THRESHOLD))
+    assert selection_level("default") == DEFAULT_LEVEL == "auto"
+    size, lines = _block_page()
+    para = [50, 100, 900, 172]
+    samples = [EvalSample("para", "para words", [EvidencePage(1, "page", np.array([para], float))]),
+               EvalSample("lone", "lone words", [EvidencePage(1, "page", np.array([lines[4].bbox], float))]),
+               EvalSample("dash", " - : ", [EvidencePage(1, "page", np.array([lines[4].bbox], float))])]
+    cfgs = plan_selections(["line:gap", "block:gap", "default"])
+    res = run_selections(samples, _FixedScorer(lines, size), cfgs, None, None, progress=False)
+    by = {k: {r["sample_id"]: r for r in v.records} for k, v in res.items()}
+    # every record carries the ceilings of all three levels, whatever its own level
+    assert by["line:gap"]["para"]["ceilings"]["line"] < 0.5 < by["line:gap"]["para"]["ceilings"]["block"]
+    assert by["line:gap"]["lone"]["ceilings"] == {"line": 1.0, "block": 1.0, "auto": 1.0}
+    # the default answers the paragraph with its block and the lone line with the line
+    assert by["default"]["para"]["values"]["oracle"][0] > 0.9 and by["default"]["lone"]["values"]["oracle"][0] == 1.0
+    assert by["line:gap"]["para"]["values"]["oracle"][0] < 0.5
+    s = summarize_records(res["default"].records, cfgs["default"])
+    assert s["n_scored"] == 2 and s["n_failed"] == 0  # the punctuation-only question is neither
+    assert s["no_words"] == [{"sample_id": "dash", "question": " - : "}]
+    assert s["ceilings"]["line"]["hit_rate"]["0.5"] == pytest.approx(0.5)
+    assert s["ceilings"]["auto"]["hit_rate"]["0.5"] == 1.0
+    # rescored from its records (`snappy eval -p samples.jsonl`): the same questions scored, kept in lines
+    from snappy.eval.predictions import evaluate_predictions, load_predictions
+
+    path = tmp_path / "samples.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in res["default"].records))
+    again = evaluate_predictions(load_predictions(path))
+    assert again["n_scored"] == 2 and again["n_failed"] == 0
+    assert again["precision"]["kept_fraction"] == pytest.approx(s["systems"]["method"]["precision"]["kept_fraction"])

@@ -188,14 +188,14 @@ def test_searcher_on_the_pipeline_index_finds_each_fact(ocr_run, sample_corpus):
         assert max(iou(best_region.bbox, t) for t in truth) >= 0.5, (fact.query, best_region.text)
         lines = searcher.regions_of([top.page_id])[top.page_id].filter(pc.not_equal(pc.field("level"), "block"))
         assert 1 <= len(top.regions) <= (lines.num_rows + 1) // 2  # p50 keeps at most half the page's lines
-    # the default (blocks, gap rule): the table question gets the table row holding its cell
+    # the default (auto level, gap rule): a table's cells stay units, so the question gets its cell
     cardamom = next(f for f in facts if "cardamom" in f.query)
     (top, *_) = searcher.query(cardamom.query, top_pages=1)
     truth = next(d for d in docs if d.name == cardamom.doc).pages[cardamom.page_number - 1].line_boxes_px(
         cardamom.line_text, DPI)[0]
-    row = top.regions[0]
-    assert row.level == "block" and "Kerala" in row.text and "cardamom" in row.text and "340" in row.text
-    assert row.bbox[0] <= truth[0] + 5 and row.bbox[2] >= truth[2] - 5  # the cell lies inside its row
+    cell = top.regions[0]
+    assert cell.level == "line" and "cardamom" in cell.text and "Kerala" not in cell.text
+    assert iou(cell.bbox, truth) >= 0.5
 
 
 def test_cli_index_then_query(ray_session, corpus_dir, tmp_path):

@@ -57,10 +57,11 @@ def test_hand_built_top_page_and_region(hand_index):
     # a two-token query: e5 and e7 both on page a/2; e7 sits in patch 9 (row 2) -> region "other"
     (res,) = s.search_vectors([np.stack([e(5), e(7)])], top_pages=1, threshold="top2", method="max", level="line")
     assert res[0].score == pytest.approx(2.0) and [r.text for r in res[0].regions] == ["target", "other"]
-    # "other" and "third" are stacked lines: one block. auto returns it whole ("other" is 2/3 of its area)
+    # "other" and "third" are stacked lines: one block, which scores as its best line under "max": auto returns
+    # it whole, ranked above the smaller "target" of equal score (scale-aware: the larger region is surer)
     (auto,) = s.search_vectors([np.stack([e(5), e(7)])], top_pages=1, threshold="top2", method="max", level="auto")
-    assert [(r.text, r.level) for r in auto[0].regions] == [("target", "line"), ("other third", "block")]
-    assert auto[0].regions[1].bbox == (0, 200, 400, 400) and auto[0].peak > 0 and auto[0].reason is None
+    assert [(r.text, r.level) for r in auto[0].regions] == [("other third", "block"), ("target", "line")]
+    assert auto[0].regions[0].bbox == (0, 200, 400, 400) and auto[0].peak > 0 and auto[0].reason is None
     d = res[0].to_dict()
     assert d["page_number"] == 2 and d["regions"][0]["bbox"] == [100.0, 0.0, 300.0, 100.0]
 
@@ -215,9 +216,8 @@ def test_query_actor_body(tmp_path):
     actor = QueryActorImpl(store.uri)
     pages = actor.query("total amount due", top_pages=1, threshold="top1", level="line")
     assert pages[0]["regions"][0]["text"] == "Total amount due 1234 EUR" and pages[0]["page_number"] == 2
-    (page,) = actor.query("total amount due", top_pages=1)  # default: blocks (the two lines share a row)
-    assert [(r["text"], r["level"]) for r in page["regions"]] == [
-        ("Invoice number 4521 issued in March Total amount due 1234 EUR", "block")]
+    (page,) = actor.query("total amount due", top_pages=1)  # default: auto; the evidence is on one line of the two
+    assert [(r["text"], r["level"]) for r in page["regions"]] == [("Total amount due 1234 EUR", "line")]
     assert actor.info()["pages"] == 3 and actor.refresh() is False
     out = QueryUDF(store.uri, top_pages=1, threshold="top1")({"query": np.array(["signature director"])})
     import json

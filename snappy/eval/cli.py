@@ -13,7 +13,14 @@ from typing import List, Optional
 
 import typer
 
-from snappy.eval.report import comparison_table, paper_table, precision_table, systems_table
+from snappy.eval.report import (
+    ceilings_table,
+    comparison_table,
+    no_words_note,
+    paper_table,
+    precision_table,
+    systems_table,
+)
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +111,7 @@ def eval_command(
     index: Optional[str] = typer.Option(None, "--index", help="Read pages from this snappy index instead of running OCR + encoder."),
     encoder: str = typer.Option("lexical", "--encoder", help="Encoder spec (lexical, tiny, colqwen2.5, an HF id or folder)."),
     ocr: str = typer.Option("paddle", "--ocr", help="OCR engine (paddle, rapid, tesseract)."),
-    thresholds: List[str] = typer.Option(["p50"], "--thresholds", "--threshold", help="Selection(s), comma-separated or repeated: p50 | adaptive[:k] | topK | a number. Several are evaluated from one OCR + encoder pass and compared in one report."),
+    thresholds: List[str] = typer.Option(["p50"], "--thresholds", "--threshold", help="Selection(s), comma-separated or repeated: [line:|block:|auto:]p50 | adaptive[:k] | topK | gap[:share] | a number; default = what snappy query does by default. Several are evaluated from one OCR + encoder pass and compared in one report."),
     methods: List[str] = typer.Option(["iou"], "--method", "--methods", help="Region scoring, comma-separated or repeated: iou (paper) | max | mean | ior."),
     name: Optional[str] = typer.Option(None, "--name", help="The run's name in tables and reports (default: OCR+encoder, or index:NAME)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (run.json, summary.json, samples.jsonl, report.md, figures)."),
@@ -297,6 +304,7 @@ def _dataset_mode(dataset, fmt, annotations, index, encoder, ocr, thresholds, me
         typer.echo(paper_table([(summary["label"], summary)]))
         typer.echo("")
         typer.echo(systems_table(summary["systems"], summary["label"]))
+        _level_notes(summary)
         if out:
             typer.echo(f"\nwrote {out}/run.json, summary.json, samples.jsonl, report.md and figures")
         return
@@ -306,6 +314,7 @@ def _dataset_mode(dataset, fmt, annotations, index, encoder, ocr, thresholds, me
         "folders": {k: selection_dir_name(k) for k in keys},
         "comparison": compare_selections(summaries),
         "baselines": {b: first_s["systems"][b] for b in ("all_ocr", "ceiling") if b in first_s["systems"]},
+        "ceilings": first_s.get("ceilings", {}), "no_words": first_s.get("no_words", []),
         "failures": first_s.get("failures", []), "text_tokens": counter.name if counter else None,
         "summaries": summaries,
     })
@@ -319,9 +328,18 @@ def _dataset_mode(dataset, fmt, annotations, index, encoder, ocr, thresholds, me
     _token_note(counter)
     typer.echo(f"snappy eval: {name}, {len(keys)} selections from one OCR + encoder pass\n")
     typer.echo(comparison_table(top["comparison"]))
+    _level_notes(top)
     if out:
         typer.echo(f"\nwrote {out}/run.json, summary.json, report.md, curve.png and one folder per selection "
                    f"({', '.join(top['folders'].values())})")
+
+
+def _level_notes(summary: dict) -> None:
+    if summary.get("ceilings"):
+        typer.echo("\nCeilings per region level (the best one region per GT box can reach):\n")
+        typer.echo(ceilings_table(summary["ceilings"]))
+    if summary.get("no_words"):
+        typer.echo("\n" + no_words_note(summary["no_words"]))
 
 
 def _token_note(counter) -> None:

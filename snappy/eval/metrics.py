@@ -157,12 +157,16 @@ def _f1(p: float, r: float) -> float:
 
 
 def score_page(gt: np.ndarray, selected: np.ndarray, all_regions: np.ndarray | None = None,
-               selected_idx: np.ndarray | None = None, overlap: float = DEFAULT_OVERLAP) -> PageScore:
+               selected_idx: np.ndarray | None = None, overlap: float = DEFAULT_OVERLAP,
+               lines: np.ndarray | None = None) -> PageScore:
     """Score a selection against GT boxes.
 
     ``all_regions`` (the page's OCR boxes) enables recall over regions and the kept fraction;
     ``selected_idx`` says which of them were selected (else they are matched by box).
     A region is relevant when at least ``overlap`` of its area lies inside the GT union.
+    The kept fraction counts line equivalents: with ``lines`` (the page's OCR lines, when
+    ``all_regions`` are blocks or lines and blocks), the share of lines at least half inside the
+    selection; without, the selected share of ``all_regions`` (they are the lines).
     """
     gt, selected = as_boxes(gt), as_boxes(selected)
     per_gt = best_iou_per_gt(gt, selected)
@@ -193,6 +197,9 @@ def score_page(gt: np.ndarray, selected: np.ndarray, all_regions: np.ndarray | N
             r_rec = 0.0
         f1 = _f1(r_prec, r_rec)
         kept = len(selected) / n_all if n_all else 0.0
+    if lines is not None:
+        lines = as_boxes(lines)
+        kept = float((coverage(lines, selected) >= 0.5).mean()) if len(lines) and len(selected) else 0.0
     return PageScore(
         paper_iou=float(per_gt.mean()) if per_gt.size else float("nan"),
         area_precision=a_prec, area_recall=a_rec, union_iou=u_iou,

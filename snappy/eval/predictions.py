@@ -53,6 +53,7 @@ class PredictedSample:
     multi_page: bool | None = None  # None: unknown (paper files without the dataset)
     pages: list[dict] | None = None  # per-page detail from snappy runs
     mode: str = "all"
+    no_words: bool = False  # a question with nothing to search for: neither scored nor failed
 
     @property
     def tokens(self) -> tuple[int | None, int | None, int | None]:
@@ -73,7 +74,7 @@ def _sample_from_record(rec: dict, where: str) -> PredictedSample:
             tokens_selected=_opt_int(rec.get("tokens_selected")), tokens_all_ocr=_opt_int(rec.get("tokens_all_ocr")),
             tokens_full_image=_opt_int(rec.get("tokens_full_image")), failed=failed,
             error_message=rec.get("error_message"), multi_page=rec.get("multi_page"), pages=rec.get("pages"),
-            mode=rec.get("mode", "all"),
+            mode=rec.get("mode", "all"), no_words=bool(rec.get("no_words", False)),
         )
     except (KeyError, ValueError, TypeError) as e:
         raise DatasetError(where, f"bad prediction record ({type(e).__name__}: {e})") from e
@@ -131,7 +132,7 @@ def attach_dataset(preds: Sequence[PredictedSample], dataset: Sequence[EvalSampl
 
 def sample_value(p: PredictedSample) -> float:
     """The paper's per-sample value; per evidence page when the record has pages."""
-    if p.failed:
+    if p.failed or p.no_words:
         return float("nan")
     if p.pages:
         per = np.concatenate([best_iou_per_gt(pg["gt_bboxes"], pg["pred_bboxes"]) for pg in p.pages])
@@ -143,10 +144,11 @@ def sample_value(p: PredictedSample) -> float:
 
 
 def page_scores(p: PredictedSample, overlap: float = DEFAULT_OVERLAP) -> list[PageScore]:
-    if p.failed:
+    if p.failed or p.no_words:
         return []
     if p.pages:
-        return [score_page(pg["gt_bboxes"], pg["pred_bboxes"], pg.get("region_bboxes"), pg.get("pred_idx"), overlap)
+        return [score_page(pg["gt_bboxes"], pg["pred_bboxes"], pg.get("region_bboxes"), pg.get("pred_idx"), overlap,
+                           pg.get("line_bboxes"))
                 for pg in p.pages]
     return [score_page(p.gt_boxes, p.pred_boxes, None, None, overlap)]
 

@@ -70,15 +70,42 @@ def curve_table(curve: dict) -> str:
 
 
 def comparison_table(comparison: dict) -> str:
-    """Selections of one run side by side (rows: :func:`snappy.eval.runner.compare_selections`)."""
+    """Selections of one run side by side (rows: :func:`snappy.eval.runner.compare_selections`):
+    the method, then the same selection on the oracle map (relevance = the truth box), the best
+    its level's regions allow, and random lines at the method's kept fraction. Kept fractions
+    count line equivalents, so they compare across levels."""
     lines = ["| selection | samples | failed | mean IoU | hit@0.5 | area precision | area recall | kept fraction | "
-             "regions kept | token saving vs all OCR | vs full image |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "regions kept | oracle hit@0.5 | oracle area precision | oracle kept | level ceiling hit@0.5 | "
+             "random hit@0.5 | token saving vs all OCR | vs full image |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for key, c in comparison.items():
+        o, ce, r = c.get("oracle") or {}, c.get("ceiling") or {}, c.get("random") or {}
         lines.append(f"| {c.get('label', key)} | {c.get('n_scored', 0)} | {c.get('n_failed', 0)} | {num(c.get('mean_iou'))} | "
                      f"{pct(c.get('hit@0.5'))} | {num(c.get('area_precision'))} | {num(c.get('area_recall'))} | "
                      f"{num(c.get('kept_fraction'))} | {num(c.get('n_selected'), 1)} | "
+                     f"{pct(o.get('hit@0.5'))} | {num(o.get('area_precision'))} | {num(o.get('kept_fraction'))} | "
+                     f"{pct(ce.get('hit@0.5'))} | {pct(r.get('hit@0.5'))} | "
                      f"{pct(c.get('token_savings_vs_all_ocr'))} | {pct(c.get('token_savings_vs_full_image'))} |")
     return "\n".join(lines)
+
+
+def ceilings_table(ceilings: dict) -> str:
+    """The best one region per GT box can reach at each level (``auto``: lines and blocks)."""
+    lines = ["| level | samples | ceiling mean IoU | hit@0.25 | hit@0.5 | hit@0.7 |", "|---|---|---|---|---|---|"]
+    for lv, c in (ceilings or {}).items():
+        h = c.get("hit_rate") or {}
+        lines.append(f"| {lv} | {c.get('n_scored', 0)} | {num(c.get('mean_iou'))} | {pct(h.get('0.25'))} | "
+                     f"{pct(h.get('0.5'))} | {pct(h.get('0.7'))} |")
+    return "\n".join(lines)
+
+
+def no_words_note(items: Sequence[dict]) -> str:
+    """One line on the questions with nothing to search for (reported apart from failures)."""
+    if not items:
+        return ""
+    shown = ", ".join(f"`{i['sample_id']}` ({i.get('question')!r})" for i in items[:10])
+    return (f"{len(items)} question(s) have no searchable words (punctuation only) and are not scored: {shown}"
+            + (" ..." if len(items) > 10 else ""))
 
 
 def _label(s: dict) -> str:
@@ -116,6 +143,10 @@ def markdown_report(summary: dict, title: str | None = None, figures: dict | Non
         out.append("\n**Text token counts are APPROXIMATE** (cl100k_base was not available).")
     out += ["", "## Paper metrics", "", paper_table([(label, s)]), "", "## Method vs baselines", "",
             systems_table(s["systems"], label)]
+    if s.get("ceilings"):
+        out += ["", "## Ceilings per region level", "", ceilings_table(s["ceilings"])]
+    if s.get("no_words"):
+        out += ["", no_words_note(s["no_words"])]
     for key, title_ in (("single_page", "Single-page questions"), ("multi_page", "Multi-page questions")):
         if s.get(key) and s[key].get("method", {}).get("n_scored"):
             out += ["", f"## {title_}", "", systems_table(s[key], label)]
@@ -149,6 +180,11 @@ def comparison_report(top: dict, figures: dict | None = None) -> str:
            f"{top.get('n_samples', 0)} samples. Each selection's records, summary, report and figures are in "
            "its own folder; every figure there equals a run of that selection alone.", "",
            "## Selections compared", "", comparison_table(comp)]
+    if top.get("ceilings"):
+        out += ["", "Ceilings per region level (the best one region per GT box can reach; kept fractions above "
+                "count line equivalents):", "", ceilings_table(top["ceilings"])]
+    if top.get("no_words"):
+        out += ["", no_words_note(top["no_words"])]
     base = top.get("baselines") or {}
     if base:
         out += ["", "Selection-independent references on the same pages and regions:", "",

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 import zlib
@@ -43,7 +44,7 @@ from snappy.eval.metrics import (
 )
 from snappy.eval.tokens import TextCounter, image_tokens
 from snappy.regions.propagation import METHODS, RegionOverlap, Threshold, patch_scores, region_scores, select, select_regions
-from snappy.regions.region import Region, boxes_array
+from snappy.regions.region import Region, box_areas, boxes_array
 
 log = logging.getLogger(__name__)
 
@@ -208,12 +209,13 @@ class LevelView:
     scores: np.ndarray  # [N]
     overlap: RegionOverlap  # [N, P]
     select: Callable[[np.ndarray, str], np.ndarray]
+    lines: np.ndarray | None = None  # [L, 4] the page's OCR lines when ``regions`` are not just them
 
 
 def _level_view(a: PageAnalysis, level: str, method: str) -> LevelView:
     """``line``: the OCR lines. ``block``: blocks of two or more lines and the lines that are blocks
     by themselves. ``auto``: lines and blocks, selected by :func:`snappy.regions.blocks.select_level`
-    (a block whose selected lines cover half of it is returned in their place)."""
+    (per block: the block, its lines, or both, from how the evidence spreads over it)."""
     if level == "line" or not a.regions:
         return LevelView(a.regions, _scores_for(a, method), a.overlap, _select)
     from snappy.regions.blocks import PageLevels, select_level, with_blocks
@@ -223,19 +225,20 @@ def _level_view(a: PageAnalysis, level: str, method: str) -> LevelView:
     if "stored" not in a.cache:  # the page's lines and blocks, as an index stores them
         stored, parent = with_blocks(a.regions)
         a.cache["stored"] = (stored, RegionOverlap.build(a.patch_boxes, boxes_array(stored)),
-                             PageLevels.build([r.level for r in stored], parent, [r.area for r in stored]))
+                             PageLevels.build([r.level for r in stored], parent, [r.area for r in stored],
+                                              float(np.median(box_areas(a.patch_boxes))) if len(a.patch_boxes) else 0.0))
     stored, ov, pl = a.cache["stored"]
     all_scores = region_scores(a.patch_scores, ov, method)
     if level == "block":
         units = pl.unit_rows
         sub = RegionOverlap(ov.inter[units], ov.region_area[units], ov.patch_area)
-        return LevelView([stored[i] for i in units], all_scores[units], sub, _select)
+        return LevelView([stored[i] for i in units], all_scores[units], sub, _select, boxes_array(a.regions))
 
     def select_auto(sc: np.ndarray, spec: str) -> np.ndarray:
         return select_level(sc, pl, threshold=parse_selection(spec), level="auto").kept if len(sc) else \
             np.zeros(0, np.int64)
 
-    return LevelView(stored, all_scores, ov, select_auto)
+    return LevelView(stored, all_scores, ov, select_auto, boxes_array(a.regions))
 
 
 def selection_family(spec: str) -> str:
@@ -298,19 +301,23 @@ class SelectionSet:
 def evaluate_page(gt: np.ndarray, region_boxes: np.ndarray, scores: np.ndarray, cfg: EvalConfig,
                   rng: np.random.Generator, patch_boxes: np.ndarray | None = None,
                   overlap: RegionOverlap | None = None,
-                  select: Callable[[np.ndarray, str], np.ndarray] = _select) -> dict:
+                  select: Callable[[np.ndarray, str], np.ndarray] = _select,
+                  lines: np.ndarray | None = None) -> dict:
     """Method, baselines and curve points of one page.
 
     Returns ``{"pred_idx", "per_gt": {system: [draws, G]}, "scores": {system: PageScore dict},
     "curve": {spec: {...}}, "oracle_curve": {...}}``; ``patch_boxes``/``overlap`` enable the
-    oracle baseline.
+    oracle baseline. ``lines`` (the page's OCR lines, when ``region_boxes`` are blocks or lines
+    and blocks): kept fractions count line equivalents, and the random baseline draws as many
+    lines as the method's selection covers.
     """
     gt, regions = as_boxes(gt), as_boxes(region_boxes)
     scores = np.asarray(scores, dtype=np.float32)
     n = len(regions)
+    lines = None if lines is None else as_boxes(lines)
 
     def score(idx: np.ndarray):
-        return score_page(gt, regions[idx], regions, idx, cfg.overlap)
+        return score_page(gt, regions[idx], regions, idx, cfg.overlap, lines)
 
     def per_gt(idx: np.ndarray) -> list[float]:
         return best_iou_per_gt(gt, regions[idx]).tolist()
@@ -329,9 +336,21 @@ def evaluate_page(gt: np.ndarray, region_boxes: np.ndarray, scores: np.ndarray, 
         out["scores"][name] = score(idx).to_dict()
         if name != "method":
             out["selections"][name] = idx.tolist()
-    draws = bl.random_selections(n, len(sel), cfg.random_repeats, rng)
-    out["per_gt"]["random"] = [per_gt(d) for d in draws] or [per_gt(np.zeros(0, np.int64))]
-    out["scores"]["random"] = bl.mean_scores([score(d) for d in draws]) or score(np.zeros(0, np.int64)).to_dict()
+    if lines is None:
+        draws = bl.random_selections(n, len(sel), cfg.random_repeats, rng)
+        out["per_gt"]["random"] = [per_gt(d) for d in draws] or [per_gt(np.zeros(0, np.int64))]
+        out["scores"]["random"] = bl.mean_scores([score(d) for d in draws]) or score(np.zeros(0, np.int64)).to_dict()
+    else:  # random lines at the method's kept fraction (line equivalents)
+        k = int(round((out["scores"]["method"]["kept_fraction"] or 0.0) * len(lines)))
+        draws = bl.random_selections(len(lines), k, cfg.random_repeats, rng)
+
+        def score_lines(idx: np.ndarray):
+            return score_page(gt, lines[idx], lines, idx, cfg.overlap)
+
+        out["per_gt"]["random"] = ([best_iou_per_gt(gt, lines[d]).tolist() for d in draws]
+                                   or [best_iou_per_gt(gt, lines[:0]).tolist()])
+        out["scores"]["random"] = (bl.mean_scores([score_lines(d) for d in draws])
+                                   or score_lines(np.zeros(0, np.int64)).to_dict())
 
     def curve(sc: np.ndarray) -> dict:
         pts = {}
@@ -345,6 +364,24 @@ def evaluate_page(gt: np.ndarray, region_boxes: np.ndarray, scores: np.ndarray, 
     out["curve"] = curve(scores)
     if oracle_scores is not None:
         out["oracle_curve"] = curve(oracle_scores)
+    return out
+
+
+CEILING_LEVELS = ("line", "block", "auto")
+
+
+def _level_ceilings(gt: np.ndarray, a: PageAnalysis, method: str) -> dict[str, list[float]]:
+    """Per region level, each GT box's best IoU with any one region of that level: the best a
+    selection of that level can reach on this page (``auto``: lines and blocks together); computed
+    once per page analysis, whatever the number of selections."""
+    if "ceilings" in a.cache:
+        return a.cache["ceilings"]
+    out = a.cache["ceilings"] = {}
+    for lv in CEILING_LEVELS:
+        if lv != "line" and a.patch_scores is None:
+            continue
+        view = _level_view(a, lv, method)
+        out[lv] = best_iou_per_gt(gt, boxes_array(view.regions)).tolist()
     return out
 
 
@@ -392,7 +429,8 @@ def _sample_record(sample: EvalSample, analyses: Sequence[PageAnalysis], cfg: Ev
             view = _level_view(a, level, cfg.method)
             rb = boxes_array(view.regions)
             scores = view.scores
-            res = evaluate_page(page.gt_boxes, rb, scores, cfg, rng, a.patch_boxes, view.overlap, view.select)
+            res = evaluate_page(page.gt_boxes, rb, scores, cfg, rng, a.patch_boxes, view.overlap, view.select,
+                                view.lines)
             why = select(scores, parse_selection(cfg.threshold)) if len(scores) else None  # peak, and why nothing
             tok = None
             if counter is not None:
@@ -410,6 +448,9 @@ def _sample_record(sample: EvalSample, analyses: Sequence[PageAnalysis], cfg: Ev
                 "selections": res["selections"], "tokens": tok, "per_gt": res["per_gt"], "scores": res["scores"],
                 "curve": res["curve"], "oracle_curve": res.get("oracle_curve"),
                 "peak": round(why.peak, 4) if why else 0.0, "no_selection": why.reason if why else "no regions",
+                "ceilings": _level_ceilings(page.gt_boxes, a, cfg.method),
+                # the page's lines when the regions are blocks or lines and blocks (kept fractions in lines)
+                "line_bboxes": None if view.lines is None else view.lines.round(2).tolist(),
             })
     except Exception as e:
         return _failed(rec, sample, e)
@@ -428,6 +469,8 @@ def _sample_record(sample: EvalSample, analyses: Sequence[PageAnalysis], cfg: Ev
                         for j in range(n_draws)]
     rec["values"] = values
     rec["paper_iou"] = values["method"][0]
+    rec["ceilings"] = {lv: _sample_value([p["ceilings"][lv] for p in pages], sample.mode) for lv in CEILING_LEVELS
+                       if all(lv in p["ceilings"] for p in pages)}
     for key in ("curve", "oracle_curve"):
         if all(p[key] for p in pages):
             rec[key] = {spec: {"value": _sample_value([p[key][spec]["per_gt"] for p in pages], sample.mode),
@@ -440,7 +483,14 @@ def _sample_record(sample: EvalSample, analyses: Sequence[PageAnalysis], cfg: Ev
 def evaluate_selections(sample: EvalSample, scorer: PageScorer, cfgs: Mapping[str, EvalConfig],
                         counter: TextCounter | None) -> dict[str, dict]:
     """One record per selection: every page is analysed (OCR, encoder, patch scores) once and each
-    selection's record is built from that analysis, exactly as a run of that selection alone."""
+    selection's record is built from that analysis, exactly as a run of that selection alone.
+    A question without searchable words (punctuation only) is recorded as such, neither scored nor
+    failed."""
+    if not has_words(sample.query):
+        rec = _sample_header(sample)
+        rec.update(no_words=True, pred_bboxes=[], pages=[], tokens_selected=None, tokens_all_ocr=None,
+                   tokens_full_image=None)
+        return {k: dict(rec) for k in cfgs}
     try:
         analyses = [scorer.analyse(page, sample.query, sample) for page in sample.pages]
     except Exception as e:
@@ -448,6 +498,14 @@ def evaluate_selections(sample: EvalSample, scorer: PageScorer, cfgs: Mapping[st
         return {k: dict(failed) for k in cfgs}
     page_tokens: list = [None] * len(analyses)
     return {k: _sample_record(sample, analyses, cfg, counter, page_tokens) for k, cfg in cfgs.items()}
+
+
+_SEARCHABLE = re.compile(r"[^\W_]")  # a letter or a digit
+
+
+def has_words(query: str) -> bool:
+    """Whether a question has anything to search for (``"- -"`` or ``":"`` has not)."""
+    return bool(_SEARCHABLE.search(query or ""))
 
 
 def evaluate_sample(sample: EvalSample, scorer: PageScorer, cfg: "EvalConfig | SelectionSet",
@@ -755,6 +813,9 @@ def summarize_records(records: Sequence[dict], cfg: EvalConfig) -> dict:
         "by_category": {c: systems([r for r in recs if r.get("category") == c])
                         for c in sorted({r.get("category") or "" for r in recs} - {""})},
         "failures": [{"sample_id": r["sample_id"], "error": r.get("error_message")} for r in failed],
+        # questions with nothing to search for (punctuation only): neither scored nor failed
+        "no_words": [{"sample_id": r["sample_id"], "question": r.get("question")} for r in recs if r.get("no_words")],
+        "ceilings": level_ceilings(recs, cfg.hit_thresholds),
         # evidence pages where the rule kept nothing, by reason ("flat": the query matched nothing there)
         "no_selection": dict(Counter([p.get("no_selection") for r in recs if not r.get("failed") for p in r.get("pages", [])
                                 if p.get("no_selection")])),
@@ -767,6 +828,19 @@ def summarize_records(records: Sequence[dict], cfg: EvalConfig) -> dict:
                                **{m: float(np.mean([r[key][spec][m] for r in ok]))
                                   for m in ("kept_fraction", "area_recall", "area_precision", "union_iou")}}
                         for spec in cfg.curve}
+    return out
+
+
+def level_ceilings(records: Sequence[dict], hits: Sequence[float] = HIT_THRESHOLDS) -> dict[str, dict]:
+    """Per region level (``line``, ``block``, ``auto``): mean IoU and hit rates of the best single
+    region per GT box, over the scored questions (the most any selection of that level can reach)."""
+    out = {}
+    for lv in CEILING_LEVELS:
+        v = [r["ceilings"][lv] for r in records if not r.get("failed") and lv in (r.get("ceilings") or {})]
+        v = np.asarray([x for x in v if x is not None and not np.isnan(x)], np.float64)
+        if v.size:
+            out[lv] = {"n_scored": int(v.size), "mean_iou": float(v.mean()),
+                       "hit_rate": {hit_key(t): float((v >= t).mean()) for t in hits}}
     return out
 
 
@@ -792,4 +866,9 @@ def compare_selections(summaries: Mapping[str, dict]) -> dict[str, dict]:
                     "kept_fraction": prec.get("kept_fraction"), "n_selected": prec.get("n_selected"),
                     "token_savings_vs_all_ocr": s.get("token_savings_vs_all_ocr"),
                     "token_savings_vs_full_image": s.get("token_savings_vs_full_image")}
+        for sysname in ("oracle", "random", "ceiling"):
+            b = s.get("systems", {}).get(sysname) or {}
+            p = b.get("precision") or {}
+            out[key][sysname] = {"mean_iou": b.get("mean_iou"), "hit@0.5": (b.get("hit_rate") or {}).get("0.5"),
+                                 "area_precision": p.get("area_precision"), "kept_fraction": p.get("kept_fraction")}
     return out

@@ -41,12 +41,13 @@ class PageRegions:
     levels: np.ndarray | None = None  # [R] object: "line"/"word"/"block"
     parent: np.ndarray | None = None  # [R] int64: a line's block row, -1 for none
     area: np.ndarray | None = None  # [R] float64 px^2
+    patch_area: float = 0.0  # the page's patch area, px^2 (0: unknown)
 
     def select(self, region_scores: np.ndarray, threshold, level: str = "line"):
         """The rows to return for these scores (:func:`snappy.regions.blocks.select_level`)."""
         if self._levels is None:
             levels = self.levels if self.levels is not None else np.full(self.n_regions, "line", dtype=object)
-            self._levels = PageLevels.build(levels, self.parent, self.area)
+            self._levels = PageLevels.build(levels, self.parent, self.area, self.patch_area)
         return select_level(region_scores, self._levels, threshold=threshold, level=level)
 
     @property
@@ -74,6 +75,10 @@ class PageRegions:
         out = np.full(self.n_regions, np.nan, np.float32)
         out[self._has] = red[self._has]
         return out
+
+
+def _median(areas: np.ndarray) -> float:
+    return float(np.median(areas)) if len(areas) else 0.0
 
 
 def _patch_areas(grid: PatchGrid) -> np.ndarray:
@@ -125,7 +130,8 @@ def build_page_regions(table: pa.Table, grids: dict[str, PatchGrid]) -> dict[str
         e0 = indptr[a]
         out[str(pids[a])] = PageRegions(rows.slice(a, b - a), indptr[a:b + 1] - e0, patch[e0:indptr[b]],
                                         {m: w[e0:indptr[b]] for m, w in weights.items()},
-                                        levels[a:b], parent[a:b], region_area[a:b])
+                                        levels[a:b], parent[a:b], region_area[a:b],
+                                        _median(areas_cache[id(grids[pids[a]])]))
     return out
 
 

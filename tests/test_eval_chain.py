@@ -5,11 +5,10 @@ import hashlib
 import json
 
 import pytest
-import typer
 from typer.testing import CliRunner
 
 from snappy.encoders.lexical import LexicalEncoder
-from snappy.eval.cli import register
+from pipelines.cli import app  # the `snappy` command, as a user runs it
 from snappy.eval.datasets import load_jsonl
 from snappy.eval.runner import ChainScorer, EvalConfig, read_records, run, summarize_records
 from snappy.eval.report import write_report
@@ -124,13 +123,6 @@ def test_resume_skips_done_samples_and_report_is_written(chain_run, tmp_path):
 def test_predictions_mode_rescores_a_run_per_page(chain_run):
     """The per-sample JSONL of a run is itself a predictions file: rescoring gives the same numbers."""
     _, _, _, out, _, s = chain_run
-    app = typer.Typer()
-
-    @app.callback()
-    def main() -> None:
-        pass
-
-    register(app)
     res = CliRunner().invoke(app, ["eval", "--predictions", str(out), "--json"])
     assert res.exit_code == 0, res.output
     obj = json.loads(res.stdout)
@@ -139,21 +131,9 @@ def test_predictions_mode_rescores_a_run_per_page(chain_run):
     assert obj["precision"]["region_recall"] == pytest.approx(s["systems"]["method"]["precision"]["region_recall"])
 
 
-def _eval_app() -> typer.Typer:
-    app = typer.Typer()
-
-    @app.callback()
-    def main() -> None:
-        pass
-
-    register(app)
-    return app
-
-
 @pytest.mark.slow
 def test_cli_full_chain_with_real_ocr(synth_set, tmp_path):
     path, _ = synth_set
-    app = _eval_app()
     out = tmp_path / "out"
     res = CliRunner().invoke(app, ["eval", "--dataset", str(path), "--ocr", "rapid", "--encoder", "lexical",
                                    "--limit", "2", "--out", str(out), "--no-progress"])
@@ -220,7 +200,6 @@ def test_default_selection_is_what_the_searcher_returns_by_default(chain_run, sy
 def test_cli_runs_on_ray_actors_and_resumes(synth_set, tmp_path):
     """`snappy eval --ray-actors 2`: the same records as a local run, streamed into samples.jsonl."""
     path, _ = synth_set
-    from pipelines.cli import app  # the `snappy` app: it hands eval its Ray runner
     args = ["eval", "--dataset", str(path), "--ocr", "rapid", "--encoder", "lexical", "--limit", "3",
             "--no-progress", "--no-tokens"]
     local, distributed = tmp_path / "local", tmp_path / "ray"

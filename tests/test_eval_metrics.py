@@ -240,11 +240,11 @@ class _FixedScorer:
 def test_default_selection_ceilings_per_level_and_questions_without_words(tmp_path):
     from snappy.regions.blocks import DEFAULT_LEVEL, parse_selection
     from snappy.eval.datasets import EvalSample, EvidencePage
-    from snappy.eval.runner import plan_selections, run_selections, selection_level, summarize_records
+    from snappy.eval.runner import plan_selections, run_selections, summarize_records
     from snappy.regions.propagation import DEFAULT_THRESHOLD, Threshold
 
     assert parse_selection("default") == (DEFAULT_LEVEL, Threshold.parse(DEFAULT_THRESHOLD))
-    assert selection_level("default") == DEFAULT_LEVEL == "auto"
+    assert DEFAULT_LEVEL == "auto"
     size, lines = _block_page()
     para = [50, 100, 900, 172]
     samples = [EvalSample("para", "para words", [EvidencePage(1, "page", np.array([para], float))]),

@@ -4,10 +4,9 @@ from __future__ import annotations
 import json
 
 import pytest
-import typer
 from typer.testing import CliRunner
 
-from snappy.eval.cli import register
+from pipelines.cli import app  # the `snappy` command, as a user runs it
 from snappy.eval.predictions import evaluate_predictions, load_predictions, union_of_selections
 from snappy.eval.report import num, pct
 
@@ -31,17 +30,6 @@ def runs(anchors_dir):
 @pytest.fixture(scope="module")
 def results(runs):
     return {m: evaluate_predictions(p) for m, p in runs[0].items()}
-
-
-def _app() -> typer.Typer:
-    app = typer.Typer()
-
-    @app.callback()
-    def main() -> None:  # a group, so "eval" stays a subcommand as in the real CLI
-        pass
-
-    register(app)
-    return app
 
 
 @pytest.mark.parametrize("model", sorted(PAPER))
@@ -79,7 +67,7 @@ def test_precision_aware_figures_expose_the_recall_bias(runs, results):
 def test_cli_prints_the_paper_table(runs):
     _, files = runs
     args = ["eval"] + [a for f in files.values() for a in ("--predictions", str(f))]
-    res = CliRunner().invoke(_app(), args)
+    res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     assert "| colqwen3-4b | 1619 | 4 | 0.569 | 84.4% | 59.7% | 35.8% | 28.8% | 52.3% |" in res.output
     assert "| colmodernvbert-0.5b | 1619 | 4 | 0.480 | 72.2% | 45.5% | 27.9% | 38.0% | 58.5% |" in res.output
@@ -88,7 +76,7 @@ def test_cli_prints_the_paper_table(runs):
 
 def test_cli_json(runs):
     _, files = runs
-    res = CliRunner().invoke(_app(), ["eval", "--predictions", str(files["colqwen3-4b"]), "--json"])
+    res = CliRunner().invoke(app, ["eval", "--predictions", str(files["colqwen3-4b"]), "--json"])
     assert res.exit_code == 0, res.output
     obj = json.loads(res.stdout)
     assert obj["n_scored"] == 1619 and obj["n_failed"] == 4
@@ -101,7 +89,7 @@ def test_cli_json(runs):
 def test_cli_joins_the_annotations_for_page_splits(runs, anchors_dir):
     _, files = runs
     ann = anchors_dir / "bbox-docvqa" / "benchmark_v2.sample10.jsonl"
-    res = CliRunner().invoke(_app(), ["eval", "-p", str(files["colqwen3-4b"]), "--dataset", str(ann), "--json"])
+    res = CliRunner().invoke(app, ["eval", "-p", str(files["colqwen3-4b"]), "--dataset", str(ann), "--json"])
     assert res.exit_code == 0, res.output
     obj = json.loads(res.stdout)
     # the first 10 annotation records are single-page; their ids join the run's sample ids
@@ -111,6 +99,6 @@ def test_cli_joins_the_annotations_for_page_splits(runs, anchors_dir):
 def test_cli_bad_predictions_file_is_a_clear_error(tmp_path):
     bad = tmp_path / "run.json"
     bad.write_text('{"results": []}')
-    res = CliRunner().invoke(_app(), ["eval", "--predictions", str(bad)])
+    res = CliRunner().invoke(app, ["eval", "--predictions", str(bad)])
     assert res.exit_code == 2
     assert "run.json" in res.output and "sample_results" in res.output

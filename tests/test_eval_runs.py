@@ -12,12 +12,12 @@ import logging
 
 import numpy as np
 import pytest
-import typer
 from PIL import Image
 from typer.testing import CliRunner
 
 import snappy
 import snappy.eval.cli as eval_cli
+from pipelines.cli import app  # the `snappy` command, as a user runs it
 from snappy.encoders.lexical import LexicalEncoder
 from snappy.eval.datasets import load_jsonl
 from snappy.eval.runner import (
@@ -103,13 +103,6 @@ def cli(evalset, monkeypatch):
         return ChainScorer(made[-1], LexicalEncoder(), method)
 
     monkeypatch.setattr(eval_cli, "make_scorer", make_scorer)
-    app = typer.Typer()
-
-    @app.callback()
-    def main() -> None:
-        pass
-
-    eval_cli.register(app)
 
     def invoke(*args):
         return CliRunner().invoke(app, ["eval", *map(str, args)])

@@ -12,8 +12,6 @@
 """
 from __future__ import annotations
 
-from typing import Callable
-
 import numpy as np
 
 from snappy.eval.metrics import PageScore, as_boxes, coverage, iou_matrix
@@ -57,15 +55,4 @@ def mean_scores(scores: list[PageScore]) -> dict:
     for name, v in scores[0].to_dict().items():
         vals = [getattr(s, name) for s in scores]
         out[name] = None if v is None or any(x is None for x in vals) else float(np.nanmean(vals)) if vals else None
-    return out
-
-
-def random_baseline(score: Callable[[np.ndarray], PageScore], n_regions: int, k: int, repeats: int,
-                    rng: np.random.Generator) -> dict:
-    """Metrics of same-size random selections averaged over ``repeats`` draws; also ``hit`` rates of
-    the per-draw paper IoU so hit@t is an expectation over draws, not of the mean IoU."""
-    draws = random_selections(n_regions, k, repeats, rng)
-    scores = [score(d) for d in draws]
-    out = mean_scores(scores)
-    out["paper_iou_draws"] = [s.paper_iou for s in scores]
     return out

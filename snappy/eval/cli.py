@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import List, Optional
@@ -137,9 +138,10 @@ def eval_command(
             return
         if not dataset:
             _fail("give --predictions FILE or --dataset PATH")
-        _dataset_mode(dataset, fmt, annotations, index, encoder, ocr, _split_list(thresholds), _split_list(methods),
-                      out, limit, resume, random_repeats, seed, overlap, tiktoken_file, approx_text_tokens, no_tokens,
-                      as_json, progress, ray_actors, ray_address, (ctx.obj or {}).get("eval_on_ray"), name)
+        run = DatasetRun(dataset, fmt, annotations, index, encoder, ocr, tuple(_split_list(thresholds)),
+                         tuple(_split_list(methods)), name, out, limit, resume, random_repeats, seed, overlap,
+                         tiktoken_file, approx_text_tokens, no_tokens, as_json, progress, ray_actors, ray_address)
+        _dataset_mode(run, (ctx.obj or {}).get("eval_on_ray"))
     except DatasetError as e:
         _fail(str(e))
 
@@ -219,95 +221,137 @@ def default_run_name(index: Optional[str], encoder: str, ocr: str) -> str:
     return f"{kind}+{encoder}"
 
 
-def _dataset_mode(dataset, fmt, annotations, index, encoder, ocr, thresholds, methods, out, limit, resume,
-                  random_repeats, seed, overlap, tiktoken_file, approx_text_tokens, no_tokens, as_json, progress,
-                  ray_actors=0, ray_address=None, eval_on_ray=None, name=None) -> None:
-    from snappy.eval.datasets import load_dataset
-    from snappy.eval.report import write_comparison, write_report
-    from snappy.eval.runner import (
-        EvalConfig,
-        RunSettingsMismatch,
-        SelectionSet,
-        compare_selections,
-        plan_selections,
-        run_selections,
-        selection_dir_name,
-        selection_label,
-        summarize_records,
-    )
-    from snappy.eval.tokens import TokenizerUnavailable, text_counter
+@dataclass(frozen=True)
+class DatasetRun:
+    """What ``snappy eval --dataset`` runs: the command's options, typed (``eval_command`` fills it)."""
 
-    if isinstance(thresholds, str):
-        thresholds = _split_list([thresholds])
-    if isinstance(methods, str):
-        methods = _split_list([methods])
+    dataset: str
+    fmt: str = "auto"
+    annotations: Optional[str] = None
+    index: Optional[str] = None
+    encoder: str = "lexical"
+    ocr: str = "paddle"
+    thresholds: tuple[str, ...] = ("p50",)
+    methods: tuple[str, ...] = ("iou",)
+    name: Optional[str] = None
+    out: Optional[Path] = None
+    limit: Optional[int] = None
+    resume: bool = True
+    random_repeats: int = 20
+    seed: int = 0
+    overlap: float = 0.5
+    tiktoken_file: Optional[Path] = None
+    approx_text_tokens: bool = False
+    no_tokens: bool = False
+    as_json: bool = False
+    progress: bool = True
+    ray_actors: int = 0
+    ray_address: Optional[str] = None
+
+
+def _dataset_mode(run: DatasetRun, eval_on_ray=None) -> None:
+    """Evaluate every selection of ``run`` from one OCR + encoder pass; print, and write OUT."""
+    from snappy.eval.datasets import load_dataset
+    from snappy.eval.runner import EvalConfig, plan_selections
+
     try:
-        cfgs = plan_selections(thresholds, methods, EvalConfig(overlap=overlap, random_repeats=random_repeats, seed=seed))
+        cfgs = plan_selections(list(run.thresholds), list(run.methods),
+                               EvalConfig(overlap=run.overlap, random_repeats=run.random_repeats, seed=run.seed))
     except ValueError as e:
         _fail(str(e))
-    if not index:
+    if not run.index:
         try:
             from snappy.ocr import parse_ocr_options
 
-            parse_ocr_options(ocr)
+            parse_ocr_options(run.ocr)
         except ValueError as e:
             _fail(str(e))
-    counter = None
-    if not no_tokens:
-        try:
-            counter = text_counter(tiktoken_file, approximate=approx_text_tokens)
-        except TokenizerUnavailable as e:
-            _fail(f"{e} (or --no-tokens to skip token counts)")
-    samples = load_dataset(dataset, fmt, annotations)
-    settings = run_settings(dataset, fmt, annotations, _dataset_fingerprint(samples), index, encoder, ocr, cfgs,
-                            counter.name if counter else None)
-    if limit is not None:
-        samples = samples[:limit]
-    name = name or default_run_name(index, encoder, ocr)
-    keys = list(cfgs)
-    first = cfgs[keys[0]]
-    factory = partial(make_scorer, index, encoder, ocr, first.method)
+    counter = _text_counter(run)
+    samples = load_dataset(run.dataset, run.fmt, run.annotations)
+    settings = run_settings(run.dataset, run.fmt, run.annotations, _dataset_fingerprint(samples), run.index,
+                            run.encoder, run.ocr, cfgs, counter.name if counter else None)
+    if run.limit is not None:
+        samples = samples[:run.limit]
+    name = run.name or default_run_name(run.index, run.encoder, run.ocr)
+    results = _evaluate(run, name, samples, cfgs, counter, settings, eval_on_ray)
+    summaries = _summaries(results, cfgs, name, counter)
+    if len(summaries) == 1:
+        _single_report(run, next(iter(summaries.values())), next(iter(results.values())).records, counter)
+    else:
+        _comparison_report(run, name, results, summaries, counter)
+
+
+def _text_counter(run: DatasetRun):
+    """The text-token counter of the run (None with --no-tokens)."""
+    from snappy.eval.tokens import TokenizerUnavailable, text_counter
+
+    if run.no_tokens:
+        return None
     try:
-        if ray_actors > 0:
+        return text_counter(run.tiktoken_file, approximate=run.approx_text_tokens)
+    except TokenizerUnavailable as e:
+        _fail(f"{e} (or --no-tokens to skip token counts)")
+
+
+def _evaluate(run: DatasetRun, name: str, samples, cfgs: dict, counter, settings: dict, eval_on_ray) -> dict:
+    """Per selection, the run's records: in this process, or spread over Ray actors."""
+    from snappy.eval.runner import RunSettingsMismatch, SelectionSet, prepare_run_dir, run_selections
+    from snappy.eval.tokens import text_counter
+
+    factory = partial(make_scorer, run.index, run.encoder, run.ocr, next(iter(cfgs.values())).method)
+    try:
+        if run.ray_actors > 0:
             if eval_on_ray is None:  # the Ray runner comes from the pipelines package (the `snappy` CLI passes it)
                 _fail("--ray-actors needs the Ray pipelines: run it through the `snappy` command")
-            counter_factory = None if counter is None else partial(text_counter, tiktoken_file, approx_text_tokens)
+            counter_factory = None if counter is None else partial(text_counter, run.tiktoken_file,
+                                                                    run.approx_text_tokens)
             evaluate = partial(eval_on_ray, scorer_factory=factory, cfg=SelectionSet.of(cfgs),
-                               counter_factory=counter_factory, actors=ray_actors, address=ray_address)
-            results = run_selections(samples, None, cfgs, counter, out, resume=resume, progress=progress,
-                                     evaluate=evaluate, label=f"{name} on {ray_actors} Ray actors",
-                                     settings=settings, name=name)
-        else:
-            if out is not None:  # check OUT/run.json before loading OCR and encoder
-                from snappy.eval.runner import prepare_run_dir
-
-                prepare_run_dir(out, settings, resume, name)
-            scorer = factory()
-            results = run_selections(samples, scorer, cfgs, counter, out, resume=resume, progress=progress,
-                                     label=name)
+                               counter_factory=counter_factory, actors=run.ray_actors, address=run.ray_address)
+            return run_selections(samples, None, cfgs, counter, run.out, resume=run.resume, progress=run.progress,
+                                  evaluate=evaluate, label=f"{name} on {run.ray_actors} Ray actors",
+                                  settings=settings, name=name)
+        if run.out is not None:  # check OUT/run.json before loading OCR and encoder
+            prepare_run_dir(run.out, settings, run.resume, name)
+        return run_selections(samples, factory(), cfgs, counter, run.out, resume=run.resume, progress=run.progress,
+                              label=name)
     except RunSettingsMismatch as e:
         _fail(str(e))
-    summaries = {}
+
+
+def _summaries(results: dict, cfgs: dict, name: str, counter) -> dict[str, dict]:
+    from snappy.eval.runner import selection_label, summarize_records
+
+    out = {}
     for k, res in results.items():
         s = summarize_records(res.records, cfgs[k])
         s.update(name=name, selection=k, label=selection_label(name, k), text_tokens=counter.name if counter else None)
-        summaries[k] = _clean(s)
-    if len(keys) == 1:
-        summary = summaries[keys[0]]
-        if out:
-            write_report(out, summary, results[keys[0]].records)
-        if as_json:
-            typer.echo(json.dumps(summary))
-            return
-        _token_note(counter)
-        typer.echo(f"snappy eval: {summary['label']}\n")
-        typer.echo(paper_table([(summary["label"], summary)]))
-        typer.echo("")
-        typer.echo(systems_table(summary["systems"], summary["label"]))
-        _level_notes(summary)
-        if out:
-            typer.echo(f"\nwrote {out}/run.json, summary.json, samples.jsonl, report.md and figures")
+        out[k] = _clean(s)
+    return out
+
+
+def _single_report(run: DatasetRun, summary: dict, records, counter) -> None:
+    from snappy.eval.report import write_report
+
+    if run.out:
+        write_report(run.out, summary, records)
+    if run.as_json:
+        typer.echo(json.dumps(summary))
         return
+    _token_note(counter)
+    typer.echo(f"snappy eval: {summary['label']}\n")
+    typer.echo(paper_table([(summary["label"], summary)]))
+    typer.echo("")
+    typer.echo(systems_table(summary["systems"], summary["label"]))
+    _level_notes(summary)
+    if run.out:
+        typer.echo(f"\nwrote {run.out}/run.json, summary.json, samples.jsonl, report.md and figures")
+
+
+def _comparison_report(run: DatasetRun, name: str, results: dict, summaries: dict, counter) -> None:
+    from snappy.eval.report import write_comparison, write_report
+    from snappy.eval.runner import compare_selections, selection_dir_name
+
+    keys = list(summaries)
     first_s = summaries[keys[0]]
     top = _clean({
         "name": name, "selections": keys, "n_samples": first_s["n_samples"],
@@ -318,19 +362,19 @@ def _dataset_mode(dataset, fmt, annotations, index, encoder, ocr, thresholds, me
         "failures": first_s.get("failures", []), "text_tokens": counter.name if counter else None,
         "summaries": summaries,
     })
-    if out:
+    if run.out:
         for k, res in results.items():
-            write_report(out / selection_dir_name(k), summaries[k], res.records)
-        write_comparison(out, {k: v for k, v in top.items() if k != "summaries"}, summaries)
-    if as_json:
+            write_report(run.out / selection_dir_name(k), summaries[k], res.records)
+        write_comparison(run.out, {k: v for k, v in top.items() if k != "summaries"}, summaries)
+    if run.as_json:
         typer.echo(json.dumps(top))
         return
     _token_note(counter)
     typer.echo(f"snappy eval: {name}, {len(keys)} selections from one OCR + encoder pass\n")
     typer.echo(comparison_table(top["comparison"]))
     _level_notes(top)
-    if out:
-        typer.echo(f"\nwrote {out}/run.json, summary.json, report.md, curve.png and one folder per selection "
+    if run.out:
+        typer.echo(f"\nwrote {run.out}/run.json, summary.json, report.md, curve.png and one folder per selection "
                    f"({', '.join(top['folders'].values())})")
 
 

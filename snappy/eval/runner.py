@@ -43,7 +43,8 @@ from snappy.eval.metrics import (
     score_page,
 )
 from snappy.eval.tokens import TextCounter, image_tokens
-from snappy.regions.propagation import METHODS, RegionOverlap, Threshold, patch_scores, region_scores, select, select_regions
+from snappy.regions.blocks import parse_selection
+from snappy.regions.propagation import METHODS, RegionOverlap, patch_scores, region_scores, select, select_regions
 from snappy.regions.region import Region, box_areas, boxes_array
 
 log = logging.getLogger(__name__)
@@ -177,27 +178,10 @@ class IndexScorer:
 # the only other place that names rules).
 
 
-def parse_selection(spec: str) -> Threshold:
-    """The rule of a selection spec ``[level:]rule`` (``p50``, ``auto:gap``, ``block:top3``);
-    ``ValueError`` with the reason when it is not one."""
-    return _parse_spec(spec)[1]
-
-
-def selection_level(spec: str) -> str:
-    """The region level of a selection spec: ``line`` (no prefix, the paper's), ``block`` or ``auto``."""
-    return _parse_spec(spec)[0]
-
-
-def _parse_spec(spec: str) -> tuple[str, Threshold]:
-    from snappy.regions.blocks import parse_selection as parse
-
-    return parse(spec)
-
-
 def _select(scores: np.ndarray, spec: str) -> np.ndarray:
     """Indices of the regions the selection ``spec``'s rule keeps, given the page's region scores
     (the level is the caller's: :func:`_level_view` hands each level its own regions)."""
-    return select_regions(scores, parse_selection(spec)) if len(scores) else np.zeros(0, np.int64)
+    return select_regions(scores, parse_selection(spec)[1]) if len(scores) else np.zeros(0, np.int64)
 
 
 @dataclass
@@ -235,7 +219,7 @@ def _level_view(a: PageAnalysis, level: str, method: str) -> LevelView:
         return LevelView([stored[i] for i in units], all_scores[units], sub, _select, boxes_array(a.regions))
 
     def select_auto(sc: np.ndarray, spec: str) -> np.ndarray:
-        return select_level(sc, pl, threshold=parse_selection(spec), level="auto").kept if len(sc) else \
+        return select_level(sc, pl, threshold=parse_selection(spec)[1], level="auto").kept if len(sc) else \
             np.zeros(0, np.int64)
 
     return LevelView(stored, all_scores, ov, select_auto, boxes_array(a.regions))
@@ -244,7 +228,7 @@ def _level_view(a: PageAnalysis, level: str, method: str) -> LevelView:
 def selection_family(spec: str) -> str:
     """The rule a spec uses (for grouping curve points): the parsed rule's kind, else ``other``."""
     try:
-        return str(getattr(parse_selection(spec), "kind", "other"))
+        return str(getattr(parse_selection(spec)[1], "kind", "other"))
     except ValueError:
         return "other"
 
@@ -267,7 +251,7 @@ def plan_selections(thresholds: Sequence[str], methods: Sequence[str] = ("iou",)
     if not meths:
         raise ValueError("no region-scoring method given")
     for spec in specs:
-        parse_selection(spec)
+        parse_selection(spec)[1]
     bad = [m for m in meths if m not in region_methods()]
     if bad:
         raise ValueError(f"unknown region-scoring method(s) {bad}; expected one of {list(region_methods())}")
@@ -424,14 +408,14 @@ def _sample_record(sample: EvalSample, analyses: Sequence[PageAnalysis], cfg: Ev
     rec = _sample_header(sample)
     try:
         pages = []
-        level = selection_level(cfg.threshold)
+        level = parse_selection(cfg.threshold)[0]
         for k, (page, a) in enumerate(zip(sample.pages, analyses)):
             view = _level_view(a, level, cfg.method)
             rb = boxes_array(view.regions)
             scores = view.scores
             res = evaluate_page(page.gt_boxes, rb, scores, cfg, rng, a.patch_boxes, view.overlap, view.select,
                                 view.lines)
-            why = select(scores, parse_selection(cfg.threshold)) if len(scores) else None  # peak, and why nothing
+            why = select(scores, parse_selection(cfg.threshold)[1]) if len(scores) else None  # peak, and why nothing
             tok = None
             if counter is not None:
                 if page_tokens[k] is None:  # all OCR = the lines, whatever the level
@@ -844,17 +828,14 @@ def level_ceilings(records: Sequence[dict], hits: Sequence[float] = HIT_THRESHOL
     return out
 
 
-COMPARE_FIELDS = ("n_scored", "n_failed", "mean_iou", "hit@0.5", "area_precision", "area_recall", "kept_fraction",
-                  "n_selected", "token_savings_vs_all_ocr", "token_savings_vs_full_image")
-
-
 def selection_label(name: str, key: str) -> str:
     """How a run's selection is named everywhere (stdout, report.md, summary.json)."""
     return f"{name} @ {key}" if name else key
 
 
 def compare_selections(summaries: Mapping[str, dict]) -> dict[str, dict]:
-    """Side-by-side figures of several selections of one run (:data:`COMPARE_FIELDS`)."""
+    """Side-by-side figures of several selections of one run: the method's, and the oracle's, random's
+    and the ceiling's of each."""
     out = {}
     for key, s in summaries.items():
         prec = (s.get("systems", {}).get("method") or {}).get("precision") or {}

@@ -18,8 +18,8 @@ from snappy.search.region_rows import overlap_from_table
 from snappy.search.results import PageResult, PageResults, RegionResult, merge_pages
 
 _LAZY = ("Searcher", "SearchOptions")  # snappy.search.searcher loads Lance
-__all__ = sorted(["PageMatrix", "PageResult", "PageResults", "QueryError", "RegionResult", "maxsim",
-                  "maxsim_reference", "merge_pages", "overlap_from_table", "top_k", *_LAZY])
+__all__ = ["PageMatrix", "PageResult", "PageResults", "QueryError", "RegionResult", "SearchOptions", "Searcher",
+           "maxsim", "maxsim_reference", "merge_pages", "overlap_from_table", "top_k"]
 
 
 def __getattr__(name: str):

@@ -45,7 +45,7 @@ def corpus(n: int):
 def build(n: int, work: Path) -> Path:
     """The structured index of ``n`` pages with its candidate stage (cached)."""
     from snappy.candidates.settings import CandidateSettings
-    from snappy.candidates.maintain import update_candidates
+    from snappy.candidates.maintain import QuerySamples, update_candidates
     from snappy.storage import IndexStore
     from snappy.testing.synth_index import write_vector_pages
 
@@ -70,8 +70,9 @@ def build(n: int, work: Path) -> Path:
                                    name="structured", batch_pages=200)
         write_s = round(time.perf_counter() - t, 1)
     t = time.perf_counter()
-    with store.writer() as w:
-        out = update_candidates(w, CandidateSettings(min_pages=1, batch_pages=512))
+    with store.writer() as w:  # the encoder's prefix tokens, as the nightly run would take them from the encoder
+        out = update_candidates(w, CandidateSettings(min_pages=1, batch_pages=512),
+                                QuerySamples(prefix=vocab[c.vocabulary + c.background_styles:]))
     cand_s = time.perf_counter() - t
     done.write_text(json.dumps({"pages": n, "write_s": write_s, "candidates_s": round(cand_s, 1), **out}))
     print(f"built {path}: write {write_s} s, candidate stage {cand_s:.0f} s ({out})", flush=True)
@@ -103,6 +104,132 @@ def exact_offline(n_pages: int, qs, k: int = 10, chunk: int = 2000) -> list[list
         keep = np.argsort(-best, axis=1, kind="stable")[:, :k]
         best, ids = np.take_along_axis(best, keep, 1), np.take_along_axis(ids, keep, 1)
     return ids.tolist()
+
+
+# ---------------------------------------------------------------------- the candidate stage in memory, per corpus
+def sketch(name: str, n: int, n_q: int, work: Path) -> dict:
+    """The candidate stage of corpus ``name`` at ``n`` pages built in memory exactly as the nightly run
+    builds it (``train_codebook`` on 2,000 sampled pages, ``page_sketch`` of every page), with the exact
+    MaxSim of every page for the corpus's first ``n_q`` queries; cached in ``work`` (npz). No Lance:
+    recall per stage does not depend on the storage."""
+    import numpy as np
+    import pyarrow as pa
+
+    from snappy.candidates.centroids import Codebook, CentroidIndex, page_sketch
+    from snappy.candidates.maintain import train_codebook
+    from snappy.candidates.settings import CandidateSettings
+    from snappy.testing.synth_index import corpus_named
+
+    path = work / f"sketch-{name}-{n}.npz"
+    c = corpus_named(name, n)
+    vocab = c.vocabulary_vectors()
+    qs = [c.query(j, vocab) for j in range(n_q)]
+    queries_, targets = [q for q, _ in qs], [t for _, t in qs]
+    if path.is_file():
+        z = np.load(path, allow_pickle=False)
+        cb = Codebook.from_table(pa.ipc.open_file(pa.BufferReader(z["codebook"].tobytes())).read_all())
+        have = z["exact"]
+        exact = have if len(have) >= n_q else None
+    else:
+        z, cb, exact = None, None, None
+    if cb is None:
+        t = time.perf_counter()
+        s = CandidateSettings()
+        rng = np.random.default_rng(s.seed)
+        pick = np.sort(rng.choice(n, size=min(n, s.train_pages), replace=False))
+        cb = train_codebook([c.page(int(i), vocab) for i in pick], n * c.n_tokens, n, s, 1, "synthetic:" + name)
+        codes, pooled, n_codes, n_pooled = [], [], [], []
+        exact = np.zeros((n_q, n), np.float32)
+        for a in range(0, n, 500):
+            pages = c.pages(a, min(n, a + 500), vocab)
+            for p in pages:
+                cc, pp, _ = page_sketch(cb, p)
+                codes.append(cc), pooled.append(pp), n_codes.append(len(cc)), n_pooled.append(len(pp))
+            exact[:, a:a + len(pages)] = exact_scores(queries_, pages)
+            print(f"{name} {n}: {a + len(pages)} pages coded ({time.perf_counter() - t:.0f} s)", flush=True)
+        sink = pa.BufferOutputStream()
+        tbl = cb.to_table()
+        with pa.ipc.new_file(sink, tbl.schema) as w:
+            w.write_table(tbl)
+        np.savez(path, codebook=np.frombuffer(sink.getvalue().to_pybytes(), np.uint8), codes=np.concatenate(codes),
+                 n_codes=np.asarray(n_codes), pooled=np.concatenate(pooled), n_pooled=np.asarray(n_pooled),
+                 exact=exact)
+        z = np.load(path, allow_pickle=False)
+    if exact is None:
+        raise SystemExit(f"{path} holds the exact scores of fewer than {n_q} queries: remove it to rebuild")
+    index = CentroidIndex._from_arrays(cb, z["n_codes"], z["codes"], z["n_pooled"], z["pooled"], z["pooled"].shape[1])
+    return {"corpus": c, "index": index, "queries": queries_, "targets": targets, "exact": exact[:n_q]}
+
+
+def pseudo(name: str, n: int, n_q: int, work: Path, d: dict | None = None, **kw) -> tuple[list, "np.ndarray"]:
+    """Pseudo-queries of the corpus (``calibrate.pseudo_queries`` from ``n_q`` random pages, after the
+    corpus's prefix tokens, as the encoder would give them) and their exact MaxSim over every page (cached)."""
+    import numpy as np
+
+    from snappy.candidates.calibrate import pseudo_queries
+
+    d = d or sketch(name, n, 0, work)
+    tag = "-".join(f"{k}{v}" for k, v in sorted(kw.items()))
+    path = work / f"pseudo-{name}-{n}-{n_q}{tag}.npz"
+    if path.is_file():
+        z = np.load(path)
+        lengths = z["lengths"]
+        qs = np.split(z["queries"], np.cumsum(lengths)[:-1])
+        return qs, z["exact"]
+    c, index = d["corpus"], d["index"]
+    vocab = c.vocabulary_vectors()
+    rng = np.random.default_rng(1)
+    pick = np.sort(rng.choice(n, size=n_q, replace=False))
+    prefix = vocab[c.vocabulary + c.background_styles:]
+    qs = pseudo_queries([c.page(int(i), vocab) for i in pick], index.codebook, np.diff(index.list_indptr), rng,
+                        prefix, **kw)
+    exact = np.zeros((len(qs), n), np.float32)
+    for a in range(0, n, 500):
+        exact[:, a:min(n, a + 500)] = exact_scores(qs, c.pages(a, min(n, a + 500), vocab))
+    np.savez(path, queries=np.concatenate(qs), lengths=np.array([len(q) for q in qs]), exact=exact)
+    return qs, exact
+
+
+def stages(names: list[str], sizes: list[int], n_q: int, work: Path, target: float = 0.95) -> list[dict]:
+    """Per corpus and size: the calibration (on pseudo-queries) and the recall per stage it gives on the
+    corpus's own queries, beside the old defaults (``default_budgets``, fixed rerank)."""
+    import numpy as np
+
+    from snappy.candidates.calibrate import Budgets, calibrate, stage_recall
+    from snappy.candidates.centroids import default_budgets
+
+    rows = []
+    for name in names:
+        for n in sizes:
+            d = sketch(name, n, n_q, work)
+            pq, pex = pseudo(name, n, n_q, work, d)
+            t = time.perf_counter()
+            cal = calibrate(d["index"], pq, pex, target, n_pages=n)
+            cal_s = time.perf_counter() - t
+            pool, cand = default_budgets(n)
+            old = Budgets(112, pool, cand, cand)
+            real = stage_recall(d["index"], d["queries"], d["exact"], [old, cal.chosen])
+            est = {json.dumps(r["budgets"], sort_keys=True): r["recall"] for r in cal.curve}
+            check = stage_recall(d["index"], d["queries"], d["exact"], [Budgets(**r["budgets"]) for r in cal.curve])
+            diffs = [r["recall"] - est[json.dumps(r["budgets"], sort_keys=True)] for r in check]
+            row = {"corpus": name, "pages": n, "queries": n_q, "calibration_s": round(cal_s, 1),
+                   "before": {k: real[0][k] for k in ("probe", "pooled", "recall", "reranked", "cost_ms")},
+                   "chosen": cal.chosen.__dict__, "estimate": cal.estimate,
+                   "after": {k: real[1][k] for k in ("probe", "pooled", "recall", "reranked", "cost_ms")},
+                   "curve_measured_minus_estimated": {"mean": round(float(np.mean(diffs)), 3),
+                                                      "mean_abs": round(float(np.mean(np.abs(diffs))), 3)}}
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    return rows
+
+
+def exact_scores(qs, pages) -> "np.ndarray":
+    """``[len(qs), len(pages)]`` exact MaxSim (float32 of the stored float16 values)."""
+    import numpy as np
+
+    from snappy.search.maxsim import PageMatrix, maxsim
+
+    return maxsim(qs, PageMatrix.from_pages(pages, np.float32)).astype(np.float32)
 
 
 # ---------------------------------------------------------------------- one measurement, in its own process

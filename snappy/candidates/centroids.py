@@ -22,8 +22,9 @@ A query (``T`` token vectors) then runs three stages (the last one is the search
 Measured choices (``docs/search.md``, 5,000 structured pages): 8:1 pooling keeps 0.988 of the exact
 top-10 within the 128 best pooled scores, at 4 bits per dimension as at int8 (half the RAM), 12:1
 pooling 0.948, 16:1 0.916; the probe alone needs ~2,000 pages for 0.99; MUVERA encodings and binary
-tokens needed far more candidates for the same recall. The budgets (pool, candidates) grow with the
-index (:func:`default_budgets`).
+tokens needed far more candidates for the same recall. The budgets (probe depth, pool, candidates)
+are measured on the index's own data by the nightly run (:mod:`snappy.candidates.calibrate`) and
+stored with the codebook; an index not calibrated yet uses :func:`default_budgets`.
 """
 from __future__ import annotations
 
@@ -218,7 +219,8 @@ class Codebook:
             pa.array([self.codebook_id] * k, pa.int64()), pa.array([self.trained_pages] * k, pa.int64()),
             pa.array([self.train_similarity] * k, pa.float32()), pa.array([self.pool_scale] * k, pa.float32()),
             pa.array([self.pool_factor] * k, pa.int32()), per_row(self.pool_lo), per_row(self.pool_step),
-            pa.array([None if self.calibration is None else self.calibration.to_json()] * k, pa.string())],
+            pa.array([None if self.calibration is None else self.calibration.to_json()] + [None] * (k - 1),
+                     pa.string())],  # once, on centroid 0's row
             schema=schema)
 
     @classmethod

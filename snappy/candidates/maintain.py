@@ -14,6 +14,12 @@ Runs under the index's writer (lease held) after the indexing run's commits:
   pooled vectors, 16 KB a page) gains ranges fitted to a sample of its stored vectors, and every codes
   row is re-packed to 4 bits (8 KB) in the same commit: no re-pooling, no retraining (``plan_pool``).
 
+- **calibration** (:mod:`snappy.candidates.calibrate`): after training, and again when the index grew or
+  shrank ``recalibrate_growth`` times or the target changed (``plan_calibration``), the budgets that
+  reach ``target_recall`` are measured on pseudo-queries from the index's pages (and logged queries
+  when the caller has them: :class:`QuerySamples`) against their exact MaxSim over every coded page,
+  and stored with the codebook in a second commit (the codebook table rewritten with its calibration).
+
 Codes rows carry their page's generation, so they follow the commit protocol like pages: a
 re-indexed document's old codes go with its old pages, and readers see codes and codebook of one
 snapshot together.
@@ -177,10 +183,11 @@ def calibrate_index(store, codebook: Codebook, meta: pa.Table, position: np.ndar
     logged = [np.asarray(q, np.float32) for q in queries.logged][:s.calibration_queries]
     n_pseudo = s.calibration_queries - len(logged)
     rows = np.sort(rng.choice(np.flatnonzero(coded), size=min(n_pseudo, int(coded.sum())), replace=False))
-    qs = list(logged)
+    qs, hard = list(logged), np.zeros(len(logged), bool)  # logged queries are as hard as they are
     if len(rows):
         pages = _read_pages(store.dataset(PAGES), position[rows])
-        qs += pseudo_queries(pages, codebook, np.diff(index.list_indptr), rng, queries.prefix)
+        made, made_hard = pseudo_queries(pages, codebook, np.diff(index.list_indptr), rng, queries.prefix)
+        qs, hard = qs + made, np.concatenate([hard, made_hard])
     exact = np.zeros((len(qs), index.n_pages), np.float32)
     ds = store.dataset(PAGES)
     sel = np.flatnonzero(coded)
@@ -188,7 +195,7 @@ def calibrate_index(store, codebook: Codebook, meta: pa.Table, position: np.ndar
         rows = sel[a:a + s.batch_pages]
         exact[:, at[rows]] = exact_maxsim(qs, _read_pages(ds, position[rows]))
     return calibrate(index, qs, exact, s.target_recall, codebook.codebook_id, index.n_pages, len(logged),
-                     datetime.now(timezone.utc).isoformat(timespec="seconds"))
+                     datetime.now(timezone.utc).isoformat(timespec="seconds"), hard=hard)
 
 
 def _read_pages(ds, positions: np.ndarray) -> list[np.ndarray]:

@@ -7,6 +7,11 @@ among, LanceDB, and the region step; on data with structure, never uniform noise
     python benchmarks/bench_search.py options --pages 10000        # probe / pooled / binary / MUVERA / LanceDB
     python benchmarks/bench_search.py lexical --pages 5000         # lexical-encoder vectors of generated pages
     python benchmarks/bench_search.py regions                      # the region step through the real path
+    python benchmarks/bench_search.py stages --pages 5000 [--logged]   # recall per stage per corpus, calibrated
+    python benchmarks/bench_search.py latency --pages 5000 --old /work/main   # old vs this code, interleaved
+
+Corpora (``stages --corpora``): ``structured``, ``flat`` (flatter vocabulary, short noisy queries),
+``templates100`` / ``templates1000`` (near-duplicate template groups; ``snappy.testing.synth_index``).
 
 Data: ``snappy.testing.synth_index.StructuredCorpus`` (documented there: a Zipf vocabulary of concept
 centroids, ~45 % near-identical background tokens, noisy content tokens, queries paraphrasing a
@@ -103,18 +108,21 @@ def build_from_sketch(name: str, n: int, work: Path) -> Path:
     c, index = d["corpus"], d["index"]
     vocab = c.vocabulary_vectors()
     t = time.perf_counter()
-    store = write_vector_pages(str(path), n, lambda a, b: c.pages(a, b, vocab), f"synthetic:{name}", name=name,
-                               batch_pages=200)
+    store = IndexStore(str(path))
+    if not (path.exists() and store.snapshot() is not None and store.count_rows().get("pages") == n):
+        store = write_vector_pages(str(path), n, lambda a, b: c.pages(a, b, vocab), f"synthetic:{name}", name=name,
+                                   batch_pages=200)
     write_s = time.perf_counter() - t
     z = np.load(work / f"sketch-{name}-{n}.npz")
     cb = index.codebook
-    meta = store.read(PAGES, ["page_id", "doc_id", "gen", "n_tokens"])
+    meta = store.dataset(PAGES).to_table(columns=["page_id", "doc_id", "gen"], scan_in_order=True)
     number = {pid: i for i, pid in enumerate(_page_ids(name, n))}
     order = np.array([number[p] for p in meta.column("page_id").to_pylist()])
     code_at = np.concatenate([[0], np.cumsum(z["n_codes"])])
     vec_at = np.concatenate([[0], np.cumsum(z["n_pooled"])])
-    codes = [z["codes"][code_at[i]:code_at[i + 1]] for i in order]
-    pooled = [z["pooled"][vec_at[i]:vec_at[i + 1]] for i in order]
+    all_codes, all_pooled = z["codes"], z["pooled"]  # (each z[...] reads the whole array again)
+    codes = [all_codes[code_at[i]:code_at[i + 1]] for i in order]
+    pooled = [all_pooled[vec_at[i]:vec_at[i + 1]] for i in order]
     table = codes_table(cb, meta.select(["page_id", "doc_id", "gen"]), codes, pooled,
                         np.full(len(order), cb.train_similarity, np.float32), cb.dim)
     with store.writer() as w:

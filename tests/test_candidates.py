@@ -384,8 +384,12 @@ def test_the_estimated_recall_is_reported(templates):
     assert report["centroids"] == 256
     assert report["calibration"]["estimated_recall"] == round(cal.estimate, 3)
     assert report["calibration"]["budgets"] == cal.summary()["budgets"]
-    info = Searcher(store, options=SearchOptions(mode="candidates")).info()
+    searcher = Searcher(store, options=SearchOptions(mode="candidates"))
+    info = searcher.info()
     assert info["estimated_recall"] == round(cal.estimate, 3) and info["calibration"] == cal.summary()
+    from pipelines.serve import _calibration  # GET /version: each shard's calibration
+
+    assert _calibration(searcher.state) == cal.summary() and _calibration(None) is None
 
 
 def test_calibration_decisions():

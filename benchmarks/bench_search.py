@@ -7,6 +7,11 @@ among, LanceDB, and the region step; on data with structure, never uniform noise
     python benchmarks/bench_search.py options --pages 10000        # probe / pooled / binary / MUVERA / LanceDB
     python benchmarks/bench_search.py lexical --pages 5000         # lexical-encoder vectors of generated pages
     python benchmarks/bench_search.py regions                      # the region step through the real path
+    python benchmarks/bench_search.py stages --pages 5000 [--logged]   # recall per stage per corpus, calibrated
+    python benchmarks/bench_search.py latency --pages 5000 --old /work/main   # old vs this code, interleaved
+
+Corpora (``stages --corpora``): ``structured``, ``flat`` (flatter vocabulary, short noisy queries),
+``templates100`` / ``templates1000`` (near-duplicate template groups; ``snappy.testing.synth_index``).
 
 Data: ``snappy.testing.synth_index.StructuredCorpus`` (documented there: a Zipf vocabulary of concept
 centroids, ~45 % near-identical background tokens, noisy content tokens, queries paraphrasing a
@@ -45,7 +50,7 @@ def corpus(n: int):
 def build(n: int, work: Path) -> Path:
     """The structured index of ``n`` pages with its candidate stage (cached)."""
     from snappy.candidates.settings import CandidateSettings
-    from snappy.candidates.maintain import update_candidates
+    from snappy.candidates.maintain import QuerySamples, update_candidates
     from snappy.storage import IndexStore
     from snappy.testing.synth_index import write_vector_pages
 
@@ -70,12 +75,74 @@ def build(n: int, work: Path) -> Path:
                                    name="structured", batch_pages=200)
         write_s = round(time.perf_counter() - t, 1)
     t = time.perf_counter()
-    with store.writer() as w:
-        out = update_candidates(w, CandidateSettings(min_pages=1, batch_pages=512))
+    with store.writer() as w:  # the encoder's prefix tokens, as the nightly run would take them from the encoder
+        out = update_candidates(w, CandidateSettings(min_pages=1, batch_pages=512),
+                                QuerySamples(prefix=vocab[c.vocabulary + c.background_styles:]))
     cand_s = time.perf_counter() - t
     done.write_text(json.dumps({"pages": n, "write_s": write_s, "candidates_s": round(cand_s, 1), **out}))
     print(f"built {path}: write {write_s} s, candidate stage {cand_s:.0f} s ({out})", flush=True)
     return path
+
+
+def build_from_sketch(name: str, n: int, work: Path) -> Path:
+    """The Lance index of corpus ``name`` at ``n`` pages, its candidate stage taken from the in-memory
+    :func:`sketch` (the same codebook and codes the nightly run computes, without coding the pages a second
+    time), then calibrated by ``update_candidates`` as the nightly run does (cached)."""
+    import numpy as np
+    import pyarrow as pa
+
+    from snappy.candidates.centroids import codes_table
+    from snappy.candidates.maintain import QuerySamples, update_candidates
+    from snappy.candidates.settings import CandidateSettings
+    from snappy.storage import IndexStore
+    from snappy.storage.commit import CommitBatch
+    from snappy.storage.schema import CODEBOOK, CODES, PAGES
+    from snappy.storage.writer import write_fragments
+    from snappy.testing.synth_index import write_vector_pages
+
+    path = work / f"{name}-{n}-lance"
+    done = path / "BUILT"
+    if done.is_file():
+        return path
+    d = sketch(name, n, 0, work)
+    c, index = d["corpus"], d["index"]
+    vocab = c.vocabulary_vectors()
+    t = time.perf_counter()
+    store = IndexStore(str(path))
+    if not (path.exists() and store.snapshot() is not None and store.count_rows().get("pages") == n):
+        store = write_vector_pages(str(path), n, lambda a, b: c.pages(a, b, vocab), f"synthetic:{name}", name=name,
+                                   batch_pages=200)
+    write_s = time.perf_counter() - t
+    z = np.load(work / f"sketch-{name}-{n}.npz")
+    cb = index.codebook
+    meta = store.dataset(PAGES).to_table(columns=["page_id", "doc_id", "gen"], scan_in_order=True)
+    number = {pid: i for i, pid in enumerate(_page_ids(name, n))}
+    order = np.array([number[p] for p in meta.column("page_id").to_pylist()])
+    code_at = np.concatenate([[0], np.cumsum(z["n_codes"])])
+    vec_at = np.concatenate([[0], np.cumsum(z["n_pooled"])])
+    all_codes, all_pooled = z["codes"], z["pooled"]  # (each z[...] reads the whole array again)
+    codes = [all_codes[code_at[i]:code_at[i + 1]] for i in order]
+    pooled = [all_pooled[vec_at[i]:vec_at[i + 1]] for i in order]
+    table = codes_table(cb, meta.select(["page_id", "doc_id", "gen"]), codes, pooled,
+                        np.full(len(order), cb.train_similarity, np.float32), cb.dim)
+    with store.writer() as w:
+        w.migrate()
+        frags = write_fragments(store.table_uri(CODES), table, store.storage_options)
+        w.commit(CommitBatch(replace={CODEBOOK: cb.to_table()}, fragments={CODES: frags}))
+    t = time.perf_counter()
+    with store.writer() as w:
+        out = update_candidates(w, CandidateSettings(min_pages=1, batch_pages=512),
+                                QuerySamples(prefix=vocab[c.vocabulary + c.background_styles:]))
+    done.write_text(json.dumps({"pages": n, "write_s": round(write_s, 1),
+                                "calibration_s": round(time.perf_counter() - t, 1), **out}))
+    print(f"built {path}: {out}", flush=True)
+    return path
+
+
+def _page_ids(name: str, n: int) -> list[str]:
+    from snappy.ids import doc_id_for, page_id_for
+
+    return [page_id_for(doc_id_for(f"{name}://{i:07d}"), 1) for i in range(n)]
 
 
 def queries(n_pages: int, n: int):
@@ -103,6 +170,155 @@ def exact_offline(n_pages: int, qs, k: int = 10, chunk: int = 2000) -> list[list
         keep = np.argsort(-best, axis=1, kind="stable")[:, :k]
         best, ids = np.take_along_axis(best, keep, 1), np.take_along_axis(ids, keep, 1)
     return ids.tolist()
+
+
+# ---------------------------------------------------------------------- the candidate stage in memory, per corpus
+def sketch(name: str, n: int, n_q: int, work: Path) -> dict:
+    """The candidate stage of corpus ``name`` at ``n`` pages built in memory exactly as the nightly run
+    builds it (``train_codebook`` on 2,000 sampled pages, ``page_sketch`` of every page), with the exact
+    MaxSim of every page for the corpus's first ``n_q`` queries; cached in ``work`` (npz). No Lance:
+    recall per stage does not depend on the storage."""
+    import numpy as np
+    import pyarrow as pa
+
+    from snappy.candidates.centroids import Codebook, CentroidIndex, page_sketch
+    from snappy.candidates.maintain import train_codebook
+    from snappy.candidates.settings import CandidateSettings
+    from snappy.testing.synth_index import corpus_named
+
+    path = work / f"sketch-{name}-{n}.npz"
+    c = corpus_named(name, n)
+    vocab = c.vocabulary_vectors()
+    qs = [c.query(j, vocab) for j in range(n_q)]
+    queries_, targets = [q for q, _ in qs], [t for _, t in qs]
+    if path.is_file():
+        z = np.load(path, allow_pickle=False)
+        cb = Codebook.from_table(pa.ipc.open_file(pa.BufferReader(z["codebook"].tobytes())).read_all())
+        have = z["exact"]
+        exact = have if len(have) >= n_q else None
+    else:
+        z, cb, exact = None, None, None
+    if cb is None:
+        t = time.perf_counter()
+        s = CandidateSettings()
+        rng = np.random.default_rng(s.seed)
+        pick = np.sort(rng.choice(n, size=min(n, s.train_pages), replace=False))
+        cb = train_codebook([c.page(int(i), vocab) for i in pick], n * c.n_tokens, n, s, 1, "synthetic:" + name)
+        codes, pooled, n_codes, n_pooled = [], [], [], []
+        exact = np.zeros((n_q, n), np.float32)
+        for a in range(0, n, 500):
+            pages = c.pages(a, min(n, a + 500), vocab)
+            for p in pages:
+                cc, pp, _ = page_sketch(cb, p)
+                codes.append(cc), pooled.append(pp), n_codes.append(len(cc)), n_pooled.append(len(pp))
+            exact[:, a:a + len(pages)] = exact_scores(queries_, pages)
+            print(f"{name} {n}: {a + len(pages)} pages coded ({time.perf_counter() - t:.0f} s)", flush=True)
+        sink = pa.BufferOutputStream()
+        tbl = cb.to_table()
+        with pa.ipc.new_file(sink, tbl.schema) as w:
+            w.write_table(tbl)
+        np.savez(path, codebook=np.frombuffer(sink.getvalue().to_pybytes(), np.uint8), codes=np.concatenate(codes),
+                 n_codes=np.asarray(n_codes), pooled=np.concatenate(pooled), n_pooled=np.asarray(n_pooled),
+                 exact=exact)
+        z = np.load(path, allow_pickle=False)
+    if exact is None:
+        raise SystemExit(f"{path} holds the exact scores of fewer than {n_q} queries: remove it to rebuild")
+    index = CentroidIndex._from_arrays(cb, z["n_codes"], z["codes"], z["n_pooled"], z["pooled"], z["pooled"].shape[1])
+    return {"corpus": c, "index": index, "queries": queries_, "targets": targets, "exact": exact[:n_q]}
+
+
+def pseudo(name: str, n: int, n_q: int, work: Path, d: dict | None = None, **kw) -> tuple[list, "np.ndarray"]:
+    """Pseudo-queries of the corpus (``calibrate.pseudo_queries`` from ``n_q`` random pages, after the
+    corpus's prefix tokens, as the encoder would give them) and their exact MaxSim over every page (cached)."""
+    import numpy as np
+
+    from snappy.candidates.calibrate import pseudo_queries
+
+    d = d or sketch(name, n, 0, work)
+    tag = "-".join(f"{k}{v}" for k, v in sorted(kw.items()))
+    path = work / f"pseudo-{name}-{n}-{n_q}{tag}.npz"
+    if path.is_file():
+        z = np.load(path)
+        lengths = z["lengths"]
+        qs = np.split(z["queries"], np.cumsum(lengths)[:-1])
+        return qs, z["exact"], z["hard"]
+    c, index = d["corpus"], d["index"]
+    vocab = c.vocabulary_vectors()
+    rng = np.random.default_rng(1)
+    pick = np.sort(rng.choice(n, size=n_q, replace=False))
+    prefix = vocab[c.vocabulary + c.background_styles:]
+    qs, hard = pseudo_queries([c.page(int(i), vocab) for i in pick], index.codebook, np.diff(index.list_indptr),
+                              rng, prefix, **kw)
+    exact = np.zeros((len(qs), n), np.float32)
+    for a in range(0, n, 500):
+        exact[:, a:min(n, a + 500)] = exact_scores(qs, c.pages(a, min(n, a + 500), vocab))
+    np.savez(path, queries=np.concatenate(qs), lengths=np.array([len(q) for q in qs]), exact=exact, hard=hard)
+    return qs, exact, hard
+
+
+def logged_queries(name: str, n: int, n_q: int, work: Path, d: dict) -> tuple[list, "np.ndarray"]:
+    """The corpus's queries ``1000 ... 1000 + n_q`` (disjoint from the measured ones) as the service's log
+    would hold them, with their exact MaxSim over every page (cached)."""
+    import numpy as np
+
+    path = work / f"logged-{name}-{n}-{n_q}.npz"
+    c = d["corpus"]
+    vocab = c.vocabulary_vectors()
+    qs = [c.query(j, vocab)[0] for j in range(1000, 1000 + n_q)]
+    if path.is_file():
+        return qs, np.load(path)["exact"]
+    exact = np.zeros((len(qs), n), np.float32)
+    for a in range(0, n, 500):
+        exact[:, a:min(n, a + 500)] = exact_scores(qs, c.pages(a, min(n, a + 500), vocab))
+    np.savez(path, exact=exact)
+    return qs, exact
+
+
+def stages(names: list[str], sizes: list[int], n_q: int, work: Path, target: float = 0.95,
+           logged: bool = False) -> list[dict]:
+    """Per corpus and size: the calibration (on pseudo-queries; with ``logged``, on 100 other queries
+    of the corpus standing for the service's query log) and the recall per stage it gives on the
+    corpus's own queries, beside the old defaults (``default_budgets``, fixed rerank)."""
+    import numpy as np
+
+    from snappy.candidates.calibrate import Budgets, calibrate, stage_recall
+    from snappy.candidates.centroids import default_budgets
+
+    rows = []
+    for name in names:
+        for n in sizes:
+            d = sketch(name, n, n_q, work)
+            pq, pex, hard = logged_queries(name, n, n_q, work, d) + (None,) if logged else pseudo(name, n, n_q, work, d)
+            t = time.perf_counter()
+            cal = calibrate(d["index"], pq, pex, target, n_pages=n, hard=hard)
+            cal_s = time.perf_counter() - t
+            pool, cand = default_budgets(n)
+            old = Budgets(112, pool, cand, cand)
+            real = stage_recall(d["index"], d["queries"], d["exact"], [old, cal.chosen])
+            est = {json.dumps(r["budgets"], sort_keys=True): r["recall"] for r in cal.curve}  # the frontier
+            check = stage_recall(d["index"], d["queries"], d["exact"], [Budgets(**r["budgets"]) for r in cal.curve])
+            diffs = [r["recall"] - est[json.dumps(r["budgets"], sort_keys=True)] for r in check]
+            row = {"corpus": name, "pages": n, "queries": n_q, "calibrated_on": "logged" if logged else "pseudo",
+                   "calibration_s": round(cal_s, 1),
+                   "before": {k: real[0][k] for k in ("probe", "pooled", "recall", "reranked", "cost_ms")},
+                   "chosen": cal.chosen.__dict__, "estimate": cal.estimate,
+                   "estimate_hard": next((r.get("recall_hard") for r in cal.curve if Budgets(**r["budgets"]) == cal.chosen),
+                                         None),
+                   "after": {k: real[1][k] for k in ("probe", "pooled", "recall", "reranked", "cost_ms")},
+                   "curve_measured_minus_estimated": {"mean": round(float(np.mean(diffs)), 3),
+                                                      "mean_abs": round(float(np.mean(np.abs(diffs))), 3)}}
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    return rows
+
+
+def exact_scores(qs, pages) -> "np.ndarray":
+    """``[len(qs), len(pages)]`` exact MaxSim (float32 of the stored float16 values)."""
+    import numpy as np
+
+    from snappy.search.maxsim import PageMatrix, maxsim
+
+    return maxsim(qs, PageMatrix.from_pages(pages, np.float32)).astype(np.float32)
 
 
 # ---------------------------------------------------------------------- one measurement, in its own process
@@ -145,6 +361,39 @@ def measure(path: Path, mode: str, n_pages: int, n_q: int, threads: int, options
     if out.returncode:
         raise RuntimeError(out.stderr[-3000:])
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def latency(n: int, work: Path, n_q: int, old: Path, rounds: int) -> dict:
+    """Median latency of the candidate path of another checkout (``old``: e.g. the main branch) and of
+    this one on the same index, interleaved (old, new, old, new, ...: the same machine load for both),
+    each run in a fresh process with one BLAS thread and that checkout's interpreter."""
+    import numpy as np
+
+    path = build_from_sketch("structured", n, work)
+    sides = {"old": old.resolve(), "new": REPO}
+    out: dict = {"pages": n, "queries": n_q, "rounds": rounds, "old": str(sides["old"]), "runs": []}
+    for r in range(rounds):
+        for name, repo in sides.items():
+            py = repo / ".venv" / "bin" / "python"
+            env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+                   "PYTHONPATH": str(repo)}
+            load = os.getloadavg()[0]
+            res = subprocess.run([str(py if py.exists() else sys.executable), "-c", MEASURE, str(path), "candidates",
+                                  str(n), str(n_q), str(repo / "benchmarks"), "{}"], capture_output=True, text=True,
+                                 env=env, timeout=7200)
+            if res.returncode:
+                raise RuntimeError(res.stderr[-3000:])
+            m = json.loads(res.stdout.strip().splitlines()[-1])
+            run = {"side": name, "round": r, "load_before": round(load, 2), "load_after": round(os.getloadavg()[0], 2),
+                   **{k: m[k] for k in ("median_ms", "p90_ms", "rss_mb", "peak_rss_mb", "cold_start_s")},
+                   "tops": m["tops"], "budgets": m["info"].get("budgets")}
+            print(json.dumps({k: v for k, v in run.items() if k != "tops"}), flush=True)
+            out["runs"].append(run)
+    for name in sides:
+        med = [r["median_ms"] for r in out["runs"] if r["side"] == name]
+        out[f"{name}_median_ms"] = round(float(np.median(med)), 1)
+    out["ratio_new_old"] = round(out["new_median_ms"] / out["old_median_ms"], 2)
+    return out
 
 
 def recall(got: list[list[int]], truth: list[list[int]], k: int = 10) -> float:
@@ -479,7 +728,13 @@ def _rebuild(table, grid):
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("what", nargs="?", default="all", choices=["all", "build", "scale", "sweep", "options", "lexical",
-                                                                "regions"])
+                                                                "regions", "stages", "latency"])
+    p.add_argument("--corpora", default="structured,flat,templates100,templates1000",
+                   help="stages: the corpora (snappy.testing.synth_index.corpus_named)")
+    p.add_argument("--logged", action="store_true", help="stages: calibrate on other queries of the corpus "
+                   "(the service's query log) instead of pseudo-queries")
+    p.add_argument("--old", default=None, help="latency: the checkout to compare with (its own .venv)")
+    p.add_argument("--rounds", type=int, default=3, help="latency: old/new pairs")
     p.add_argument("--configs", default="4096:128,7478:191,8192:256,12288:192,12288:256,16384:256",
                    help="sweep: pool:candidates pairs")
     p.add_argument("--pages", default="10000")
@@ -511,6 +766,10 @@ def main() -> int:
     if args.what == "sweep":
         configs = [tuple(int(x) for x in c.split(":")) for c in args.configs.split(",")]
         out["sweep"] = [r for n in sizes for r in sweep(n, args.queries, configs, work)]
+    if args.what == "stages":
+        out["stages"] = stages(args.corpora.split(","), sizes, args.queries, work, logged=args.logged)
+    if args.what == "latency":
+        out["latency"] = [latency(n, work, args.queries, Path(args.old), args.rounds) for n in sizes]
     if args.what in ("all", "scale"):
         out["scale"] = scale(sizes, work, args.queries, args.threads, args.exact_max, opts)
     if args.json:

@@ -329,6 +329,12 @@ def _print_inspect(report: dict) -> None:
         out.print("page text: " + ", ".join(f"{v} {names.get(k, k)}" for k, v in text["pages_by_source"].items())
                   + ("; why: " + ", ".join(f"{k} {v}" for k, v in text["pages_by_reason"].items())
                      if text["pages_by_reason"] else ""), soft_wrap=True)
+    cal = (report.get("candidates") or {}).get("calibration")
+    if cal:
+        b = cal["budgets"]
+        out.print(f"candidate stage: estimated recall@10 {cal['estimated_recall']} (target {cal['target_recall']}, "
+                  f"{cal['queries']} queries on {cal['pages']} pages, {cal['measured_at']}); budgets: probe "
+                  f"{b['probe_budget']}, pool {b['pool']}, rerank {b['candidates']}-{b['max_candidates']}", soft_wrap=True)
     for what in report.get("unreported", []):
         out.print(Text(f"not reported: {what}", style="yellow"), soft_wrap=True)
     if report["runs"]:

@@ -329,7 +329,15 @@ class ShardImpl:
             problems = list(self.problems)
         return {"shard": self.shard, "snapshots": seqs, "versions": dict(state.snap.versions) if state else {},
                 "pages": state.n_pages if state else 0, "mode": state.mode if state else None,
-                "encoder_id": state.encoder_id if state else None, "pid": os.getpid(), "problems": problems}
+                "encoder_id": state.encoder_id if state else None, "pid": os.getpid(), "problems": problems,
+                "candidates": _calibration(state)}
+
+
+def _calibration(state) -> dict | None:
+    """The calibration of the candidate stage a shard serves (estimated recall@10, budgets), or None."""
+    index = getattr(state, "index", None)
+    cal = index.codebook.calibration if index is not None else None
+    return cal.summary() if cal is not None else None
 
 
 class RouterImpl:

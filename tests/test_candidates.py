@@ -11,7 +11,7 @@ from snappy.candidates.settings import CandidateSettings
 from snappy.candidates.maintain import plan_codebook, update_candidates
 from snappy.ids import page_id_for
 from snappy.storage.schema import CODEBOOK, CODES, IndexSettings, document_record, to_table
-from snappy.testing.synth_index import StructuredCorpus, write_vector_pages
+from snappy.testing.synth_index import StructuredCorpus, TemplateCorpus, write_vector_pages
 
 N_TOKENS = 96
 CORPUS = StructuredCorpus(400, n_tokens=N_TOKENS, vocabulary=512, concepts=(4, 10), seed=7)
@@ -42,7 +42,7 @@ def ranked(results) -> list[list[tuple[str, float]]]:
 def test_candidates_covering_the_top_k_give_exactly_the_exact_results(index):
     q, _ = queries()
     exact = Searcher(index, options=SearchOptions(mode="exact"))
-    wide = Searcher(index, options=SearchOptions(mode="candidates", candidates=CandidateOptions(64, 400, 400)))
+    wide = Searcher(index, options=SearchOptions(mode="candidates", candidates=CandidateOptions(64, 400, 400, 400)))
     assert exact.state.mode == "exact" and wide.state.mode == "candidates"
     a, b = exact.search_vectors(q, top_pages=10), wide.search_vectors(q, top_pages=10)
     assert ranked(a) == ranked(b)  # same pages, same order, same scores
@@ -259,7 +259,7 @@ def test_an_int8_index_is_repacked_to_four_bits_without_recoding(tmp_path):
     with store.writer() as w:
         w.publish()
     q, _ = queries()
-    wide = SearchOptions(mode="candidates", candidates=CandidateOptions(64, 400, 400))
+    wide = SearchOptions(mode="candidates", candidates=CandidateOptions(64, 400, 400, 400))
     before = Searcher(store, options=wide)
     assert before.state.index.codebook.pool_bits == 8 and before.state.index.pooled.dtype == np.int8
     old_codes = store.read(CODES, ["page_id", "codes"]).sort_by("page_id")
@@ -289,3 +289,127 @@ def test_budgets_grow_with_the_index():
     assert CandidateOptions().budgets(100_000) == (pool, cand)
     assert CandidateOptions(pool=100, candidates=8).budgets(100_000) == (100, 8)
     assert CandidateOptions(candidates=8).budgets(10) == (4096, 8)
+
+
+def test_the_codebook_has_the_documented_size():
+    """K = default_k(the index's non-empty tokens), computed before the training sample is cut to
+    ``train_tokens`` (it was computed after: 4,096 centroids at 5,000 pages instead of 8,192)."""
+    from snappy.candidates.maintain import index_k, train_codebook
+
+    assert index_k(5_000 * 1024, 2_000 * 1024, 2_000 * 1024) == 8192  # docs/search.md: 5,000 pages
+    assert index_k(30_000 * 1024, 2_000 * 1024, 2_000 * 1024) == 16384  # 30,000 pages (the cap)
+    assert index_k(5_000 * 1024, 1000, 250) == default_k(1_280_000)  # empty tokens are never coded
+    pages = CORPUS.pages(0, 300)
+    cut = CandidateSettings(train_pages=300, train_tokens=4000)  # the sample is cut to 4,000 of 28,800 tokens
+    cb = train_codebook(pages, CORPUS.n_pages * N_TOKENS, CORPUS.n_pages, cut, 1, "synthetic:structured")
+    assert cb.k == default_k(CORPUS.n_pages * N_TOKENS) == 1024 > default_k(4000)
+
+
+# near-duplicates: two templates of 200 pages each, more than the default rerank of 128
+TEMPLATES = TemplateCorpus(400, n_tokens=N_TOKENS, vocabulary=512, concepts=(4, 10), group=200, seed=7)
+CALIBRATION = CandidateSettings(min_pages=100, k=256, train_pages=300, train_tokens=20000, calibration_queries=60)
+
+
+def recall_at_10(exact: Searcher, cand: Searcher, qs) -> tuple[float, float]:
+    """(recall@10 of ``cand`` against ``exact``, mean pages scored exactly per query)."""
+    ex = exact.rank(qs, 10)[0]
+    got, scored = [], []
+    for q in qs:
+        idx, _, _, n = cand._rank([q], 10, cand.state)
+        got.append(idx[0])
+        scored.append(n)
+    ids = lambda s, rows: [{s.state.page_ids[i] for i in row} for row in rows]  # noqa: E731
+    return float(np.mean([len(a & b) / 10 for a, b in zip(ids(exact, ex), ids(cand, got))])), float(np.mean(scored))
+
+
+@pytest.fixture(scope="module")
+def templates(tmp_path_factory):
+    """The near-duplicate index, calibrated by its maintenance with 60 logged queries (the corpus's
+    queries 100-159; the tests measure on queries 0-39)."""
+    from snappy.candidates.maintain import QuerySamples
+
+    vocab = TEMPLATES.vocabulary_vectors()
+    store = write_vector_pages(str(tmp_path_factory.mktemp("tpl") / "idx"), TEMPLATES.n_pages,
+                               lambda a, b: TEMPLATES.pages(a, b, vocab), "synthetic:templates", name="templates")
+    logged = QuerySamples(prefix=vocab[TEMPLATES.vocabulary + TEMPLATES.background_styles:],
+                          logged=[TEMPLATES.query(j, vocab)[0] for j in range(100, 160)])
+    with store.writer() as w:
+        out = update_candidates(w, CALIBRATION, logged)
+    qs = [TEMPLATES.query(j, vocab)[0] for j in range(40)]
+    return store, out, qs
+
+
+def test_calibration_reaches_the_target_where_the_default_budgets_do_not(templates):
+    store, out, qs = templates
+    assert out["action"] == "trained" and out["calibrated"] == "no calibration yet"
+    cal = Codebook.from_table(store.dataset(CODEBOOK).to_table()).calibration
+    assert cal is not None and cal.target == 0.95 and cal.logged == 60 and cal.queries == 60
+    exact = Searcher(store, options=SearchOptions(mode="exact"))
+    default = Searcher(store, options=SearchOptions(mode="candidates", candidates=CandidateOptions(
+        pool=4096, candidates=128)))  # the budgets before calibration: 128 reranked, fixed
+    before, _ = recall_at_10(exact, default, qs)
+    calibrated = Searcher(store, options=SearchOptions(mode="candidates"))
+    after, scored = recall_at_10(exact, calibrated, qs)
+    assert before < 0.95 <= after, (before, after)
+    assert abs(after - cal.estimate) <= 0.05, (after, cal.estimate)
+    assert scored < TEMPLATES.n_pages  # not by scoring everything
+    # a query may ask for another target: answered from the same measured curve
+    low = Searcher(store, options=SearchOptions(mode="candidates", candidates=CandidateOptions(target_recall=0.6)))
+    assert low.info()["estimated_recall"] >= 0.6
+    assert low.info()["budgets"]["max_candidates"] <= calibrated.info()["budgets"]["max_candidates"]
+
+
+def test_near_duplicates_do_not_crowd_out_the_answer(templates):
+    """A template group larger than the rerank: a fixed rerank of 64 pages keeps an arbitrary part of
+    the group; reranking on while the bound says a page could still enter the top-10 keeps the exact
+    top-10, and stops before the whole index."""
+    store, _, qs = templates
+    exact = Searcher(store, options=SearchOptions(mode="exact"))
+    fixed = Searcher(store, options=SearchOptions(mode="candidates", candidates=CandidateOptions(
+        pool=400, candidates=64, max_candidates=64)))
+    bound = Searcher(store, options=SearchOptions(mode="candidates", candidates=CandidateOptions(
+        pool=400, candidates=64, max_candidates=400)))
+    (r_fixed, n_fixed), (r_bound, n_bound) = recall_at_10(exact, fixed, qs), recall_at_10(exact, bound, qs)
+    assert r_fixed < 0.8 and n_fixed == 64
+    assert r_bound > r_fixed + 0.1 and 64 < n_bound < 400, (r_bound, n_bound)
+
+
+def test_the_estimated_recall_is_reported(templates):
+    from snappy.storage.report import index_report
+
+    store, out, _ = templates
+    cal = Codebook.from_table(store.dataset(CODEBOOK).to_table()).calibration
+    assert out["estimated_recall"] == round(cal.estimate, 3) and 0 < cal.estimate <= 1
+    report = index_report(store, quick=True)["candidates"]
+    assert report["centroids"] == 256
+    assert report["calibration"]["estimated_recall"] == round(cal.estimate, 3)
+    assert report["calibration"]["budgets"] == cal.summary()["budgets"]
+    searcher = Searcher(store, options=SearchOptions(mode="candidates"))
+    info = searcher.info()
+    assert info["estimated_recall"] == round(cal.estimate, 3) and info["calibration"] == cal.summary()
+    from pipelines.serve import _calibration  # GET /version: each shard's calibration
+
+    assert _calibration(searcher.state) == cal.summary() and _calibration(None) is None
+
+
+def test_calibration_decisions():
+    from snappy.candidates.calibrate import Budgets, Calibration, choose, plan_calibration, rerank_more
+
+    curve = [{"budgets": Budgets(112, 100, c, c).__dict__, "recall": r, "cost_ms": c}
+             for c, r in ((32, 0.7), (64, 0.93), (128, 0.96), (256, 0.99))]
+    assert choose(curve, 0.95)["cost_ms"] == 128 and choose(curve, 0.9)["cost_ms"] == 64
+    assert choose(curve, 0.999)["recall"] == 0.99  # none reaches it: the best
+    cal = Calibration(7, 1000, 0.95, 100, 0, Budgets(**choose(curve, 0.95)["budgets"]), 0.96, curve)
+    assert cal.for_target(0.9)[0].candidates == 64 and cal.for_target(None) == (cal.chosen, 0.96)
+    assert Calibration.from_json(cal.to_json()) == cal
+    assert plan_calibration(1000, 7, None, 0.95) == "no calibration yet"
+    assert plan_calibration(1200, 7, cal, 0.95) is None
+    assert "retrained" in plan_calibration(1000, 8, cal, 0.95)
+    assert "target" in plan_calibration(1000, 7, cal, 0.9)
+    assert "1600 pages" in plan_calibration(1600, 7, cal, 0.95)
+    # the bound: pages whose pooled score + the largest (exact - pooled) seen could reach the 2nd exact score
+    pooled = np.array([10, 9, 8, 7.5, 5, 1.0])
+    assert rerank_more(pooled, np.array([11.5, 8.4]), 2) == 2  # lift 1.5: 8 and 7.5 can reach 8.4, 5 cannot
+    assert rerank_more(pooled, np.array([10.5, 9.6, 8.1, 7.6]), 2) == 0
+    assert rerank_more(pooled, np.array([10.5]), 2) == 1  # fewer than k: read up to k
+    assert Budgets(pool=100, candidates=10, pool_share=0.01).pool_for(50_000) == 500

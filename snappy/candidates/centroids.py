@@ -22,8 +22,9 @@ A query (``T`` token vectors) then runs three stages (the last one is the search
 Measured choices (``docs/search.md``, 5,000 structured pages): 8:1 pooling keeps 0.988 of the exact
 top-10 within the 128 best pooled scores, at 4 bits per dimension as at int8 (half the RAM), 12:1
 pooling 0.948, 16:1 0.916; the probe alone needs ~2,000 pages for 0.99; MUVERA encodings and binary
-tokens needed far more candidates for the same recall. The budgets (pool, candidates) grow with the
-index (:func:`default_budgets`).
+tokens needed far more candidates for the same recall. The budgets (probe depth, pool, candidates)
+are measured on the index's own data by the nightly run (:mod:`snappy.candidates.calibrate`) and
+stored with the codebook; an index not calibrated yet uses :func:`default_budgets`.
 """
 from __future__ import annotations
 
@@ -33,6 +34,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from snappy.candidates.calibrate import Budgets, Calibration
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -97,6 +100,7 @@ class Codebook:
     pool_factor: int = 8  # tokens per pooled vector (default_pool_factor of the index's encoder)
     pool_lo: np.ndarray | None = None  # [dim] 4-bit pooled vectors: value = pool_lo + code * pool_step
     pool_step: np.ndarray | None = None  # [dim]; None (both): pooled vectors are int8 (x pool_scale)
+    calibration: Calibration | None = None  # budgets measured on the index's data (calibrate.py)
     _index: object = field(default=None, repr=False, compare=False)
 
     @property
@@ -214,7 +218,9 @@ class Codebook:
             pa.array(np.arange(k, dtype=np.int32)), pa.FixedSizeListArray.from_arrays(flat, dim),
             pa.array([self.codebook_id] * k, pa.int64()), pa.array([self.trained_pages] * k, pa.int64()),
             pa.array([self.train_similarity] * k, pa.float32()), pa.array([self.pool_scale] * k, pa.float32()),
-            pa.array([self.pool_factor] * k, pa.int32()), per_row(self.pool_lo), per_row(self.pool_step)],
+            pa.array([self.pool_factor] * k, pa.int32()), per_row(self.pool_lo), per_row(self.pool_step),
+            pa.array([None if self.calibration is None else self.calibration.to_json()] + [None] * (k - 1),
+                     pa.string())],  # once, on centroid 0's row
             schema=schema)
 
     @classmethod
@@ -229,9 +235,10 @@ class Codebook:
             v = t.column(name)[0].as_py() if name in t.column_names and t.num_rows else None
             return None if v is None else np.asarray(v, np.float32)
 
+        cal = t.column("calibration")[0].as_py() if "calibration" in t.column_names and t.num_rows else None
         return cls(cents, int(t.column("codebook_id")[0].as_py()), int(t.column("trained_pages")[0].as_py()),
                    float(t.column("train_similarity")[0].as_py()), float(t.column("pool_scale")[0].as_py()),
-                   int(factor or 8), first_row("pool_lo"), first_row("pool_step"))
+                   int(factor or 8), first_row("pool_lo"), first_row("pool_step"), Calibration.from_json(cal))
 
 
 def page_sketch(codebook: Codebook, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
@@ -261,15 +268,35 @@ def default_budgets(n_pages: int) -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class CandidateOptions:
-    nprobe: int = 8  # centroids probed per query token, at least
-    probe_budget: int = 112  # centroids probed per query in all: short queries probe deeper per token
-    pool: int | None = None  # pages kept by the probe for the pooled rescoring; None: default_budgets
-    candidates: int | None = None  # pages whose exact MaxSim is computed; None: default_budgets
+    """How a query runs the candidate stage. Unset budgets come from the index's calibration (the
+    cheapest budgets measured to reach its target recall, or ``target_recall`` when set: see
+    :mod:`snappy.candidates.calibrate`), and without one from :func:`default_budgets`."""
 
-    def budgets(self, n_pages: int) -> tuple[int, int]:
-        """(pool, candidates) for ``n_pages``: the ones set here, else ``default_budgets``."""
-        pool, candidates = default_budgets(n_pages)
-        return self.pool or pool, self.candidates or candidates
+    nprobe: int = 8  # centroids probed per query token, at least
+    probe_budget: int | None = None  # centroids probed per query in all (short queries probe deeper per token)
+    pool: int | None = None  # pages kept by the probe for the pooled rescoring
+    candidates: int | None = None  # pages whose exact MaxSim is computed, at least
+    max_candidates: int | None = None  # ... at most, while the bound says a page could still enter the top-k
+    target_recall: float | None = None  # another recall@10 target than the calibrated one (from its curve)
+
+    def budgets(self, n_pages: int, calibration: Calibration | None = None) -> tuple[int, int]:
+        """(pool, candidates) for ``n_pages``: the ones set here, else the calibrated or default ones."""
+        b = self.operating_point(n_pages, calibration)
+        return b.pool, b.candidates
+
+    def operating_point(self, n_pages: int, calibration: Calibration | None = None) -> Budgets:
+        """The budgets a query runs with on an index (or shard) of ``n_pages`` (pure): the calibrated
+        ones for ``target_recall`` (pool scaled to ``n_pages``), else ``default_budgets`` with a fixed
+        rerank; each field set here replaces its value."""
+        if calibration is not None:
+            b, _ = calibration.for_target(self.target_recall)
+            b = replace(b, pool=b.pool_for(n_pages), pool_share=None)
+        else:
+            pool, cand = default_budgets(n_pages)
+            b = Budgets(112, pool, cand, cand)
+        cand = self.candidates or b.candidates
+        return Budgets(self.probe_budget or b.probe_budget, self.pool or b.pool, cand,
+                       self.max_candidates or (cand if self.candidates else max(b.max_candidates, cand)), b.slack)
 
 
 @dataclass
@@ -340,17 +367,28 @@ class CentroidIndex:
                    flat_vectors.astype(dtype, copy=False).reshape(-1, width))
 
     def search(self, queries: list[np.ndarray], options: CandidateOptions = CandidateOptions()) -> np.ndarray:
-        """Candidate page positions for a batch of ``[T, dim]`` float32 queries (their union)."""
+        """Candidate page positions for a batch of ``[T, dim]`` float32 queries (their union; the first
+        ``candidates`` of each query's :meth:`ranked_pool`)."""
         out = [self._search_one(np.asarray(q, np.float32), options) for q in queries]
         return np.unique(np.concatenate(out)) if out else np.zeros(0, np.int64)
 
     def _search_one(self, q: np.ndarray, o: CandidateOptions) -> np.ndarray:
-        n_pool, n_cand = o.budgets(self.n_pages)
-        pool = self.probe(q, o.nprobe, n_pool, o.probe_budget)
-        if len(pool) <= n_cand:
-            return pool
+        b = o.operating_point(self.n_pages, self.codebook.calibration)
+        return self.ranked_pool(q, b, o.nprobe)[0][:b.candidates]
+
+    def ranked_pool(self, q: np.ndarray, b: Budgets, nprobe: int = 8) -> tuple[np.ndarray, np.ndarray]:
+        """(page positions, pooled scores) of the pool's best ``max_candidates`` pages by pooled score,
+        best first: the rerank takes ``candidates`` of them, then more while the bound asks."""
+        pool = self.probe(q, nprobe, b.pool, b.probe_budget)
+        if not len(pool):
+            return pool, np.zeros(0, np.float32)
         scores = self.pooled_scores(q, pool)
-        return pool[np.argpartition(-scores, n_cand - 1)[:n_cand]]
+        keep = max(b.max_candidates, b.candidates)
+        if len(pool) > keep:
+            top = np.argpartition(-scores, keep - 1)[:keep]
+            pool, scores = pool[top], scores[top]
+        order = np.argsort(-scores, kind="stable")
+        return pool[order], scores[order]
 
     def probe(self, q: np.ndarray, nprobe: int, pool: int, probe_budget: int = 0) -> np.ndarray:
         """Stage 1: the ``pool`` best pages by the sum over query tokens of their best probed centroid
@@ -363,22 +401,25 @@ class CentroidIndex:
             hit = hit[np.argpartition(-acc[hit], pool - 1)[:pool]]
         return hit.astype(np.int64)
 
-    def probe_scores(self, q: np.ndarray, nprobe: int, probe_budget: int = 0) -> np.ndarray:
-        """``[P]`` probe score of every page (0: no probed centroid)."""
+    def probe_scores(self, q: np.ndarray, nprobe: int, probe_budget: int = 0, count: bool = False):
+        """``[P]`` probe score of every page (0: no probed centroid); with ``count``, also the number of
+        inverted-list entries the probe read (its work)."""
         s = q @ self.codebook.centroids.T  # [T, K]
         nprobe = min(max(nprobe, probe_budget // max(len(q), 1)), self.codebook.k)
         probe = np.argpartition(-s, nprobe - 1, axis=1)[:, :nprobe]  # [T, nprobe]
         acc = np.zeros(self.n_pages, np.float32)
+        entries = 0
         for t in range(len(q)):
             cs = probe[t][np.argsort(-s[t, probe[t]])]  # this token's probed centroids, best first
             starts, ends = self.list_indptr[cs], self.list_indptr[cs + 1]
             if not (ends > starts).any():
                 continue
             pages = np.concatenate([self.list_pages[a:b] for a, b in zip(starts, ends)])
+            entries += len(pages)
             scores = np.repeat(s[t, cs], ends - starts)
             uniq, first = np.unique(pages, return_index=True)  # first occurrence = its best probed centroid
             acc[uniq] += scores[first]
-        return acc
+        return (acc, entries) if count else acc
 
     def pooled_scores(self, q: np.ndarray, pages: np.ndarray, chunk: int = 128) -> np.ndarray:
         """Stage 2: ``[len(pages)]`` MaxSim of ``q`` with each page's pooled vectors (``chunk`` pages at a

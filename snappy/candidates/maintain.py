@@ -14,6 +14,12 @@ Runs under the index's writer (lease held) after the indexing run's commits:
   pooled vectors, 16 KB a page) gains ranges fitted to a sample of its stored vectors, and every codes
   row is re-packed to 4 bits (8 KB) in the same commit: no re-pooling, no retraining (``plan_pool``).
 
+- **calibration** (:mod:`snappy.candidates.calibrate`): after training, and again when the index grew or
+  shrank ``recalibrate_growth`` times or the target changed (``plan_calibration``), the budgets that
+  reach ``target_recall`` are measured on pseudo-queries from the index's pages (and logged queries
+  when the caller has them: :class:`QuerySamples`) against their exact MaxSim over every coded page,
+  and stored with the codebook in a second commit (the codebook table rewritten with its calibration).
+
 Codes rows carry their page's generation, so they follow the commit protocol like pages: a
 re-indexed document's old codes go with its old pages, and readers see codes and codebook of one
 snapshot together.
@@ -22,13 +28,15 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from snappy.candidates.settings import CandidateSettings
-from snappy.candidates.centroids import (Codebook, codes_table, default_k, default_pool_factor, list_values, nonempty,
+from snappy.candidates.calibrate import Calibration, calibrate, exact_maxsim, plan_calibration, pseudo_queries
+from snappy.candidates.centroids import (CentroidIndex, Codebook, codes_table, default_k, default_pool_factor, list_values, nonempty,
                                      pool_page, sketch_table)
 from snappy.storage.commit import CommitBatch, live_mask
 from snappy.storage.schema import CODEBOOK, CODES, DOCUMENTS, PAGES, codes_schema
@@ -52,6 +60,16 @@ def plan_codebook(n_pages: int, codebook: Codebook | None, recent_similarity: fl
     return None
 
 
+def index_k(total_tokens: int, sampled: int, sampled_nonempty: int) -> int:
+    """Centroids for an index of ``total_tokens`` tokens of which the training pages showed
+    ``sampled_nonempty`` non-empty out of ``sampled`` (pure): ``default_k`` of the index's non-empty
+    tokens, estimated from the share in the sample (empty tokens are never coded). Computed before the
+    sample is cut to ``train_tokens``: before 2026-12-04 K came from the cut sample, so 5,000 pages got
+    4,096 centroids instead of the documented 8,192 (issue 15)."""
+    share = sampled_nonempty / sampled if sampled else 1.0
+    return default_k(int(round(total_tokens * share)))
+
+
 def default_pool_bits(encoder_id: str | None) -> int:
     """4 bits per dimension for model pages (half the RAM of int8; recall measured in docs/search.md);
     8 for lexical pages, whose unpooled count-sketch tokens were not measured at 4 bits (pure)."""
@@ -66,7 +84,8 @@ def plan_pool(codebook: Codebook | None, bits: int) -> str | None:
     return "repack" if bits == 4 else "retrain"
 
 
-def update_candidates(writer: IndexWriter, settings: CandidateSettings = CandidateSettings()) -> dict:
+def update_candidates(writer: IndexWriter, settings: CandidateSettings = CandidateSettings(),
+                      queries: "QuerySamples | None" = None) -> dict:
     """Train / retrain / backfill as the module doc says, in one commit. Returns what it did."""
     store = writer.store
     out: dict = {"action": None}
@@ -125,9 +144,77 @@ def update_candidates(writer: IndexWriter, settings: CandidateSettings = Candida
         batch.fragments[CODES] = frags
     if not batch.is_empty():
         writer.commit(batch)
-    out.update(pages_coded=int(len(sel)), seconds=round(time.perf_counter() - t0, 2))
+    out.update(pages_coded=int(len(sel)))
+    why = plan_calibration(meta.num_rows, codebook.codebook_id, codebook.calibration, settings.target_recall,
+                           settings.recalibrate_growth) if settings.calibrate else None
+    if why:
+        log.info("calibrating the candidate stage's budgets: %s", why)
+        cal = calibrate_index(store, codebook, meta, position, docs, settings, queries)
+        writer.commit(CommitBatch(replace={CODEBOOK: replace(codebook, calibration=cal).to_table()}))
+        out.update(calibrated=why, estimated_recall=round(cal.estimate, 3), budgets=cal.summary()["budgets"])
+    out.update(seconds=round(time.perf_counter() - t0, 2))
     log.info("candidate stage: %s", out)
     return out
+
+
+@dataclass
+class QuerySamples:
+    """What the nightly run knows of real queries, for the calibration: the encoder's prefix tokens (the
+    vectors every query carries, e.g. ``embed_queries`` of an empty query; None: none) and logged
+    queries' token vectors (the service logs none today: the hook for when it does)."""
+
+    prefix: np.ndarray | None = None
+    logged: list[np.ndarray] = field(default_factory=list)
+
+
+def calibrate_index(store, codebook: Codebook, meta: pa.Table, position: np.ndarray, docs: pa.Table,
+                    s: CandidateSettings, queries: QuerySamples | None = None) -> Calibration:
+    """Measure the budgets on the index's live coded pages (:mod:`snappy.candidates.calibrate`): the
+    candidate structure as a searcher loads it, ``calibration_queries`` queries (logged ones first, then
+    pseudo-queries from random pages), their exact MaxSim over every coded page (one streaming pass)."""
+    from datetime import datetime, timezone
+
+    queries = queries or QuerySamples()
+    index, page_ids = load_index(store, codebook, docs)
+    at = pc.fill_null(pc.index_in(meta.column("page_id"), value_set=pa.array(page_ids, pa.string())), -1).to_numpy(
+        zero_copy_only=False).astype(np.int64)
+    coded = at >= 0
+    rng = np.random.default_rng(s.seed + 1)
+    logged = [np.asarray(q, np.float32) for q in queries.logged][:s.calibration_queries]
+    n_pseudo = s.calibration_queries - len(logged)
+    rows = np.sort(rng.choice(np.flatnonzero(coded), size=min(n_pseudo, int(coded.sum())), replace=False))
+    qs, hard = list(logged), np.zeros(len(logged), bool)  # logged queries are as hard as they are
+    if len(rows):
+        pages = _read_pages(store.dataset(PAGES), position[rows])
+        made, made_hard = pseudo_queries(pages, codebook, np.diff(index.list_indptr), rng, queries.prefix)
+        qs, hard = qs + made, np.concatenate([hard, made_hard])
+    exact = np.zeros((len(qs), index.n_pages), np.float32)
+    ds = store.dataset(PAGES)
+    sel = np.flatnonzero(coded)
+    for a in range(0, len(sel), s.batch_pages):
+        rows = sel[a:a + s.batch_pages]
+        exact[:, at[rows]] = exact_maxsim(qs, _read_pages(ds, position[rows]))
+    return calibrate(index, qs, exact, s.target_recall, codebook.codebook_id, index.n_pages, len(logged),
+                     datetime.now(timezone.utc).isoformat(timespec="seconds"), hard=hard)
+
+
+def _read_pages(ds, positions: np.ndarray) -> list[np.ndarray]:
+    vectors = ds.take(positions, columns=["vectors"]).column("vectors").combine_chunks()
+    dim = vectors.type.value_type.list_size
+    lengths, flat = list_values(vectors, 2)
+    flat = flat.reshape(-1, dim)
+    bounds = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    return [flat[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def load_index(store, codebook: Codebook, docs: pa.Table) -> tuple[CentroidIndex, list[str]]:
+    """The CentroidIndex of every live codes row of ``codebook`` and their page ids (in its order)."""
+    column = "pooled" if codebook.pool_bits == 8 else "pooled4"
+    t = store.dataset(CODES).to_table(columns=["page_id", "doc_id", "gen", "codes", column],
+                                      filter=f"codebook_id = {codebook.codebook_id}")
+    t = t.filter(pa.array(live_mask(t.column("doc_id"), t.column("gen"), docs) &
+                          pc.is_valid(t.column(column)).to_numpy(zero_copy_only=False)))
+    return CentroidIndex.build(codebook, t.column("codes"), t.column(column)), t.column("page_id").to_pylist()
 
 
 def _train(pages_ds, meta: pa.Table, position: np.ndarray, s: CandidateSettings, writer: IndexWriter) -> Codebook:
@@ -136,22 +223,32 @@ def _train(pages_ds, meta: pa.Table, position: np.ndarray, s: CandidateSettings,
     pick = np.sort(rng.choice(n, size=min(n, s.train_pages), replace=False))
     vectors = pages_ds.take(position[pick], columns=["vectors"]).column("vectors").combine_chunks()
     dim = vectors.type.value_type.list_size
-    flat = vectors.flatten().flatten().to_numpy(zero_copy_only=False).reshape(-1, dim).astype(np.float32)
+    lengths, flat = list_values(vectors, 2)
+    bounds = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    flat = flat.reshape(-1, dim)
+    pages = [flat[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+    total_tokens = int(pc.sum(meta.column("n_tokens")).as_py() or 0)
+    return train_codebook(pages, total_tokens, n, s, writer.epoch << 32, _major_encoder(meta))
+
+
+def train_codebook(pages: list[np.ndarray], total_tokens: int, n_pages: int, s: CandidateSettings, codebook_id: int,
+                   encoder_id: str | None) -> Codebook:
+    """The codebook of an index of ``n_pages`` pages (``total_tokens`` tokens) from the token vectors of
+    its sampled ``pages``: K by :func:`index_k`, k-means over at most ``train_tokens`` of their
+    non-empty tokens, 4-bit pool ranges from the first ``range_pages`` pages pooled."""
+    rng = np.random.default_rng(s.seed)
+    dim = pages[0].shape[1] if pages else 128
+    flat = np.concatenate(pages).astype(np.float32) if pages else np.zeros((0, dim), np.float32)
     sampled = len(flat)
     flat = nonempty(flat)
+    k = s.k or index_k(total_tokens, sampled, len(flat))  # before the sample is cut to train_tokens
     if len(flat) > s.train_tokens:
         flat = flat[rng.choice(len(flat), size=s.train_tokens, replace=False)]
-    total_tokens = int(pc.sum(meta.column("n_tokens")).as_py() or 0)
-    k = s.k or default_k(int(total_tokens * len(flat) / max(sampled, 1)) if len(flat) < sampled else total_tokens)
-    encoder_id = _major_encoder(meta)
     factor = s.pool_factor or default_pool_factor(encoder_id)
-    codebook = Codebook.train(flat, k, codebook_id=writer.epoch << 32, trained_pages=n, seed=s.seed, pool_factor=factor)
+    codebook = Codebook.train(flat, k, codebook_id=codebook_id, trained_pages=n_pages, seed=s.seed,
+                              pool_factor=factor)
     if (s.pool_bits or default_pool_bits(encoder_id)) == 4:  # ranges from the pooled vectors of sampled pages
-        lengths, every = list_values(vectors, 2)
-        every = every.reshape(-1, dim)
-        bounds = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        some = range(min(len(lengths), s.range_pages))
-        pooled = [pool_page(every[bounds[i]:bounds[i + 1]], factor) for i in some if lengths[i]]
+        pooled = [pool_page(p.astype(np.float32), factor) for p in pages[:s.range_pages] if len(p)]
         codebook = codebook.with_pool_ranges(np.concatenate(pooled) if pooled else np.zeros((1, dim), np.float32))
     return codebook
 

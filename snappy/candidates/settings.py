@@ -20,3 +20,7 @@ class CandidateSettings:
     range_pages: int = 256  # training pages pooled to fit the 4-bit ranges
     batch_pages: int = 256  # pages read and coded at a time
     seed: int = 0
+    calibrate: bool = True  # measure the budgets that reach target_recall on the index's own data
+    target_recall: float = 0.95  # recall@10 the calibrated budgets aim at
+    calibration_queries: int = 100  # queries measured (logged ones first, then pseudo-queries)
+    recalibrate_growth: float = 1.5  # measure again when the index grew or shrank this many times

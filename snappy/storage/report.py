@@ -56,6 +56,12 @@ def index_report(store, runs: int = 5, deep: bool = False, quick: bool = False) 
             text = text_sources(store)
         except Exception as e:
             missing("the pages' text sources", e)
+    candidates = None
+    if "codebook" in stats:
+        try:
+            candidates = candidate_stage(store)
+        except Exception as e:
+            missing("the candidate stage's calibration", e)
     return {"index": store.uri, "intact": not problems, "problems": [str(p) for p in problems],
             "snapshot": {"seq": snap.seq, "versions": snap.versions, "run_id": snap.run_id} if snap else None,
             "writer": lease["holder_text"] if lease and lease["state"] != "released" else None,
@@ -63,7 +69,27 @@ def index_report(store, runs: int = 5, deep: bool = False, quick: bool = False) 
             "no_tables": None if stats or problems else no_tables(recent, lease),
             "empty": not stats and not problems and lease is None and not recent,
             "failed": [{k: v for k, v in f.items() if k != "checked_at"} for f in failed],
-            "text": text, "unreported": unreported}
+            "text": text, "candidates": candidates, "unreported": unreported}
+
+
+def candidate_stage(store) -> dict:
+    """The codebook's size and what its calibration measured (snappy.candidates.calibrate: the estimated
+    recall@10 of the budgets it chose, and those budgets); ``calibration`` None when not measured yet."""
+    import json
+
+    ds = store.dataset("codebook")
+    cols = [c for c in ("codebook_id", "calibration") if c in ds.schema.names]
+    t = ds.to_table(columns=cols, limit=1)
+    raw = t.column("calibration")[0].as_py() if "calibration" in cols and t.num_rows else None
+    out = {"centroids": ds.count_rows(), "calibration": None}
+    if raw:
+        c = json.loads(raw)
+        b = c["chosen"]
+        out["calibration"] = {"target_recall": c["target"], "estimated_recall": round(c["estimate"], 3),
+                              "queries": c["queries"], "logged_queries": c["logged"], "pages": c["n_pages"],
+                              "measured_at": c["measured_at"],
+                              "budgets": {k: b[k] for k in ("probe_budget", "pool", "candidates", "max_candidates")}}
+    return out
 
 
 def text_sources(store) -> dict | None:

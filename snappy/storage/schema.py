@@ -133,6 +133,9 @@ def codebook_schema(dim: int = DEFAULT_DIM) -> pa.Schema:
         # same on every row; null: the codes rows hold int8 (codes.pooled), as in older indexes
         pa.field("pool_lo", pa.list_(pa.float32(), dim)),
         pa.field("pool_step", pa.list_(pa.float32(), dim)),
+        # the budgets measured on the index's own data and their estimated recall (JSON of
+        # snappy.candidates.calibrate.Calibration, the same on every row; null: not calibrated yet)
+        pa.field("calibration", pa.string()),
     ])
 
 

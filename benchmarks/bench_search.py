@@ -89,7 +89,6 @@ def build_from_sketch(name: str, n: int, work: Path) -> Path:
     :func:`sketch` (the same codebook and codes the nightly run computes, without coding the pages a second
     time), then calibrated by ``update_candidates`` as the nightly run does (cached)."""
     import numpy as np
-    import pyarrow as pa
 
     from snappy.candidates.centroids import codes_table
     from snappy.candidates.maintain import QuerySamples, update_candidates

@@ -248,7 +248,7 @@ def stage_recall(index, queries: list[np.ndarray], exact: np.ndarray, grid: list
                      "se": round(float(np.std(rec) / math.sqrt(max(len(rec), 1))), 4),
                      "reranked": round(reranked, 1), "cost_ms": round(b.cost_ms(entries, reranked), 1)})
         if hard is not None and np.any(hard):
-            rows[-1]["recall_hard"] = round(float(np.mean(np.asarray(a["recall"])[np.asarray(hard, bool)])), 4)
+            rows[-1]["recall_hard"] = round(float(np.mean(rec[np.asarray(hard, bool)])), 4)
     return rows
 
 

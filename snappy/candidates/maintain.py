@@ -221,12 +221,7 @@ def _train(pages_ds, meta: pa.Table, position: np.ndarray, s: CandidateSettings,
     rng = np.random.default_rng(s.seed)
     n = meta.num_rows
     pick = np.sort(rng.choice(n, size=min(n, s.train_pages), replace=False))
-    vectors = pages_ds.take(position[pick], columns=["vectors"]).column("vectors").combine_chunks()
-    dim = vectors.type.value_type.list_size
-    lengths, flat = list_values(vectors, 2)
-    bounds = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    flat = flat.reshape(-1, dim)
-    pages = [flat[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+    pages = _read_pages(pages_ds, position[pick])
     total_tokens = int(pc.sum(meta.column("n_tokens")).as_py() or 0)
     return train_codebook(pages, total_tokens, n, s, writer.epoch << 32, _major_encoder(meta))
 

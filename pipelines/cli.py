@@ -179,15 +179,18 @@ def query(
     patch_scores: bool = typer.Option(False, "--patch-scores", help="include per-patch scores and grids in --json"),
     overlay: Optional[Path] = typer.Option(None, help="write result pages with regions + heat map (out.png or a folder)"),
     exact: bool = typer.Option(False, "--exact", help="scan every page (skip the candidate stage of a large index)"),
+    target_recall: Optional[float] = typer.Option(None, help="the candidate stage's recall@10 target for this query "
+                                                  "(default: the index's calibrated one)"),
     s3_endpoint: Optional[str] = typer.Option(None), s3_region: Optional[str] = typer.Option(None),
 ) -> None:
     """Rank pages by MaxSim and return their most relevant regions."""
     from snappy.search import QueryError, Searcher, SearchOptions
-    from snappy.search.query import check_level, check_query, check_request
+    from snappy.search.query import check_level, check_query, check_request, check_target
 
     try:
         check_request(top_pages, threshold, method)
         check_level(level)
+        check_target(target_recall)
         check_query(text)
     except QueryError as e:
         raise typer.BadParameter(e.reason, param_hint={"query": "TEXT"}.get(e.field, f"--{e.field.replace('_', '-')}")) \
@@ -195,7 +198,8 @@ def query(
     with _index_errors():
         searcher = Searcher(index_dir, encoder=encoder, storage_options=_s3(s3_endpoint, s3_region),
                             options=SearchOptions(mode="exact" if exact else "auto"))
-        results = searcher.query(text, top_pages=top_pages, threshold=threshold, method=method, level=level)
+        results = searcher.query(text, top_pages=top_pages, threshold=threshold, method=method, level=level,
+                                 target_recall=target_recall)
     if overlay is not None and results:
         from snappy.overlay import write_overlays
 
@@ -236,6 +240,9 @@ def serve(
     encoder: Optional[str] = typer.Option(None, help="query encoder (default: the index's own)"),
     exact: bool = typer.Option(False, "--exact", help="always scan every page (no candidate stage)"),
     max_query_chars: int = typer.Option(MAX_QUERY_CHARS, help="longer queries get 400"),
+    log_queries: bool = typer.Option(True, "--log-queries/--no-log-queries",
+                                     help="log the queries' token vectors (never their text) in the index, for the "
+                                          "nightly calibration of the candidate stage"),
     ray_address: Optional[str] = typer.Option(None, help="Ray address (default: $RAY_ADDRESS, else a local Ray)"),
     s3_endpoint: Optional[str] = typer.Option(None), s3_region: Optional[str] = typer.Option(None),
 ) -> None:
@@ -251,7 +258,8 @@ def serve(
         raise typer.Exit(2)
     config = ServeConfig(index=index_dir, encoder=encoder, shards=shards, replicas=replicas,
                          shard_replicas=shard_replicas, refresh_s=refresh_s, max_query_chars=max_query_chars,
-                         mode="exact" if exact else "auto", s3_endpoint=s3_endpoint, s3_region=s3_region)
+                         mode="exact" if exact else "auto", s3_endpoint=s3_endpoint, s3_region=s3_region,
+                         log_queries=log_queries)
     err.print(f"serving {index_dir} on http://{host}:{port} ({shards} shard(s)); Ctrl-C stops")
     run(config, host=host, port=port, ray_address=ray_address)
 
@@ -332,9 +340,14 @@ def _print_inspect(report: dict) -> None:
     cal = (report.get("candidates") or {}).get("calibration")
     if cal:
         b = cal["budgets"]
+        logged = cal["logged_queries"]
+        source = f"{logged} logged" if logged else "pseudo-queries only: a prior, logged queries make it right"
         out.print(f"candidate stage: estimated recall@10 {cal['estimated_recall']} (target {cal['target_recall']}, "
-                  f"{cal['queries']} queries on {cal['pages']} pages, {cal['measured_at']}); budgets: probe "
+                  f"{cal['queries']} queries, {source}, on {cal['pages']} pages, {cal['measured_at']}); budgets: probe "
                   f"{b['probe_budget']}, pool {b['pool']}, rerank {b['candidates']}-{b['max_candidates']}", soft_wrap=True)
+    qlog = (report.get("candidates") or {}).get("query_log")
+    if qlog and qlog["queries"]:
+        out.print(f"query log: {qlog['queries']} queries in {qlog['files']} files, newest {qlog['newest']}", soft_wrap=True)
     for what in report.get("unreported", []):
         out.print(Text(f"not reported: {what}", style="yellow"), soft_wrap=True)
     if report["runs"]:

@@ -147,10 +147,11 @@ def run_index(config: IndexConfig) -> dict:
             committer.finish()
             phases["commit"] = time.perf_counter() - t
             if config.candidates.enabled:  # train / retrain / backfill the candidate stage when due
-                from snappy.candidates.maintain import update_candidates
+                from snappy.candidates.maintain import QuerySamples, update_candidates
 
                 t = time.perf_counter()
-                summary["candidates"] = update_candidates(writer, config.candidates)
+                samples = QuerySamples(prefix=lambda: _query_prefix(config, encoder))  # called when calibrating
+                summary["candidates"] = update_candidates(writer, config.candidates, samples)
                 phases["candidates"] = time.perf_counter() - t
                 if summary["candidates"].get("action"):
                     committer.counts["commits"] += 1
@@ -211,6 +212,24 @@ def _codebook(store: IndexStore):
     from snappy.candidates.centroids import Codebook
 
     return Codebook.from_table(store.dataset(CODEBOOK).to_table())
+
+
+def _query_prefix(config: IndexConfig, encoder: EncoderInfo):
+    """The encoder's prefix tokens (its vectors of an empty query), which the calibration's pseudo-queries
+    start with, from a Ray task with the embed stage's resources. Weight-free encoders (lexical) have none."""
+    def empty_query(spec: str):
+        from snappy.encoders import make_encoder
+
+        return make_encoder(spec).embed_queries([""])[0]
+
+    if not encoder.loads_model:
+        return None
+    import ray
+
+    config = config.resolved(float(ray.cluster_resources().get("GPU", 0)))  # a GPU where the embed actors get one
+    resources = {"num_cpus": config.embed_num_cpus} | (
+        {"num_gpus": config.embed_num_gpus} if config.embed_num_gpus else {})
+    return ray.get(ray.remote(**resources)(empty_query).remote(config.encoder), timeout=600)
 
 
 def _run_pipeline(config: IndexConfig, source: Source, store: IndexStore, plan: Plan, encoder: EncoderInfo,

@@ -32,24 +32,35 @@ class QueryActorImpl:
     """The actor's body (a plain class, so it is testable without Ray)."""
 
     def __init__(self, index: str, encoder: str | None = None, storage_options: Mapping[str, str] | None = None,
-                 auto_refresh: bool = True, dtype: str = "float32"):
+                 auto_refresh: bool = True, dtype: str = "float32", log_queries: bool = False):
         from snappy.search import Searcher, SearchOptions
 
         self.searcher = Searcher(index, encoder=encoder, storage_options=storage_options,
                                  options=SearchOptions(dtype=dtype, auto_refresh=auto_refresh))
         _ = self.searcher.encoder if self.searcher.n_pages else None  # load the model now, once
+        if log_queries and self.searcher.n_pages:  # the queries' vectors, for the nightly calibration
+            from snappy.storage.querylog import QueryLogger
+
+            enc = self.searcher.encoder
+            self.searcher.query_log = QueryLogger(self.searcher.store.files, enc.encoder_id,
+                                                  prefix=lambda: enc.embed_queries([""])[0])
 
     def query(self, text: str, top_pages: int = DEFAULT_TOP_PAGES, threshold: str = DEFAULT_THRESHOLD, method: str = DEFAULT_METHOD,
-              patch_scores: bool = False, level: str = DEFAULT_LEVEL) -> list[dict]:
-        return self.query_batch([text], top_pages, threshold, method, patch_scores, level)[0]
+              patch_scores: bool = False, level: str = DEFAULT_LEVEL, target_recall: float | None = None) -> list[dict]:
+        return self.query_batch([text], top_pages, threshold, method, patch_scores, level, target_recall)[0]
 
     def query_batch(self, texts: Sequence[str], top_pages: int = DEFAULT_TOP_PAGES, threshold: str = DEFAULT_THRESHOLD,
-                    method: str = DEFAULT_METHOD, patch_scores: bool = False, level: str = DEFAULT_LEVEL) -> list[list[dict]]:
-        results = self.searcher.query_batch(list(texts), top_pages, threshold, method, level)
+                    method: str = DEFAULT_METHOD, patch_scores: bool = False, level: str = DEFAULT_LEVEL,
+                    target_recall: float | None = None) -> list[list[dict]]:
+        results = self.searcher.query_batch(list(texts), top_pages, threshold, method, level, target_recall)
         return [[r.to_dict(with_patch_scores=patch_scores) for r in res] for res in results]
 
     def refresh(self) -> bool:
         return self.searcher.refresh()
+
+    def flush_query_log(self) -> int:
+        """Write the queries still buffered (the log writes every ``flush_queries`` queries by itself)."""
+        return self.searcher.query_log.flush() if self.searcher.query_log is not None else 0
 
     def info(self) -> dict:
         s = self.searcher

@@ -4,7 +4,7 @@
     curl -s localhost:8000/query -H 'content-type: application/json' \\
          -d '{"query": "total amount due", "top_pages": 3, "threshold": "p50"}'
 
-- ``POST /query`` {query, top_pages=5, threshold="gap", method="iou", level="auto"} -> the same JSON list as
+- ``POST /query`` {query, top_pages=5, threshold="gap", method="iou", level="auto", target_recall=null} -> the same JSON list as
   ``snappy query --json``: only pages that match the query; an empty list names why in the
   ``X-Snappy-Reason`` header. The snapshot it was answered from is in the ``X-Snappy-Snapshot`` header.
   A request that cannot be searched gets 400 with ``{"error": reason, "field": ...}``; a body over
@@ -89,6 +89,8 @@ class ServeConfig:
     s3_region: str | None = None
     shard_num_cpus: float = 0.5
     router_num_cpus: float = 0.5
+    log_queries: bool = True  # log the queries' token vectors (never their text) for the nightly calibration
+    query_log_sample: float = 1.0  # share of queries logged
 
     def __post_init__(self) -> None:
         if self.shards < 1 or self.replicas < 1 or self.shard_replicas < 1:
@@ -270,7 +272,7 @@ class ShardImpl:
         return state
 
     def search(self, vectors: list, top_pages: int, threshold: str, method: str, seq: int | None,
-               level: str = DEFAULT_LEVEL, maps: bool = False) -> dict:
+               level: str = DEFAULT_LEVEL, maps: bool = False, target_recall: float | None = None) -> dict:
         """``{"seq", "pages", "reason"}``, or the damage (``"damaged"``: problems) or an error (``"error"``,
         ``"status"``) as data: the router answers and logs once, no traceback per request."""
         from snappy.storage import IndexDamaged
@@ -282,7 +284,7 @@ class ShardImpl:
             return {"seq": seq, "error": f"shard {self.shard} has no snapshot loaded", "status": 503}
         try:
             state = self._state(seq)
-            (pages,) = self.searcher.search_vectors(vectors, top_pages, threshold, method, state, level)
+            (pages,) = self.searcher.search_vectors(vectors, top_pages, threshold, method, state, level, target_recall)
             dicts = [p.to_dict() for p in pages]
             if maps:
                 for d in dicts:
@@ -351,6 +353,19 @@ class RouterImpl:
         self.problems: list[dict] = []  # damage the shards report
         self._task = None
         self._started: asyncio.Future | None = None
+        self._query_log = None  # snappy.storage.querylog.QueryLogger, made with the encoder
+
+    def query_log(self):
+        """The logger of this replica's queries (None: logging is off)."""
+        if self._query_log is None and self.config.log_queries:
+            from snappy.storage.fs import Files
+            from snappy.storage.querylog import QueryLogger, QueryLogOptions
+
+            enc = self.encoder()
+            self._query_log = QueryLogger(Files(self.config.index, self.config.storage_options()), enc.encoder_id,
+                                          QueryLogOptions(sample=self.config.query_log_sample),
+                                          prefix=lambda: enc.embed_queries([""])[0])
+        return self._query_log
 
     async def start(self) -> None:
         await self.refresh()
@@ -399,7 +414,7 @@ class RouterImpl:
         """(snapshot, result pages, why there are none). QueryError for a request that cannot be searched,
         ServiceError for one the index cannot answer now (damaged: 503)."""
         from snappy.search import QueryError, merge_pages
-        from snappy.search.query import check_level, check_query, check_request
+        from snappy.search.query import check_level, check_query, check_request, check_target
         from snappy.search.results import NO_PAGES
 
         if not isinstance(body, dict):
@@ -409,16 +424,20 @@ class RouterImpl:
                                                      body.get("threshold", DEFAULT_THRESHOLD),
                                                      body.get("method", DEFAULT_METHOD), self.config.max_top_pages)
         level = check_level(body.get("level", DEFAULT_LEVEL))
+        target = check_target(body.get("target_recall"))
         maps = body.get("patch_maps", False)
         if not isinstance(maps, bool):
             raise QueryError("patch_maps must be true or false", "patch_maps")
         if self.seq is None and self.problems:  # nothing intact to serve
             raise damaged(self.problems)
         vectors = await asyncio.to_thread(self.encoder().embed_queries, [text])
+        logger = self.query_log()
+        if logger is not None:  # a write (one query in flush_queries) runs off the event loop
+            await asyncio.to_thread(logger.record, vectors)
         seq = self.seq
         for _ in range(3):
             parts = await asyncio.gather(*(s.search.remote(vectors, top_pages, str(threshold), method, seq, level,
-                                                           maps) for s in self.shards))
+                                                           maps, target) for s in self.shards))
             found = _unique([p for part in parts for p in part.get("damaged", [])])
             if found:
                 self.problems = found
@@ -578,6 +597,11 @@ class Router:
     async def _ready(self) -> RouterImpl:
         await self.impl.ready()
         return self.impl
+
+    def __del__(self):  # Serve calls it when the replica stops: write the queries still buffered
+        logger = getattr(getattr(self, "impl", None), "_query_log", None)
+        if logger is not None:
+            logger.flush()
 
     @api.post("/query")
     async def query(self, request: Request):

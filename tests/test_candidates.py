@@ -199,7 +199,7 @@ def test_a_lexical_index_keeps_its_words_in_the_candidate_stage(tmp_path):
     exact = Searcher(uri, options=SearchOptions(mode="exact"))
     assert cand.state.mode == "candidates" and cand.state.index.codebook.pool_factor == 1
     qs = [enc.embed_queries([facts[i].split(" reads ")[0]])[0] for i in range(0, n, 10)]
-    (e, es), (c, cs) = exact.rank(qs, 1), cand.rank(qs, 1)
+    es, cs = exact.rank(qs, 1)[1], cand.rank(qs, 1)[1]
     assert np.mean(np.abs(es[:, 0] - cs[:, 0]) < 1e-4) >= 0.8
 
 
@@ -384,6 +384,13 @@ def test_the_estimated_recall_is_reported(templates):
     assert report["centroids"] == 256
     assert report["calibration"]["estimated_recall"] == round(cal.estimate, 3)
     assert report["calibration"]["budgets"] == cal.summary()["budgets"]
+    assert report["query_log"] == {"queries": 0, "files": 0, "newest": None}  # calibrated on the caller's queries
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    text = CliRunner().invoke(app, ["inspect", store.uri]).stdout
+    assert f"estimated recall@10 {round(cal.estimate, 3)} (target 0.95, 60 queries, 60 logged" in " ".join(text.split())
     searcher = Searcher(store, options=SearchOptions(mode="candidates"))
     info = searcher.info()
     assert info["estimated_recall"] == round(cal.estimate, 3) and info["calibration"] == cal.summary()
@@ -413,3 +420,42 @@ def test_calibration_decisions():
     assert rerank_more(pooled, np.array([10.5, 9.6, 8.1, 7.6]), 2) == 0
     assert rerank_more(pooled, np.array([10.5]), 2) == 1  # fewer than k: read up to k
     assert Budgets(pool=100, candidates=10, pool_share=0.01).pool_for(50_000) == 500
+
+
+def test_the_nightly_run_calibrates_on_the_queries_the_service_logged(tmp_path):
+    """Queries logged as the service logs them (snappy.storage.querylog) replace the pseudo-queries at the
+    next run: the calibration is measured again on them, and its estimate holds on other real queries."""
+    from snappy.storage import querylog
+    from snappy.storage.querylog import QueryLogger, QueryLogOptions
+
+    vocab = TEMPLATES.vocabulary_vectors()
+    store = write_vector_pages(str(tmp_path / "idx"), TEMPLATES.n_pages, lambda a, b: TEMPLATES.pages(a, b, vocab),
+                               "synthetic:templates", name="templates")
+    with store.writer() as w:
+        first = update_candidates(w, CALIBRATION)  # no log yet: pseudo-queries only
+    assert first["calibrated"] == "no calibration yet" and first["query_log"] == {"queries": 0, "since_calibration": 0}
+    assert Codebook.from_table(store.dataset(CODEBOOK).to_table()).calibration.logged == 0
+    exact = Searcher(store, options=SearchOptions(mode="exact"))
+    prefix = vocab[TEMPLATES.vocabulary + TEMPLATES.background_styles:]
+    logger = QueryLogger(store.files, exact.encoder_id, QueryLogOptions(flush_queries=25), prefix=lambda: prefix)
+    for j in range(100, 160):  # one request at a time, as the router records them
+        logger.record([TEMPLATES.query(j, vocab)[0]])
+    logger.flush()
+    assert querylog.count(store.files, "synthetic:templates") == 60
+    np.testing.assert_allclose(querylog.read_prefix(store.files, "synthetic:templates"), prefix)
+    with store.writer() as w:
+        second = update_candidates(w, CALIBRATION)
+    assert second["calibrated"] == "the query log holds 60 queries, the calibration used 0", second
+    cal = Codebook.from_table(store.dataset(CODEBOOK).to_table()).calibration
+    assert cal.logged == 60 and cal.queries == 60
+    qs = [TEMPLATES.query(j, vocab)[0] for j in range(40)]
+    after, _ = recall_at_10(exact, Searcher(store, options=SearchOptions(mode="candidates")), qs)
+    assert after >= 0.95 and abs(after - cal.estimate) <= 0.05, (after, cal.estimate)
+    with store.writer() as w:  # nothing new since: no measurement
+        assert "calibrated" not in update_candidates(w, CALIBRATION)
+    # a request may ask for another target: the budgets of the stored point for it
+    calibrated = Searcher(store, options=SearchOptions(mode="candidates"))
+    low = Searcher(store, options=SearchOptions(mode="candidates", candidates=CandidateOptions(target_recall=0.6)))
+    scored = [calibrated._rank([q], 10, calibrated.state, 0.6)[3] for q in qs[:8]]
+    assert scored == [low._rank([q], 10, low.state)[3] for q in qs[:8]]
+    assert sum(scored) < sum(calibrated._rank([q], 10, calibrated.state)[3] for q in qs[:8])

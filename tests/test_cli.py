@@ -82,6 +82,10 @@ def test_query_human_output_and_errors(index_dir, tmp_path):
     assert r.exit_code != 0 and "percentile" in r.output
     r = runner.invoke(app, ["query", str(tmp_path / "none"), "x"])
     assert r.exit_code == 2
+    r = runner.invoke(app, ["query", index_dir, "tax", "--target-recall", "1.2"])
+    assert r.exit_code == 2 and "target_recall must be" in r.output and "--target-recall" in r.output
+    r = runner.invoke(app, ["query", index_dir, "signature director", "--target-recall", "0.99", "--json"])
+    assert r.exit_code == 0 and json.loads(r.stdout)  # a small index is scanned exactly: the target changes nothing
 
 
 def test_inspect(index_dir, tmp_path):

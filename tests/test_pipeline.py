@@ -313,6 +313,14 @@ def test_tiny_colqwen25_runs_the_whole_pipeline(ray_session, corpus_dir, tmp_pat
         assert p["encoder_id"].startswith("colpali:colqwen2.5:tiny-")
         assert p["n_tokens"] == grid.n_tokens == len(p["vectors"]) > 0
         assert np.isfinite(np.asarray(p["vectors"], np.float32)).all()
+    # the prefix tokens the calibration's pseudo-queries start with: the model's vectors of an empty query,
+    # computed in a task on the embed stage's resources (the driver loads no model)
+    from pipelines.index import _query_prefix, describe_encoder
+    from snappy.encoders import make_encoder
+
+    prefix = _query_prefix(cfg, describe_encoder(cfg.encoder))
+    np.testing.assert_allclose(prefix, make_encoder(cfg.encoder).embed_queries([""])[0], atol=1e-4)
+    assert prefix.shape == (10, 128) and _query_prefix(cfg, describe_encoder("lexical")) is None
 
 
 @pytest.mark.slow

@@ -137,7 +137,10 @@ def test_router_validates_merges_and_pins_one_snapshot(tmp_path):
                             ({"query": "tax", "top_pages": "3"}, "top_pages"),
                             ({"query": "tax", "threshold": "p500"}, "threshold"),
                             ({"query": "tax", "method": "sum"}, "method"), ({"query": "tax", "level": "page"}, "level"),
-                            ({"query": "___"}, "query"), (["tax"], "body"), ({}, "query")):
+                            ({"query": "___"}, "query"), (["tax"], "body"), ({}, "query"),
+                            ({"query": "tax", "target_recall": 0}, "target_recall"),
+                            ({"query": "tax", "target_recall": 1.5}, "target_recall"),
+                            ({"query": "tax", "target_recall": "0.9"}, "target_recall")):
             with pytest.raises(QueryError) as e:
                 asyncio.run(router.query(body))
             assert e.value.field == field, body
@@ -148,8 +151,14 @@ def test_router_validates_merges_and_pins_one_snapshot(tmp_path):
         asyncio.run(router.refresh())
         assert router.seq == old  # the newest snapshot *every* shard has
         router.seq = old + 1  # ... until it asks for the new one: shard 1 loads it on demand
-        seq, _, _ = asyncio.run(router.query({"query": "tax"}))
+        seq, _, _ = asyncio.run(router.query({"query": "tax", "target_recall": 0.99}))
         assert seq == old + 1 and old + 1 in shards[1]._states
+        # the two queries answered are logged for the nightly calibration (vectors only), once written
+        from snappy.storage import querylog
+        from snappy.storage.fs import Files
+
+        assert querylog.count(Files(index)) == 0 and router.query_log().flush() == 2
+        assert querylog.count(Files(index), router.encoder().encoder_id) == 2
     finally:
         for s in shards:
             s.close()

@@ -155,9 +155,12 @@ def choose(curve: list[dict], target: float) -> dict:
 
 
 def plan_calibration(n_pages: int, codebook_id: int, calibration: Calibration | None, target: float,
-                     growth: float = 1.5) -> str | None:
+                     growth: float = 1.5, logged: int = 0, newer: int = 0, wanted: int = 100,
+                     age_days: float = 0.0, max_age_days: float = 7.0) -> str | None:
     """Why the budgets must be measured (again) now, or None (pure): none measured, a new codebook, another
-    target, or the index grew or shrank ``growth`` times since."""
+    target, the index grew or shrank ``growth`` times since; or real queries can replace pseudo-queries:
+    the query log holds ``logged`` queries, at least half of ``wanted`` more than the calibration used; or
+    the calibration is ``max_age_days`` old and the log holds ``wanted`` queries ``newer`` than it."""
     if calibration is None:
         return "no calibration yet"
     if calibration.codebook_id != codebook_id:
@@ -167,13 +170,19 @@ def plan_calibration(n_pages: int, codebook_id: int, calibration: Calibration | 
     ratio = n_pages / max(calibration.n_pages, 1)
     if ratio >= growth or ratio <= 1 / growth:
         return f"the index has {n_pages} pages, {calibration.n_pages} when calibrated"
+    usable = min(logged, wanted)
+    if usable > calibration.logged and usable >= calibration.logged + max(wanted // 2, 1):
+        return f"the query log holds {logged} queries, the calibration used {calibration.logged}"
+    if age_days >= max_age_days and newer >= wanted:
+        return f"the calibration is {age_days:.0f} days old and the query log holds {newer} newer queries"
     return None
 
 
 def default_grid(n_pages: int) -> list[Budgets]:
-    """The budgets tried: probe depth x pool x rerank (fixed; bound-stopped up to 4x or 16x, at most
-    2,048 pages, with three slacks) (pure)."""
-    pools = sorted({min(n_pages, p) for p in (1024, 2048, 4096, 8192, 16384, 32768)})
+    """The budgets tried: probe depth x pool (up to every page: on a corpus whose pooled vectors separate
+    pages poorly only a full pooled pass reaches the target) x rerank (fixed; bound-stopped up to 4x or
+    16x, at most 2,048 pages, with three slacks) (pure)."""
+    pools = sorted({min(n_pages, p) for p in (1024, 2048, 4096, 8192, 16384, 32768, 65536, n_pages)})
     out = []
     for probe in (112, 224, 448):
         for pool in pools:

@@ -15,10 +15,12 @@ Runs under the index's writer (lease held) after the indexing run's commits:
   row is re-packed to 4 bits (8 KB) in the same commit: no re-pooling, no retraining (``plan_pool``).
 
 - **calibration** (:mod:`snappy.candidates.calibrate`): after training, and again when the index grew or
-  shrank ``recalibrate_growth`` times or the target changed (``plan_calibration``), the budgets that
-  reach ``target_recall`` are measured on pseudo-queries from the index's pages (and logged queries
-  when the caller has them: :class:`QuerySamples`) against their exact MaxSim over every coded page,
-  and stored with the codebook in a second commit (the codebook table rewritten with its calibration).
+  shrank ``recalibrate_growth`` times, the target changed, the query log can replace pseudo-queries or
+  the calibration is old and the log has newer queries (``plan_calibration``), the budgets that reach
+  ``target_recall`` are measured on the newest logged queries (:mod:`snappy.storage.querylog`, and
+  :class:`QuerySamples`), completed by pseudo-queries from the index's pages, against their exact MaxSim
+  over every coded page, and stored with the codebook in a second commit (the codebook table rewritten
+  with its calibration). The run also deletes logged queries older than ``query_log_days``.
 
 Codes rows carry their page's generation, so they follow the commit protocol like pages: a
 re-indexed document's old codes go with its old pages, and readers see codes and codebook of one
@@ -29,6 +31,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field, replace
+from typing import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -38,6 +41,7 @@ from snappy.candidates.settings import CandidateSettings
 from snappy.candidates.calibrate import Calibration, calibrate, exact_maxsim, plan_calibration, pseudo_queries
 from snappy.candidates.centroids import (CentroidIndex, Codebook, codes_table, default_k, default_pool_factor, list_values, nonempty,
                                      pool_page, sketch_table)
+from snappy.storage import querylog
 from snappy.storage.commit import CommitBatch, live_mask
 from snappy.storage.schema import CODEBOOK, CODES, DOCUMENTS, PAGES, codes_schema
 from snappy.storage.writer import IndexWriter, write_fragments
@@ -145,8 +149,15 @@ def update_candidates(writer: IndexWriter, settings: CandidateSettings = Candida
     if not batch.is_empty():
         writer.commit(batch)
     out.update(pages_coded=int(len(sel)))
-    why = plan_calibration(meta.num_rows, codebook.codebook_id, codebook.calibration, settings.target_recall,
-                           settings.recalibrate_growth) if settings.calibrate else None
+    why = None
+    if settings.calibrate:
+        queries = queries or QuerySamples()
+        log_state = _query_log_state(store, _major_encoder(meta), codebook.calibration, settings)
+        out["query_log"] = log_state
+        why = plan_calibration(meta.num_rows, codebook.codebook_id, codebook.calibration, settings.target_recall,
+                               settings.recalibrate_growth, log_state["queries"] + len(queries.logged),
+                               log_state["since_calibration"] + len(queries.logged),
+                               settings.calibration_queries, _age_days(codebook.calibration), settings.recalibrate_days)
     if why:
         log.info("calibrating the candidate stage's budgets: %s", why)
         cal = calibrate_index(store, codebook, meta, position, docs, settings, queries)
@@ -159,12 +170,56 @@ def update_candidates(writer: IndexWriter, settings: CandidateSettings = Candida
 
 @dataclass
 class QuerySamples:
-    """What the nightly run knows of real queries, for the calibration: the encoder's prefix tokens (the
-    vectors every query carries, e.g. ``embed_queries`` of an empty query; None: none) and logged
-    queries' token vectors (the service logs none today: the hook for when it does)."""
+    """What the caller knows of real queries, beside the index's query log (:mod:`snappy.storage.querylog`):
+    the encoder's prefix tokens (the vectors every query carries, e.g. ``embed_queries`` of an empty query;
+    an array, or a zero-argument callable called only when a calibration runs; None: the log's, if a
+    service stored them) and queries' token vectors, measured before the log's."""
 
-    prefix: np.ndarray | None = None
+    prefix: np.ndarray | Callable[[], np.ndarray | None] | None = None
     logged: list[np.ndarray] = field(default_factory=list)
+
+    def prefix_tokens(self) -> np.ndarray | None:
+        """The prefix as ``[t, dim]`` float32 without all-zero rows (None: none)."""
+        p = self.prefix
+        if callable(p):
+            try:
+                p = p()
+            except Exception as e:  # pseudo-queries without the prefix are still pseudo-queries
+                log.warning("cannot compute the encoder's prefix tokens for the calibration (%s: %s)",
+                            type(e).__name__, e)
+                return None
+        if p is None:
+            return None
+        p = np.asarray(p, np.float32).reshape(-1, np.shape(p)[-1] if np.ndim(p) else 1)
+        p = p[(p != 0).any(axis=1)]
+        return p if len(p) else None
+
+
+def _query_log_state(store, encoder_id: str | None, cal: Calibration | None, s: CandidateSettings) -> dict:
+    """Prune the index's query log (the writer does) and count it: all of ``encoder_id``'s logged queries,
+    and those newer than the calibration."""
+    if not s.query_log:
+        return {"queries": 0, "since_calibration": 0}
+    pruned = querylog.prune(store.files, s.query_log_days)
+    files = querylog.log_files(store.files, encoder_id)
+    since = _measured_ts(cal)
+    return {"queries": sum(f.count for f in files),
+            "since_calibration": sum(f.count for f in files if since is None or f.at > since)} | (
+        {"pruned_files": pruned} if pruned else {})
+
+
+def _measured_ts(cal: Calibration | None) -> float | None:
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(cal.measured_at).timestamp() if cal is not None and cal.measured_at else None
+    except ValueError:
+        return None
+
+
+def _age_days(cal: Calibration | None) -> float:
+    ts = _measured_ts(cal)
+    return 0.0 if ts is None else max(0.0, (time.time() - ts) / querylog.DAY_S)
 
 
 def calibrate_index(store, codebook: Codebook, meta: pa.Table, position: np.ndarray, docs: pa.Table,
@@ -181,12 +236,20 @@ def calibrate_index(store, codebook: Codebook, meta: pa.Table, position: np.ndar
     coded = at >= 0
     rng = np.random.default_rng(s.seed + 1)
     logged = [np.asarray(q, np.float32) for q in queries.logged][:s.calibration_queries]
+    encoder_id = _major_encoder(meta)
+    if s.query_log and len(logged) < s.calibration_queries:
+        logged += querylog.read_recent(store.files, s.calibration_queries - len(logged), encoder_id, codebook.dim)
     n_pseudo = s.calibration_queries - len(logged)
     rows = np.sort(rng.choice(np.flatnonzero(coded), size=min(n_pseudo, int(coded.sum())), replace=False))
     qs, hard = list(logged), np.zeros(len(logged), bool)  # logged queries are as hard as they are
     if len(rows):
         pages = _read_pages(store.dataset(PAGES), position[rows])
-        made, made_hard = pseudo_queries(pages, codebook, np.diff(index.list_indptr), rng, queries.prefix)
+        prefix = queries.prefix_tokens()
+        if prefix is None and s.query_log:
+            prefix = querylog.read_prefix(store.files, encoder_id)
+        if prefix is None:
+            log.info("calibration: pseudo-queries without the encoder's prefix tokens (none given or logged)")
+        made, made_hard = pseudo_queries(pages, codebook, np.diff(index.list_indptr), rng, prefix)
         qs, hard = qs + made, np.concatenate([hard, made_hard])
     exact = np.zeros((len(qs), index.n_pages), np.float32)
     ds = store.dataset(PAGES)

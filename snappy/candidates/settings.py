@@ -24,3 +24,6 @@ class CandidateSettings:
     target_recall: float = 0.95  # recall@10 the calibrated budgets aim at
     calibration_queries: int = 100  # queries measured (logged ones first, then pseudo-queries)
     recalibrate_growth: float = 1.5  # measure again when the index grew or shrank this many times
+    query_log: bool = True  # calibrate on the queries the service logged (snappy.storage.querylog) when there are some
+    query_log_days: float = 30.0  # logged queries are deleted after this many days
+    recalibrate_days: float = 7.0  # measure again when this old and the log holds calibration_queries newer queries

@@ -43,3 +43,13 @@ def check_level(level: object) -> str:
     if level not in REGION_LEVELS:
         raise QueryError(f"level must be one of {', '.join(REGION_LEVELS)}, got {level!r}", "level")
     return str(level)
+
+
+def check_target(target: object) -> float | None:
+    """A valid recall@10 target for the candidate stage (``0 < t <= 1``) or None, else QueryError
+    (field ``target_recall``)."""
+    if target is None:
+        return None
+    if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 < target <= 1:
+        raise QueryError(f"target_recall must be a number above 0 and at most 1, got {target!r}", "target_recall")
+    return float(target)

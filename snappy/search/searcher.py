@@ -22,7 +22,7 @@ import io
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -36,11 +36,12 @@ from snappy.regions.propagation import DEFAULT_METHOD, DEFAULT_THRESHOLD, Thresh
 from snappy.candidates.centroids import CandidateOptions, CentroidIndex, Codebook
 from snappy.search.maxsim import PageMatrix, maxsim, top_k
 from snappy.errors import QueryError
-from snappy.search.query import DEFAULT_TOP_PAGES, check_level, check_query, check_request
+from snappy.search.query import DEFAULT_TOP_PAGES, check_level, check_query, check_request, check_target
 from snappy.search.region_rows import REGION_COLUMNS, RegionStore
 from snappy.search.results import NO_MATCH, NO_PAGES, PageResult, PageResults, RegionResult
 from snappy.storage.commit import live_mask, sql_list
 from snappy.storage.schema import CODEBOOK, CODES, DOCUMENTS, PAGES, REGIONS
+from snappy.storage.querylog import QueryLogger
 from snappy.storage.snapshot import Snapshot
 from snappy.storage.tables import IndexDamaged, IndexStore, IndexUnavailable, reraise_fatal
 
@@ -127,12 +128,14 @@ class Searcher:
     """Ranks an index's pages and scores their regions (see the module doc).
 
     ``encoder`` is an Encoder, a spec or stored id for :func:`snappy.encoders.make_encoder`, or None
-    (the index's own encoder, built on first query).
+    (the index's own encoder, built on first query). ``query_log``: where the token vectors of the
+    queries it encodes are logged for the nightly calibration (:mod:`snappy.storage.querylog`); None:
+    nowhere (the default of the library; ``snappy serve`` logs).
     """
 
     def __init__(self, index: str | IndexStore, encoder: Encoder | str | None = None,
                  storage_options: Mapping[str, str] | None = None, options: SearchOptions | None = None,
-                 shard: tuple[int, int] = (0, 1)):
+                 shard: tuple[int, int] = (0, 1), query_log: QueryLogger | None = None):
         self.store = index if isinstance(index, IndexStore) else IndexStore(index, storage_options)
         self.options = options or SearchOptions()
         if not 0 <= shard[0] < shard[1]:
@@ -141,6 +144,7 @@ class Searcher:
         self._encoder = encoder if isinstance(encoder, Encoder) else None
         self._encoder_spec = encoder if isinstance(encoder, str) else None
         self._swap = threading.Lock()
+        self.query_log = query_log
         self.state: SearchState = self.load(self._latest())
 
     # ------------------------------------------------------------------ snapshots
@@ -386,12 +390,12 @@ class Searcher:
 
     # ------------------------------------------------------------------ ranking
     def rank(self, query_vectors: Sequence[np.ndarray], top_pages: int = DEFAULT_TOP_PAGES,
-             state: SearchState | None = None) -> tuple[np.ndarray, np.ndarray]:
+             state: SearchState | None = None, target_recall: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``(page indices [B, k], scores [B, k])`` of the best pages per query (indices into ``state``)."""
-        idx, scores, _, _ = self._rank(query_vectors, top_pages, state or self.state)
+        idx, scores, _, _ = self._rank(query_vectors, top_pages, state or self.state, target_recall)
         return idx, scores
 
-    def _rank(self, queries, top_pages: int, state: SearchState):
+    def _rank(self, queries, top_pages: int, state: SearchState, target_recall: float | None = None):
         """(idx [B,k], scores [B,k], per-page patch scores getter, scored pages) for a batch of queries."""
         if state.mode == "exact":
             scores, patches = maxsim(queries, state.matrix, self.options.chunk_bytes, self.options.threads,
@@ -402,17 +406,20 @@ class Searcher:
             def patch_scores(b: int, i: int) -> np.ndarray:
                 return patches[b, offsets[i]:offsets[i + 1]]
             return idx, np.take_along_axis(scores, idx, axis=1), patch_scores, state.n_pages
-        return self._rank_candidates(queries, top_pages, state)
+        return self._rank_candidates(queries, top_pages, state, target_recall)
 
-    def _rank_candidates(self, queries, top_pages: int, state: SearchState):
+    def _rank_candidates(self, queries, top_pages: int, state: SearchState, target_recall: float | None = None):
         """The candidate path: each query's ranked pool (:meth:`CentroidIndex.ranked_pool`); its first
         ``candidates`` pages (and the uncoded ones) read and scored exactly; then, while
         :func:`~snappy.candidates.calibrate.rerank_more` says pages not yet read could still enter a
-        query's top-k, the next ones, up to ``max_candidates``. Every page read is scored for every query."""
+        query's top-k, the next ones, up to ``max_candidates``. Every page read is scored for every query.
+        ``target_recall``: this request's target instead of the options' (the calibrated point for it)."""
         from snappy.candidates.calibrate import rerank_more
         from snappy.search.maxsim import query_matrix
 
         index, o = state.index, self.options.candidates
+        if target_recall is not None:
+            o = replace(o, target_recall=target_recall)
         b = o.operating_point(index.n_pages, index.codebook.calibration)
         qs = [query_matrix([q], index.codebook.dim)[0] for q in queries]
         pools = []  # per query: (state pages in pooled order, pooled scores)
@@ -420,23 +427,23 @@ class Searcher:
             pos, ps = index.ranked_pool(q, b, o.nprobe)
             pools.append((state.index_pages[pos], ps))
         chunks: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []  # (pages, offsets, scores, patches)
-        where: dict[int, tuple[int, int]] = {}  # state page -> (chunk, column)
+        column = np.full(state.n_pages, -1, np.int64)  # state page -> its column in `scores` (-1: not read)
+        scores = np.zeros((len(queries), 0), np.float32)  # [B, pages read], in reading order
         taken = [min(len(p), b.candidates) for p, _ in pools]
         want = np.concatenate([p[:n] for (p, _), n in zip(pools, taken)] + [state.uncoded]).astype(np.int64)
         while True:
-            new = np.unique(want[[int(x) not in where for x in want]]) if len(want) else want
+            new = np.unique(want[column[want] < 0])
             if len(new):
                 chunk = self._score_pages(queries, new, state)
-                for j, c in enumerate(chunk[0]):
-                    where[int(c)] = (len(chunks), j)
+                column[chunk[0]] = scores.shape[1] + np.arange(len(chunk[0]))
+                scores = np.concatenate([scores, chunk[2]], axis=1)
                 chunks.append(chunk)
             more = []
             for qi, ((pages, ps), n) in enumerate(zip(pools, taken)):
                 limit = min(len(pages), b.max_candidates)
                 if n >= limit:
                     continue
-                exact = np.array([chunks[where[int(c)][0]][2][qi, where[int(c)][1]] for c in pages[:n]], np.float32)
-                extra = min(rerank_more(ps, exact, top_pages, b.slack), 32, limit - n)
+                extra = min(rerank_more(ps, scores[qi, column[pages[:n]]], top_pages, b.slack), 32, limit - n)
                 if extra:
                     more.append(pages[n:n + extra])
                     taken[qi] = n + extra
@@ -444,12 +451,14 @@ class Searcher:
                 break
             want = np.concatenate(more)
         cand = np.concatenate([c[0] for c in chunks]) if chunks else np.zeros(0, np.int64)
-        scores = np.concatenate([c[2] for c in chunks], axis=1) if chunks else np.zeros((len(queries), 0), np.float32)
+        starts = np.cumsum([0] + [len(c[0]) for c in chunks])
         local = top_k(scores, top_pages, keys=state.key_rank[cand])
 
         def patch_scores(q: int, i: int) -> np.ndarray:
-            ci, j = where[i]
-            pages, offsets, _, patches = chunks[ci]
+            at = int(column[i])
+            ci = int(np.searchsorted(starts, at, side="right")) - 1
+            j = at - int(starts[ci])
+            _, offsets, _, patches = chunks[ci]
             return patches[q, offsets[j]:offsets[j + 1]]
         return cand[local], np.take_along_axis(scores, local, axis=1), patch_scores, len(cand)
 
@@ -469,28 +478,35 @@ class Searcher:
 
     # ------------------------------------------------------------------ queries
     def query(self, text: str, top_pages: int = DEFAULT_TOP_PAGES, threshold: "Threshold | str | float" = DEFAULT_THRESHOLD,
-              method: str = DEFAULT_METHOD, level: str = DEFAULT_LEVEL) -> PageResults:
-        return self.query_batch([text], top_pages, threshold, method, level)[0]
+              method: str = DEFAULT_METHOD, level: str = DEFAULT_LEVEL, target_recall: float | None = None) -> PageResults:
+        return self.query_batch([text], top_pages, threshold, method, level, target_recall)[0]
 
     def query_batch(self, texts: Sequence[str], top_pages: int = DEFAULT_TOP_PAGES,
                     threshold: "Threshold | str | float" = DEFAULT_THRESHOLD, method: str = DEFAULT_METHOD,
-                    level: str = DEFAULT_LEVEL) -> list[PageResults]:
+                    level: str = DEFAULT_LEVEL, target_recall: float | None = None) -> list[PageResults]:
         """Result pages per query: only pages that match it, so up to ``top_pages`` (none: ``reason``
         says why). QueryError for a query or option that cannot be searched.
 
-        ``level``: which regions a page returns, ``line``, ``block`` or ``auto`` (snappy.regions.blocks)."""
+        ``level``: which regions a page returns, ``line``, ``block`` or ``auto`` (snappy.regions.blocks).
+        ``target_recall``: the candidate stage's recall@10 target for these queries (the cheapest
+        calibrated budgets that reach it; None: the options' or the calibrated one). The exact scan ignores it."""
         top_pages, _, method = check_request(top_pages, threshold, method)
         level = check_level(level)
+        target_recall = check_target(target_recall)
         if self.options.auto_refresh:
             self.refresh()
         state = self.state
         if state.n_pages == 0:
             return [PageResults([], NO_PAGES) for _ in texts]
-        return self.search_vectors(self.encode(texts), top_pages, threshold, method, state, level)
+        vectors = self.encode(texts)
+        if self.query_log is not None:
+            self.query_log.record(vectors)
+        return self.search_vectors(vectors, top_pages, threshold, method, state, level, target_recall)
 
     def search_vectors(self, query_vectors: Sequence[np.ndarray], top_pages: int = DEFAULT_TOP_PAGES,
                        threshold: "Threshold | str | float" = DEFAULT_THRESHOLD, method: str = DEFAULT_METHOD,
-                       state: SearchState | None = None, level: str = DEFAULT_LEVEL) -> list[PageResults]:
+                       state: SearchState | None = None, level: str = DEFAULT_LEVEL,
+                       target_recall: float | None = None) -> list[PageResults]:
         """Like :meth:`query_batch` with encoded queries (``[t, dim]`` float32 each).
 
         A page matches when its MaxSim is finite and above 0: a page scoring 0 has no patch similar to
@@ -504,12 +520,12 @@ class Searcher:
             out = [PageResults([], "the query has no token vectors or non-finite values") for _ in query_vectors]
             if usable:
                 for i, res in zip(usable, self.search_vectors([query_vectors[i] for i in usable], top_pages,
-                                                              threshold, method, state, level)):
+                                                              threshold, method, state, level, target_recall)):
                     out[i] = res
             return out
         if state.n_pages == 0 or not len(query_vectors):
             return [PageResults([], NO_PAGES) for _ in query_vectors]
-        idx, scores, patch_scores, _ = self._rank(query_vectors, top_pages, state)
+        idx, scores, patch_scores, _ = self._rank(query_vectors, top_pages, state, target_recall)
         match = np.isfinite(scores) & (scores > 0)  # [B, k]
         wanted = np.unique(idx[match]).tolist()
         with self._reading("cannot read regions", state.snap):

@@ -89,7 +89,20 @@ def candidate_stage(store) -> dict:
                               "queries": c["queries"], "logged_queries": c["logged"], "pages": c["n_pages"],
                               "measured_at": c["measured_at"],
                               "budgets": {k: b[k] for k in ("probe_budget", "pool", "candidates", "max_candidates")}}
+    out["query_log"] = query_log(store)
     return out
+
+
+def query_log(store) -> dict:
+    """What the services logged for the calibration (snappy.storage.querylog): queries, files, newest."""
+    import time
+
+    from snappy.storage.querylog import log_files
+
+    files = log_files(store.files)
+    newest = max((f.at for f in files), default=None)
+    return {"queries": sum(f.count for f in files), "files": len(files),
+            "newest": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(newest)) if newest else None}
 
 
 def text_sources(store) -> dict | None:

@@ -275,26 +275,31 @@ def logged_queries(name: str, n: int, n_q: int, work: Path, d: dict) -> tuple[li
 
 def stages(names: list[str], sizes: list[int], n_q: int, work: Path, target: float = 0.95,
            logged: bool = False) -> list[dict]:
-    """Per corpus and size: the calibration (on pseudo-queries; with ``logged``, on 100 other queries
-    of the corpus standing for the service's query log) and the recall per stage it gives on the
+    """Per corpus and size: the calibration (on pseudo-queries; with ``logged``, as the nightly run with a
+    query log: on 100 other queries of the corpus standing for the log, and the pseudo-queries) and the recall per stage it gives on the
     corpus's own queries, beside the old defaults (``default_budgets``, fixed rerank)."""
     import numpy as np
 
-    from snappy.candidates.calibrate import Budgets, calibrate, stage_recall
+    from snappy.candidates.calibrate import Budgets, calibrate, row_estimate, stage_recall
     from snappy.candidates.centroids import default_budgets
 
     rows = []
     for name in names:
         for n in sizes:
             d = sketch(name, n, n_q, work)
-            pq, pex, hard = logged_queries(name, n, n_q, work, d) + (None,) if logged else pseudo(name, n, n_q, work, d)
+            pq, pex, hard = pseudo(name, n, n_q, work, d)
+            groups = None
+            if logged:  # as the nightly run measures with a query log: logged and pseudo-queries, each must pass
+                lq, lex = logged_queries(name, n, n_q, work, d)
+                pq, pex, hard = lq + pq, np.concatenate([lex, pex]), None
+                groups = np.array(["logged"] * len(lq) + ["pseudo"] * (len(pq) - len(lq)))
             t = time.perf_counter()
-            cal = calibrate(d["index"], pq, pex, target, n_pages=n, hard=hard)
+            cal = calibrate(d["index"], pq, pex, target, n_pages=n, hard=hard, groups=groups)
             cal_s = time.perf_counter() - t
             pool, cand = default_budgets(n)
             old = Budgets(112, pool, cand, cand)
             real = stage_recall(d["index"], d["queries"], d["exact"], [old, cal.chosen])
-            est = {json.dumps(r["budgets"], sort_keys=True): r["recall"] for r in cal.curve}  # the frontier
+            est = {json.dumps(r["budgets"], sort_keys=True): row_estimate(r) for r in cal.curve}  # the frontier
             check = stage_recall(d["index"], d["queries"], d["exact"], [Budgets(**r["budgets"]) for r in cal.curve])
             diffs = [r["recall"] - est[json.dumps(r["budgets"], sort_keys=True)] for r in check]
             row = {"corpus": name, "pages": n, "queries": n_q, "calibrated_on": "logged" if logged else "pseudo",
@@ -308,6 +313,53 @@ def stages(names: list[str], sizes: list[int], n_q: int, work: Path, target: flo
                                                       "mean_abs": round(float(np.mean(np.abs(diffs))), 3)}}
             print(json.dumps(row), flush=True)
             rows.append(row)
+    return rows
+
+
+def choice(names: list[str], sizes: list[int], n_q: int, work: Path, target: float = 0.95,
+           margins: tuple[float, ...] = (0.0, 1.0, 1.5, 2.0, 3.0)) -> list[dict]:
+    """How the calibration's choice holds on queries it did not see: the whole grid measured on the
+    calibration queries (pseudo-queries; the corpus's queries 1000+ standing for the log) and on the
+    corpus's own queries; per margin (``floor``'s standard errors), the point chosen on the first, its
+    estimate, and its recall on the second."""
+    from snappy.candidates.calibrate import choose, default_grid, row_estimate, stage_recall
+
+    rows = []
+    for name in names:
+        for n in sizes:
+            d = sketch(name, n, n_q, work)
+            grid = default_grid(n)
+
+            def cached(tag: str, make) -> list[dict]:  # a grid's curve, kept: the rules are compared for free
+                path = work / f"curve-{name}-{n}-{n_q}-{tag}.json"
+                if not path.is_file():
+                    path.write_text(json.dumps(make()))
+                return json.loads(path.read_text())
+
+            real = {json.dumps(r["budgets"], sort_keys=True): r
+                    for r in cached("real", lambda: stage_recall(d["index"], d["queries"], d["exact"], grid, n_pages=n))}
+            curves = {}
+            for on in ("pseudo", "logged", "both"):
+                if on == "both":  # each group must pass (what the nightly run does with a query log)
+                    curve = [dict(r, groups={"logged": {"recall": g["recall"], "se": g["se"]},
+                                             "pseudo": {"recall": p["recall"], "se": p["se"]}},
+                                  recall=(g["recall"] + p["recall"]) / 2, se=0.0)
+                             for r, g, p in zip(curves["pseudo"], curves["logged"], curves["pseudo"])]
+                    for r in curve:
+                        r.pop("recall_hard", None)
+                else:
+                    qs, ex, hard = logged_queries(name, n, n_q, work, d) + (None,) if on == "logged" else \
+                        pseudo(name, n, n_q, work, d)
+                    curve = curves[on] = cached(on, lambda: stage_recall(d["index"], qs, ex, grid, n_pages=n, hard=hard))
+                for z in margins:
+                    row = choose(curve, target, z)
+                    m = real[json.dumps(row["budgets"], sort_keys=True)]
+                    out = {"corpus": name, "pages": n, "calibrated_on": on, "margin_se": z,
+                           "budgets": row["budgets"], "estimate": row_estimate(row), "measured": m["recall"],
+                           "error": round(m["recall"] - row["recall"], 3), "reranked": m["reranked"],
+                           "cost_ms": m["cost_ms"]}
+                    print(json.dumps(out), flush=True)
+                    rows.append(out)
     return rows
 
 
@@ -727,7 +779,7 @@ def _rebuild(table, grid):
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("what", nargs="?", default="all", choices=["all", "build", "scale", "sweep", "options", "lexical",
-                                                                "regions", "stages", "latency"])
+                                                                "regions", "stages", "choice", "latency"])
     p.add_argument("--corpora", default="structured,flat,templates100,templates1000",
                    help="stages: the corpora (snappy.testing.synth_index.corpus_named)")
     p.add_argument("--logged", action="store_true", help="stages: calibrate on other queries of the corpus "
@@ -767,6 +819,8 @@ def main() -> int:
         out["sweep"] = [r for n in sizes for r in sweep(n, args.queries, configs, work)]
     if args.what == "stages":
         out["stages"] = stages(args.corpora.split(","), sizes, args.queries, work, logged=args.logged)
+    if args.what == "choice":
+        out["choice"] = choice(args.corpora.split(","), sizes, args.queries, work)
     if args.what == "latency":
         out["latency"] = [latency(n, work, args.queries, Path(args.old), args.rounds) for n in sizes]
     if args.what in ("all", "scale"):

@@ -343,7 +343,7 @@ def test_calibration_reaches_the_target_where_the_default_budgets_do_not(templat
     store, out, qs = templates
     assert out["action"] == "trained" and out["calibrated"] == "no calibration yet"
     cal = Codebook.from_table(store.dataset(CODEBOOK).to_table()).calibration
-    assert cal is not None and cal.target == 0.95 and cal.logged == 60 and cal.queries == 60
+    assert cal is not None and cal.target == 0.95 and cal.logged == 60 and cal.queries == 120  # + as many pseudo-queries
     exact = Searcher(store, options=SearchOptions(mode="exact"))
     default = Searcher(store, options=SearchOptions(mode="candidates", candidates=CandidateOptions(
         pool=4096, candidates=128)))  # the budgets before calibration: 128 reranked, fixed
@@ -390,7 +390,7 @@ def test_the_estimated_recall_is_reported(templates):
     from pipelines.cli import app
 
     text = CliRunner().invoke(app, ["inspect", store.uri]).stdout
-    assert f"estimated recall@10 {round(cal.estimate, 3)} (target 0.95, 60 queries, 60 logged" in " ".join(text.split())
+    assert f"estimated recall@10 {round(cal.estimate, 3)} (target 0.95, 120 queries, 60 logged" in " ".join(text.split())
     searcher = Searcher(store, options=SearchOptions(mode="candidates"))
     info = searcher.info()
     assert info["estimated_recall"] == round(cal.estimate, 3) and info["calibration"] == cal.summary()
@@ -409,6 +409,20 @@ def test_calibration_decisions():
     cal = Calibration(7, 1000, 0.95, 100, 0, Budgets(**choose(curve, 0.95)["budgets"]), 0.96, curve)
     assert cal.for_target(0.9)[0].candidates == 64 and cal.for_target(None) == (cal.chosen, 0.96)
     assert Calibration.from_json(cal.to_json()) == cal
+    # query groups (logged, pseudo): each must clear the target; the estimate is the lowest group's recall
+    from snappy.candidates.calibrate import floor, row_estimate
+
+    two = {"recall": 0.97, "se": 0.0, "groups": {"logged": {"recall": 0.955, "se": 0.01},
+                                                 "pseudo": {"recall": 0.985, "se": 0.01}}}
+    assert floor(two) == 0.945 and floor(two, 0.0) == 0.955 and row_estimate(two) == 0.955
+    # the margin: a point must clear the target by margin_se standard errors of its recall
+    noisy = [dict(r, se=0.02) for r in curve]
+    assert [choose(noisy, 0.95, z)["cost_ms"] for z in (0.0, 1.0, 2.0)] == [128, 256, 256]
+    import json
+
+    stored = json.loads(cal.to_json())
+    del stored["margin_se"]  # a calibration stored before the margin was a field
+    assert Calibration.from_json(json.dumps(stored)).margin_se == 1.0
     assert plan_calibration(1000, 7, None, 0.95) == "no calibration yet"
     assert plan_calibration(1200, 7, cal, 0.95) is None
     assert "retrained" in plan_calibration(1000, 8, cal, 0.95)
@@ -447,7 +461,10 @@ def test_the_nightly_run_calibrates_on_the_queries_the_service_logged(tmp_path):
         second = update_candidates(w, CALIBRATION)
     assert second["calibrated"] == "the query log holds 60 queries, the calibration used 0", second
     cal = Codebook.from_table(store.dataset(CODEBOOK).to_table()).calibration
-    assert cal.logged == 60 and cal.queries == 60
+    assert cal.logged == 60 and cal.queries == 120
+    chosen = next(r for r in cal.curve if r["budgets"] == {**cal.chosen.__dict__})
+    assert set(chosen["groups"]) == {"logged", "pseudo"}  # the target had to hold on each
+    assert cal.estimate == min(chosen["recall"], chosen["groups"]["logged"]["recall"], chosen["groups"]["pseudo"]["recall"])
     qs = [TEMPLATES.query(j, vocab)[0] for j in range(40)]
     after, _ = recall_at_10(exact, Searcher(store, options=SearchOptions(mode="candidates")), qs)
     assert after >= 0.95 and abs(after - cal.estimate) <= 0.05, (after, cal.estimate)

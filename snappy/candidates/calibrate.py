@@ -36,6 +36,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 DEFAULT_TARGET = 0.95
+DEFAULT_MARGIN_SE = 1.0  # see floor()
 
 # modelled cost of one query (ms, one core; docs/search.md): a probed inverted-list entry, a page's
 # pooled MaxSim (128 4-bit vectors), a page read from Lance and scored exactly
@@ -111,9 +112,10 @@ class Calibration:
     queries: int  # pseudo-queries + logged queries measured
     logged: int  # of which real logged queries
     chosen: Budgets
-    estimate: float  # recall@10 of the chosen budgets on the calibration queries
+    estimate: float  # recall@10 of the chosen budgets on the calibration queries (the lowest group's: row_estimate)
     curve: list[dict] = field(default_factory=list)  # every budget tried: budgets, recall per stage, cost
     measured_at: str = ""
+    margin_se: float = 1.0  # standard errors a point's recall must clear the target by (choose)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -130,8 +132,8 @@ class Calibration:
         """(budgets, estimated recall@10) for ``target`` (None: the calibrated one), from the curve."""
         if target is None or target == self.target or not self.curve:
             return self.chosen, self.estimate
-        row = choose(self.curve, target)
-        return Budgets(**row["budgets"]), row["recall"]
+        row = choose(self.curve, target, self.margin_se)
+        return Budgets(**row["budgets"]), row_estimate(row)
 
     def summary(self) -> dict:
         """What ``snappy inspect`` and ``GET /version`` show."""
@@ -142,16 +144,17 @@ class Calibration:
                             "max_candidates": b.max_candidates}}
 
 
-def choose(curve: list[dict], target: float) -> dict:
-    """The cheapest row of ``curve`` whose recall reaches ``target`` (on all its queries and on the hard
-    ones: :func:`floor`); none does: the one of highest recall (the cheapest among those) (pure)."""
+def choose(curve: list[dict], target: float, margin_se: float = 1.0) -> dict:
+    """The cheapest row of ``curve`` whose recall reaches ``target`` (on all its queries less ``margin_se``
+    standard errors, and on the hard ones: :func:`floor`); none does: the one of highest recall (the
+    cheapest among those) (pure)."""
     if not curve:
         raise ValueError("an empty calibration curve")
-    ok = [r for r in curve if floor(r) >= target]
+    ok = [r for r in curve if floor(r, margin_se) >= target]
     if ok:
-        return min(ok, key=lambda r: (r["cost_ms"], -floor(r)))
-    best = max(floor(r) for r in curve)
-    return min((r for r in curve if floor(r) == best), key=lambda r: r["cost_ms"])
+        return min(ok, key=lambda r: (r["cost_ms"], -floor(r, margin_se)))
+    best = max(floor(r, margin_se) for r in curve)
+    return min((r for r in curve if floor(r, margin_se) == best), key=lambda r: r["cost_ms"])
 
 
 def plan_calibration(n_pages: int, codebook_id: int, calibration: Calibration | None, target: float,
@@ -214,12 +217,14 @@ def exact_maxsim(queries: list[np.ndarray], pages: list[np.ndarray]) -> np.ndarr
 
 
 def stage_recall(index, queries: list[np.ndarray], exact: np.ndarray, grid: list[Budgets], k: int = 10,
-                 n_pages: int | None = None, hard: np.ndarray | None = None) -> list[dict]:
+                 n_pages: int | None = None, hard: np.ndarray | None = None,
+                 groups: np.ndarray | None = None) -> list[dict]:
     """For each budget of ``grid``: the share of the exact top-``k`` the probe keeps (``probe``), the
     pooled rescoring hands to the rerank (``pooled``), the final top-``k`` holds (``recall``), with the
     mean pages reranked and the modelled cost. ``index``: a :class:`CentroidIndex`; ``exact``:
     ``[Q, index pages]`` exact MaxSim of ``queries``; ``n_pages``: pages the pool shares refer to;
-    ``hard``: ``[Q]`` bool, the harder queries, whose recall is also given (``recall_hard``)."""
+    ``hard``: ``[Q]`` bool, the harder queries, whose recall is also given (``recall_hard``); ``groups``:
+    ``[Q]`` labels (e.g. ``logged`` / ``pseudo``), each group's recall and standard error given too."""
     grid = list(dict.fromkeys(grid))  # a budget listed twice is measured once
     n = index.n_pages
     n_pages = n_pages or n
@@ -258,24 +263,39 @@ def stage_recall(index, queries: list[np.ndarray], exact: np.ndarray, grid: list
                      "reranked": round(reranked, 1), "cost_ms": round(b.cost_ms(entries, reranked), 1)})
         if hard is not None and np.any(hard):
             rows[-1]["recall_hard"] = round(float(np.mean(rec[np.asarray(hard, bool)])), 4)
+        if groups is not None and len(set(groups)) > 1:
+            g = np.asarray(groups)
+            rows[-1]["groups"] = {str(name): {"recall": round(float(np.mean(rec[g == name])), 4),
+                                              "se": round(float(np.std(rec[g == name]) /
+                                                                math.sqrt(int(np.sum(g == name)))), 4)}
+                                  for name in sorted(set(g.tolist()))}
     return rows
 
 
-def floor(row: dict) -> float:
-    """The recall a row must reach the target with: its recall less one standard error of it (another
-    sample of queries measured 0.024 lower on a point chosen at 0.951), and that of its hard queries
-    when measured."""
-    return min(row["recall"] - row.get("se", 0.0), row.get("recall_hard", row["recall"]))
+def floor(row: dict, margin_se: float = 1.0) -> float:
+    """The recall a row must reach the target with: its recall less ``margin_se`` standard errors of it,
+    and that of its hard queries when measured. The margin answers the choice's own bias: the cheapest
+    of hundreds of noisy points that pass is likely one measured high. With query ``groups`` (logged and
+    pseudo-queries), each group must clear it too: pseudo-queries can be easier than real ones, and a
+    sample of 100 logged queries can be (two such samples differed by 0.027)."""
+    vals = [row["recall"] - margin_se * row.get("se", 0.0), row.get("recall_hard", row["recall"])]
+    vals += [g["recall"] - margin_se * g["se"] for g in row.get("groups", {}).values()]
+    return min(vals)
 
 
-def frontier(curve: list[dict]) -> list[dict]:
+def row_estimate(row: dict) -> float:
+    """The recall@10 a row is expected to give: its recall, or the lowest of its query groups' (pure)."""
+    return min([row["recall"]] + [g["recall"] for g in row.get("groups", {}).values()])
+
+
+def frontier(curve: list[dict], margin_se: float = 1.0) -> list[dict]:
     """The rows no other row beats in both cost and recall (what is worth storing) (pure)."""
-    rows = sorted(curve, key=lambda r: (r["cost_ms"], -floor(r)))
+    rows = sorted(curve, key=lambda r: (r["cost_ms"], -floor(r, margin_se)))
     out, best = [], -1.0
     for r in rows:
-        if floor(r) > best:
+        if floor(r, margin_se) > best:
             out.append(r)
-            best = floor(r)
+            best = floor(r, margin_se)
     return out
 
 
@@ -332,22 +352,24 @@ def pseudo_queries(pages: list[np.ndarray], codebook, list_sizes: np.ndarray, rn
 
 def calibrate(index, queries: list[np.ndarray], exact: np.ndarray, target: float = DEFAULT_TARGET,
               codebook_id: int = 0, n_pages: int | None = None, logged: int = 0, measured_at: str = "",
-              grid: list[Budgets] | None = None, k: int = 10, hard: np.ndarray | None = None) -> Calibration:
+              grid: list[Budgets] | None = None, k: int = 10, hard: np.ndarray | None = None,
+              margin_se: float | None = None, groups: np.ndarray | None = None) -> Calibration:
     """Measure ``grid`` (default :func:`default_grid`) on ``queries`` with their exact scores and choose
     the cheapest budgets that reach ``target``, on all queries and on the ``hard`` ones (see the module
     doc). The curve kept is its :func:`frontier`."""
     n_pages = n_pages or index.n_pages
-    curve = stage_recall(index, queries, exact, grid or default_grid(index.n_pages), k, n_pages, hard)
+    margin_se = DEFAULT_MARGIN_SE if margin_se is None else margin_se
+    curve = stage_recall(index, queries, exact, grid or default_grid(index.n_pages), k, n_pages, hard, groups)
     for r in curve:  # the pool as a share of the index, so that it follows the index's size
         r["budgets"]["pool_share"] = r["budgets"]["pool"] / max(n_pages, 1)
-    curve = frontier(curve)
-    row = choose(curve, target)
-    chosen = Budgets(**row["budgets"])
-    if row["recall"] < target:
-        log.warning("no budget tried reaches recall@%d %.2f (best %.3f): using the best", k, target, row["recall"])
-    log.info("calibrated on %d queries: %s, estimated recall@%d %.3f", len(queries), chosen, k, row["recall"])
+    curve = frontier(curve, margin_se)
+    row = choose(curve, target, margin_se)
+    chosen, est = Budgets(**row["budgets"]), row_estimate(row)
+    if est < target:
+        log.warning("no budget tried reaches recall@%d %.2f (best %.3f): using the best", k, target, est)
+    log.info("calibrated on %d queries: %s, estimated recall@%d %.3f", len(queries), chosen, k, est)
     return Calibration(int(codebook_id), int(n_pages), float(target), len(queries), int(logged), chosen,
-                       float(row["recall"]), curve, measured_at)
+                       float(est), curve, measured_at, float(margin_se))
 
 
 def with_target(cal: Calibration, target: float) -> Calibration:

@@ -225,8 +225,11 @@ def _age_days(cal: Calibration | None) -> float:
 def calibrate_index(store, codebook: Codebook, meta: pa.Table, position: np.ndarray, docs: pa.Table,
                     s: CandidateSettings, queries: QuerySamples | None = None) -> Calibration:
     """Measure the budgets on the index's live coded pages (:mod:`snappy.candidates.calibrate`): the
-    candidate structure as a searcher loads it, ``calibration_queries`` queries (logged ones first, then
-    pseudo-queries from random pages), their exact MaxSim over every coded page (one streaming pass)."""
+    candidate structure as a searcher loads it; up to ``calibration_queries`` logged queries (the caller's,
+    then the query log's newest) and ``calibration_queries`` pseudo-queries from random pages; their exact
+    MaxSim over every coded page (one streaming pass). With at least half of ``calibration_queries``
+    logged, the target must hold on the logged and on the pseudo-queries each (``floor``'s groups);
+    fewer logged queries are measured with the pseudo-queries as one set."""
     from datetime import datetime, timezone
 
     queries = queries or QuerySamples()
@@ -239,18 +242,20 @@ def calibrate_index(store, codebook: Codebook, meta: pa.Table, position: np.ndar
     encoder_id = _major_encoder(meta)
     if s.query_log and len(logged) < s.calibration_queries:
         logged += querylog.read_recent(store.files, s.calibration_queries - len(logged), encoder_id, codebook.dim)
-    n_pseudo = s.calibration_queries - len(logged)
-    rows = np.sort(rng.choice(np.flatnonzero(coded), size=min(n_pseudo, int(coded.sum())), replace=False))
-    qs, hard = list(logged), np.zeros(len(logged), bool)  # logged queries are as hard as they are
-    if len(rows):
-        pages = _read_pages(store.dataset(PAGES), position[rows])
-        prefix = queries.prefix_tokens()
-        if prefix is None and s.query_log:
-            prefix = querylog.read_prefix(store.files, encoder_id)
-        if prefix is None:
-            log.info("calibration: pseudo-queries without the encoder's prefix tokens (none given or logged)")
-        made, made_hard = pseudo_queries(pages, codebook, np.diff(index.list_indptr), rng, prefix)
-        qs, hard = qs + made, np.concatenate([hard, made_hard])
+    rows = np.sort(rng.choice(np.flatnonzero(coded), size=min(s.calibration_queries, int(coded.sum())),
+                              replace=False))
+    pages = _read_pages(store.dataset(PAGES), position[rows])
+    prefix = queries.prefix_tokens()
+    if prefix is None and s.query_log:
+        prefix = querylog.read_prefix(store.files, encoder_id)
+    if prefix is None:
+        log.info("calibration: pseudo-queries without the encoder's prefix tokens (none given or logged)")
+    made, made_hard = pseudo_queries(pages, codebook, np.diff(index.list_indptr), rng, prefix)
+    qs = logged + made
+    if len(logged) >= max(s.calibration_queries // 2, 1):  # two groups, each must reach the target
+        hard, groups = None, np.array(["logged"] * len(logged) + ["pseudo"] * len(made))
+    else:  # too few logged queries to stand alone: one set (logged queries are as hard as they are)
+        hard, groups = np.concatenate([np.zeros(len(logged), bool), made_hard]), None
     exact = np.zeros((len(qs), index.n_pages), np.float32)
     ds = store.dataset(PAGES)
     sel = np.flatnonzero(coded)
@@ -258,7 +263,7 @@ def calibrate_index(store, codebook: Codebook, meta: pa.Table, position: np.ndar
         rows = sel[a:a + s.batch_pages]
         exact[:, at[rows]] = exact_maxsim(qs, _read_pages(ds, position[rows]))
     return calibrate(index, qs, exact, s.target_recall, codebook.codebook_id, index.n_pages, len(logged),
-                     datetime.now(timezone.utc).isoformat(timespec="seconds"), hard=hard)
+                     datetime.now(timezone.utc).isoformat(timespec="seconds"), hard=hard, groups=groups)
 
 
 def _read_pages(ds, positions: np.ndarray) -> list[np.ndarray]:

@@ -22,7 +22,7 @@ class CandidateSettings:
     seed: int = 0
     calibrate: bool = True  # measure the budgets that reach target_recall on the index's own data
     target_recall: float = 0.95  # recall@10 the calibrated budgets aim at
-    calibration_queries: int = 100  # queries measured (logged ones first, then pseudo-queries)
+    calibration_queries: int = 100  # pseudo-queries measured, and logged queries up to as many
     recalibrate_growth: float = 1.5  # measure again when the index grew or shrank this many times
     query_log: bool = True  # calibrate on the queries the service logged (snappy.storage.querylog) when there are some
     query_log_days: float = 30.0  # logged queries are deleted after this many days

@@ -598,11 +598,6 @@ class Router:
         await self.impl.ready()
         return self.impl
 
-    def __del__(self):  # Serve calls it when the replica stops: write the queries still buffered
-        logger = getattr(getattr(self, "impl", None), "_query_log", None)
-        if logger is not None:
-            logger.flush()
-
     @api.post("/query")
     async def query(self, request: Request):
         return await self.impl.answer(request)

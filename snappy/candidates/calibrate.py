@@ -161,7 +161,7 @@ def plan_calibration(n_pages: int, codebook_id: int, calibration: Calibration | 
                      growth: float = 1.5, logged: int = 0, newer: int = 0, wanted: int = 100,
                      age_days: float = 0.0, max_age_days: float = 7.0) -> str | None:
     """Why the budgets must be measured (again) now, or None (pure): none measured, a new codebook, another
-    target, the index grew or shrank ``growth`` times since; or real queries can replace pseudo-queries:
+    target, the index grew or shrank ``growth`` times since; or real queries can join the pseudo-queries:
     the query log holds ``logged`` queries, at least half of ``wanted`` more than the calibration used; or
     the calibration is ``max_age_days`` old and the log holds ``wanted`` queries ``newer`` than it."""
     if calibration is None:

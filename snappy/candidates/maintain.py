@@ -15,11 +15,11 @@ Runs under the index's writer (lease held) after the indexing run's commits:
   row is re-packed to 4 bits (8 KB) in the same commit: no re-pooling, no retraining (``plan_pool``).
 
 - **calibration** (:mod:`snappy.candidates.calibrate`): after training, and again when the index grew or
-  shrank ``recalibrate_growth`` times, the target changed, the query log can replace pseudo-queries or
-  the calibration is old and the log has newer queries (``plan_calibration``), the budgets that reach
-  ``target_recall`` are measured on the newest logged queries (:mod:`snappy.storage.querylog`, and
-  :class:`QuerySamples`), completed by pseudo-queries from the index's pages, against their exact MaxSim
-  over every coded page, and stored with the codebook in a second commit (the codebook table rewritten
+  shrank ``recalibrate_growth`` times, the target changed, the query log gained enough queries or the
+  calibration is old and the log has newer queries (``plan_calibration``), the budgets that reach
+  ``target_recall`` are measured on pseudo-queries from the index's pages and the newest logged queries
+  (:mod:`snappy.storage.querylog`, and :class:`QuerySamples`), against their exact MaxSim over every
+  coded page, and stored with the codebook in a second commit (the codebook table rewritten
   with its calibration). The run also deletes logged queries older than ``query_log_days``.
 
 Codes rows carry their page's generation, so they follow the commit protocol like pages: a

@@ -217,10 +217,10 @@ def _codebook(store: IndexStore):
 def _query_prefix(config: IndexConfig, encoder: EncoderInfo):
     """The encoder's prefix tokens (its vectors of an empty query), which the calibration's pseudo-queries
     start with, from a Ray task with the embed stage's resources. Weight-free encoders (lexical) have none."""
-    def empty_query(spec: str):
+    def prefix(spec: str):
         from snappy.encoders import make_encoder
 
-        return make_encoder(spec).embed_queries([""])[0]
+        return make_encoder(spec).query_prefix()
 
     if not encoder.loads_model:
         return None
@@ -229,7 +229,7 @@ def _query_prefix(config: IndexConfig, encoder: EncoderInfo):
     config = config.resolved(float(ray.cluster_resources().get("GPU", 0)))  # a GPU where the embed actors get one
     resources = {"num_cpus": config.embed_num_cpus} | (
         {"num_gpus": config.embed_num_gpus} if config.embed_num_gpus else {})
-    return ray.get(ray.remote(**resources)(empty_query).remote(config.encoder), timeout=600)
+    return ray.get(ray.remote(**resources)(prefix).remote(config.encoder), timeout=600)
 
 
 def _run_pipeline(config: IndexConfig, source: Source, store: IndexStore, plan: Plan, encoder: EncoderInfo,

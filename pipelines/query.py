@@ -42,8 +42,7 @@ class QueryActorImpl:
             from snappy.storage.querylog import QueryLogger
 
             enc = self.searcher.encoder
-            self.searcher.query_log = QueryLogger(self.searcher.store.files, enc.encoder_id,
-                                                  prefix=lambda: enc.embed_queries([""])[0])
+            self.searcher.query_log = QueryLogger(self.searcher.store.files, enc.encoder_id, prefix=enc.query_prefix)
 
     def query(self, text: str, top_pages: int = DEFAULT_TOP_PAGES, threshold: str = DEFAULT_THRESHOLD, method: str = DEFAULT_METHOD,
               patch_scores: bool = False, level: str = DEFAULT_LEVEL, target_recall: float | None = None) -> list[dict]:

@@ -364,7 +364,7 @@ class RouterImpl:
             enc = self.encoder()
             self._query_log = QueryLogger(Files(self.config.index, self.config.storage_options()), enc.encoder_id,
                                           QueryLogOptions(sample=self.config.query_log_sample),
-                                          prefix=lambda: enc.embed_queries([""])[0])
+                                          prefix=enc.query_prefix)
         return self._query_log
 
     async def start(self) -> None:

@@ -190,7 +190,7 @@ class QuerySamples:
                 return None
         if p is None:
             return None
-        p = np.asarray(p, np.float32).reshape(-1, np.shape(p)[-1] if np.ndim(p) else 1)
+        p = np.atleast_2d(np.asarray(p, np.float32))
         p = p[(p != 0).any(axis=1)]
         return p if len(p) else None
 

@@ -51,6 +51,11 @@ class Encoder(ABC):
     def embed_queries(self, texts: Sequence[str]) -> list[np.ndarray]:
         """One float32 ``[n_query_tokens, dim]`` array per query."""
 
+    def query_prefix(self) -> np.ndarray | None:
+        """The vectors every query carries (``[t, dim]``: its vectors of an empty query; None: none), which
+        the candidate stage's calibration starts its pseudo-queries with."""
+        return self.embed_queries([""])[0]
+
     def query_tokens(self, text: str) -> list[str]:
         """A label per row of ``embed_queries([text])[0]`` (for similarity maps); numbered by default."""
         return [f"#{i + 1}" for i in range(len(self.embed_queries([text])[0]))]

@@ -160,6 +160,10 @@ class LexicalEncoder(Encoder):
             out.append(self._hash_rows(pieces))
         return out
 
+    def query_prefix(self) -> None:
+        """None: a lexical query is its words alone."""
+        return None
+
     def query_tokens(self, text: str) -> list[str]:
         return list(self.pieces(text))  # one vector per piece, in order
 

@@ -229,5 +229,3 @@ class QueryLogger:
             return 0
         self.written += len(batch)
         return len(batch)
-
-    close = flush
